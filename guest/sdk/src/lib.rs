@@ -1,0 +1,89 @@
+//! Write pulsewatch change-feed plugins in Rust.
+//!
+//! A plugin is a WASI 0.2 command (an ordinary `fn main` built for `wasm32-wasip2`) that reads
+//! the host's change feed through the `pulse:watch/feed` import. This crate gives it:
+//!
+//! - [`ChangePoller`]: holds the plugin's cursor and polls the events after it;
+//! - [`Checkpoint`]: commits the cursor, with the plugin's own state, to `/state` so that a
+//!   restarted plugin resumes after the last batch it committed (at-least-once delivery);
+//! - [`run`]: the whole loop (resume, poll, process, commit, wait) around a [`Plugin`].
+//!
+//! ```no_run
+//! use pulsewatch_guest::{Event, Plugin};
+//!
+//! #[derive(Default)]
+//! struct Count(u64);
+//!
+//! impl Plugin for Count {
+//!     fn restore(state: Option<&[u8]>) -> Result<Self, pulsewatch_guest::Error> {
+//!         let n = state.map(|s| String::from_utf8_lossy(s).parse()).transpose()?;
+//!         Ok(Count(n.unwrap_or(0)))
+//!     }
+//!     fn process(&mut self, events: &[Event]) -> Result<(), pulsewatch_guest::Error> {
+//!         self.0 += events.len() as u64;
+//!         Ok(())
+//!     }
+//!     fn snapshot(&self) -> Vec<u8> {
+//!         self.0.to_string().into_bytes()
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), pulsewatch_guest::Error> {
+//!     pulsewatch_guest::run::<Count>()
+//! }
+//! ```
+
+mod checkpoint;
+mod poller;
+mod runner;
+
+/// Bindings generated from `wit/feed.wit`, the contract with the host.
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "pulse:watch/plugin",
+    });
+}
+
+pub use bindings::pulse::watch::feed::{ChangeKind, Event, PollError, Uuid, WaitError};
+pub use checkpoint::{Checkpoint, Saved};
+pub use poller::{ChangePoller, DEFAULT_BATCH_LIMIT};
+pub use runner::{Plugin, run, run_with};
+
+/// The error type plugins return.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+impl ChangeKind {
+    /// The kind's name as in the WIT contract: `created`, `updated`, `archived` or `deleted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Archived => "archived",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
+impl Uuid {
+    /// The identifier as a `u128`.
+    pub fn as_u128(self) -> u128 {
+        (u128::from(self.hi) << 64) | u128::from(self.lo)
+    }
+}
+
+impl std::fmt::Display for Uuid {
+    /// The canonical hyphenated form, e.g. `67e55044-10b1-426f-9247-bb680e5fe0c8`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.as_u128();
+        write!(
+            f,
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            v >> 96,
+            (v >> 80) & 0xffff,
+            (v >> 64) & 0xffff,
+            (v >> 48) & 0xffff,
+            v & 0xffff_ffff_ffff
+        )
+    }
+}

@@ -1,0 +1,57 @@
+//! The plugin loop: resume, poll, process, commit, wait.
+
+use crate::{ChangePoller, Checkpoint, DEFAULT_BATCH_LIMIT, Error, Event, WaitError};
+use std::time::Duration;
+
+/// How long one wait for new events lasts before the loop asks again. Short enough that a
+/// host shutdown is noticed promptly, long enough to cost nothing while idle.
+const WAIT: Duration = Duration::from_secs(1);
+
+/// A change-feed plugin driven by [`run`].
+pub trait Plugin: Sized {
+    /// Rebuilds the plugin from the state it last committed, or from scratch (`None`).
+    fn restore(state: Option<&[u8]>) -> Result<Self, Error>;
+
+    /// Processes one batch, in seq order.
+    fn process(&mut self, events: &[Event]) -> Result<(), Error>;
+
+    /// The state to commit together with the cursor after each batch.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Called once when the host closes the feed, after the last commit, with the cursor.
+    fn finish(&mut self, cursor: u64) -> Result<(), Error> {
+        let _ = cursor;
+        Ok(())
+    }
+}
+
+/// Runs `P` over the feed with the checkpoint in `/state` and batches of
+/// [`DEFAULT_BATCH_LIMIT`] events.
+pub fn run<P: Plugin>() -> Result<(), Error> {
+    run_with::<P>(&Checkpoint::in_state_dir(), DEFAULT_BATCH_LIMIT)
+}
+
+/// Runs `P` over the feed: resumes from `checkpoint`, then for each batch calls
+/// [`Plugin::process`] and commits the new cursor with [`Plugin::snapshot`]. When caught up it
+/// waits for new events, and returns after [`Plugin::finish`] once the host closes the feed.
+///
+/// A batch is committed only after it was processed, so after a crash the plugin sees again at
+/// most the batch it was processing (at-least-once).
+pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Result<(), Error> {
+    let saved = checkpoint.load()?;
+    let mut plugin = P::restore(saved.as_ref().map(|s| s.state.as_slice()))?;
+    let mut poller = ChangePoller::from_sequence(saved.map_or(0, |s| s.seq))
+        .with_batch_limit(batch_limit);
+    loop {
+        let events = poller.poll()?;
+        if events.is_empty() {
+            match poller.wait(WAIT) {
+                Ok(_) => continue,
+                Err(WaitError::Closed) => break,
+            }
+        }
+        plugin.process(&events)?;
+        checkpoint.commit(poller.last_sequence(), &plugin.snapshot())?;
+    }
+    plugin.finish(poller.last_sequence())
+}

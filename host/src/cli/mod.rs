@@ -1,0 +1,51 @@
+//! Command-line interface. Exit status: 0 success; 1 a plugin did not end cleanly; 2 the command
+//! could not do its job (bad arguments, missing or corrupt database, bad input, a component
+//! refused).
+
+mod demo;
+mod jsonl;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Run untrusted WebAssembly plugins on a redb change feed.
+#[derive(Parser)]
+#[command(name = "pulsewatch", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a realistic stream of changes to a demo database and run the example plugins on it.
+    Demo(demo::Args),
+    /// Run plugins (WASI components) over a database's change feed.
+    Run(run::Args),
+    /// Append one change to a database, creating it if needed.
+    Append(jsonl::AppendArgs),
+    /// Append changes from JSON lines (a file or stdin), all or nothing.
+    Import(jsonl::ImportArgs),
+    /// Print events as JSON lines.
+    Tail(jsonl::TailArgs),
+}
+
+/// Runs the command line and maps failures to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Append(args) => jsonl::append(&args),
+        Command::Import(args) => jsonl::import(&args),
+        Command::Tail(args) => jsonl::tail(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

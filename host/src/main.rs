@@ -1,0 +1,7 @@
+//! The `pulsewatch` command; see `pulsewatch --help`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,101 @@
+//! Whether a component may run as a plugin: what it imports and exports, checked before it is
+//! linked so that a refusal names the reason instead of a linker error.
+
+use super::LoadError;
+use super::feed::FEED_PACKAGE;
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// WASI 0.2 packages a plugin may import. Each is backed by a deny-by-default context (see
+/// `Runtime::sandbox`): importing `wasi:sockets` or `wasi:filesystem` grants nothing by itself.
+const WASI_PACKAGES: [&str; 6] = [
+    "wasi:cli",
+    "wasi:clocks",
+    "wasi:filesystem",
+    "wasi:io",
+    "wasi:random",
+    "wasi:sockets",
+];
+
+/// The export that makes a component a command.
+const RUN_EXPORT: &str = "wasi:cli/run";
+
+/// The WebAssembly preamble: magic, then version and layer. A core module is version 1 layer 0;
+/// a component is version 0x0d layer 1.
+const MAGIC: &[u8; 4] = b"\0asm";
+const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+
+/// Classifies bytes that are not a component before asking the compiler about them.
+pub(crate) fn check_preamble(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    let name = name.to_owned();
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(LoadError::NotWasm { name });
+    }
+    if bytes[4..8] == CORE_MODULE_VERSION {
+        return Err(LoadError::CoreModule { name });
+    }
+    Ok(())
+}
+
+/// `ns:pkg/iface@1.2.3` split into package (`ns:pkg`) and version (`1.2.3`, or "").
+fn package_and_version(import: &str) -> (&str, &str) {
+    let (path, version) = import.split_once('@').unwrap_or((import, ""));
+    let package = path.split_once('/').map_or(path, |(package, _)| package);
+    (package, version)
+}
+
+fn allowed(import: &str) -> bool {
+    let (package, version) = package_and_version(import);
+    if package == FEED_PACKAGE.0 {
+        return version.starts_with(FEED_PACKAGE.1);
+    }
+    WASI_PACKAGES.contains(&package) && version.starts_with("0.2.")
+}
+
+/// Checks that the component imports only what a plugin may and exports `wasi:cli/run`.
+pub(crate) fn admit(name: &str, component: &Component, engine: &Engine) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    if let Some((import, _)) = ty.imports(engine).find(|(import, _)| !allowed(import)) {
+        return Err(LoadError::ForbiddenImport {
+            name: name.to_owned(),
+            import: import.to_owned(),
+        });
+    }
+    let runs = ty.exports(engine).any(|(export, _)| {
+        let (path, version) = export.split_once('@').unwrap_or((export, ""));
+        path == RUN_EXPORT && version.starts_with("0.2.")
+    });
+    if !runs {
+        return Err(LoadError::NotACommand {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_the_feed_and_wasi_0_2_only() {
+        assert!(allowed("pulse:watch/feed@0.1.0"));
+        assert!(allowed("wasi:cli/environment@0.2.6"));
+        assert!(allowed("wasi:sockets/tcp@0.2.0"));
+        assert!(!allowed("pulse:watch/feed@0.2.0"));
+        assert!(!allowed("wasi:http/outgoing-handler@0.2.6"));
+        assert!(!allowed("wasi:cli/environment@0.3.0"));
+        assert!(!allowed("wasi:cli/environment"));
+        assert!(!allowed("evil:backdoor/shell@1.0.0"));
+    }
+
+    #[test]
+    fn preamble_tells_modules_and_garbage_apart() {
+        assert!(matches!(check_preamble("x", b"hello world"), Err(LoadError::NotWasm { .. })));
+        assert!(matches!(
+            check_preamble("x", b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule { .. })
+        ));
+        assert!(check_preamble("x", b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

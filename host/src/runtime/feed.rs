@@ -1,0 +1,138 @@
+//! The host side of `pulse:watch/feed`: answers a plugin's calls from the event log, and gives
+//! the plugin a fresh CPU budget on each of them.
+
+use super::{Sandbox, StopSignal};
+use pulsewatch_log::{Change, ChangeKind, Event, Log, PollLimits, ReadError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::Linker;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "pulse:watch/plugin",
+});
+
+use pulse::watch::feed as wit;
+
+/// The interface name the functions are linked under.
+const FEED_INTERFACE: &str = "pulse:watch/feed@0.1.0";
+
+/// The package a plugin's feed import must come from, and the version prefix it must have.
+pub(crate) const FEED_PACKAGE: (&str, &str) = ("pulse:watch", "0.1.");
+
+/// The longest a `wait` sleeps before it looks at the stop signal again.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// What one plugin's feed calls read from.
+pub(crate) struct FeedAccess {
+    pub(crate) log: Arc<Log>,
+    pub(crate) poll_limits: PollLimits,
+    pub(crate) fuel_per_call: u64,
+    /// Keep waiting for new events once caught up, instead of closing the feed.
+    pub(crate) follow: bool,
+    pub(crate) stop: StopSignal,
+}
+
+impl FeedAccess {
+    fn poll(&self, since: u64, limit: u32) -> Result<(Vec<wit::Event>, u64), wit::PollError> {
+        if self.stop.is_stopped() {
+            return Ok((Vec::new(), since));
+        }
+        let batch = self
+            .log
+            .poll_within(since, limit, &self.poll_limits)
+            .map_err(poll_error)?;
+        Ok((batch.events.into_iter().map(to_wit).collect(), batch.last_seq))
+    }
+
+    fn wait(&self, since: u64, timeout: Duration) -> Result<u64, wit::WaitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stop.is_stopped() {
+                return Err(wit::WaitError::Closed);
+            }
+            let slice = deadline
+                .saturating_duration_since(Instant::now())
+                .min(STOP_CHECK);
+            // A read error is treated as "no news": the plugin's next poll reports it.
+            let head = if self.follow {
+                self.log.wait(since, slice).unwrap_or(since)
+            } else {
+                self.log.head().unwrap_or(since)
+            };
+            if head > since {
+                return Ok(head);
+            }
+            if !self.follow {
+                return Err(wit::WaitError::Closed);
+            }
+            if Instant::now() >= deadline {
+                return Ok(head);
+            }
+        }
+    }
+}
+
+fn poll_error(err: ReadError) -> wit::PollError {
+    match err {
+        ReadError::Undecodable { seq, .. } => wit::PollError::Undecodable(seq),
+        other => wit::PollError::Unavailable(other.to_string()),
+    }
+}
+
+fn uuid(id: u128) -> wit::Uuid {
+    wit::Uuid {
+        hi: (id >> 64) as u64,
+        lo: id as u64,
+    }
+}
+
+/// Moves a log event into its WIT form; the payload is moved, not copied.
+fn to_wit(event: Event) -> wit::Event {
+    let Change {
+        kind,
+        entity,
+        collective,
+        timestamp_ms,
+        payload,
+    } = event.change;
+    wit::Event {
+        seq: event.seq,
+        kind: match kind {
+            ChangeKind::Created => wit::ChangeKind::Created,
+            ChangeKind::Updated => wit::ChangeKind::Updated,
+            ChangeKind::Archived => wit::ChangeKind::Archived,
+            ChangeKind::Deleted => wit::ChangeKind::Deleted,
+        },
+        entity: uuid(entity),
+        collective: uuid(collective),
+        timestamp_ms,
+        payload,
+    }
+}
+
+/// Adds the feed functions to `linker`. Each call refills the caller's fuel: the CPU budget
+/// limits computation between feed calls, not the life of the plugin.
+pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+    let mut feed = linker.instance(FEED_INTERFACE)?;
+    feed.func_wrap("poll", |mut store, (since, limit): (u64, u32)| {
+        let result = store.data().feed.poll(since, limit);
+        let fuel = store.data().feed.fuel_per_call;
+        store.set_fuel(fuel)?;
+        Ok((result,))
+    })?;
+    feed.func_wrap("head", |mut store, (): ()| {
+        let result = store.data().feed.log.head().map_err(poll_error);
+        let fuel = store.data().feed.fuel_per_call;
+        store.set_fuel(fuel)?;
+        Ok((result,))
+    })?;
+    feed.func_wrap("wait", |mut store, (since, timeout_ms): (u64, u32)| {
+        let timeout = Duration::from_millis(u64::from(timeout_ms));
+        let result = store.data().feed.wait(since, timeout);
+        let fuel = store.data().feed.fuel_per_call;
+        store.set_fuel(fuel)?;
+        Ok((result,))
+    })?;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! The pulsewatch change feed: the event model, its stored encoding, the poll contract, and an
+//! event log over a [redb](https://docs.rs/redb) file.
+//!
+//! This crate has no WebAssembly runtime in it, so every implementation of the
+//! `pulse:watch/feed` contract (the native host, a provider component, another backend) shares
+//! one codec and one set of poll semantics.
+//!
+//! ```
+//! use pulsewatch_log::{Change, ChangeKind, Log};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let log = Log::create(dir.path().join("events.redb"))?;
+//! log.append(&Change::new(ChangeKind::Created, 0x1, 0xa))?;
+//! log.append(&Change::new(ChangeKind::Updated, 0x1, 0xa).with_payload(*b"{\"n\":2}"))?;
+//!
+//! // Each consumer holds its own cursor: the seq of the last event it processed.
+//! let batch = log.poll(0, 1000)?;
+//! assert_eq!(batch.events.len(), 2);
+//! assert_eq!(batch.last_seq, 2);
+//! assert!(log.poll(batch.last_seq, 1000)?.events.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod codec;
+mod event;
+mod log;
+mod poll;
+pub mod schema;
+
+pub use codec::DecodeError;
+pub use event::{Change, ChangeKind, Event, UnknownKind, now_ms};
+pub use log::{Log, OpenError, ReadError, WriteError};
+pub use poll::{Batch, BatchBuilder, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits};

@@ -1,0 +1,424 @@
+//! The event log over a redb file.
+//!
+//! One process writes ([`Log::create`] / [`Log::open`]); any number of processes read
+//! ([`Log::open_read_only`]) at the same time. Both use redb's `SingleWriter` concurrency mode,
+//! in which a reader sees each new commit on its next read transaction without reopening.
+
+use crate::codec::{self, DecodeError};
+use crate::event::{Change, Event};
+use crate::poll::{Batch, BatchBuilder, PollLimits};
+use crate::schema::{EVENTS, FORMAT_KEY, FORMAT_VERSION, META};
+use redb::{
+    Builder, ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError, TableHandle,
+    WriteTransaction,
+};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often [`Log::wait`] looks at the file for commits made by another process. Commits made
+/// through this `Log` wake waiters at once.
+const CROSS_PROCESS_RECHECK: Duration = Duration::from_millis(20);
+
+/// Why a log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// There is no file at the path.
+    #[error("{}: no such database file", path.display())]
+    NotFound {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// Another process holds the file in a way that excludes this open.
+    #[error("{}: database is open in another process (one writer at a time; readers must use read-only mode)", path.display())]
+    Locked {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// The file was left unclean by a writer that crashed; a read-only open cannot repair it.
+    #[error("{}: database was not closed cleanly and needs a repair; opening it for writing once (for example with `pulsewatch append`) repairs it", path.display())]
+    NeedsRepair {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// The file is a redb database but holds no pulsewatch event log.
+    #[error("{}: not a pulsewatch event log (no {} table)", path.display(), META.name())]
+    NotALog {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// The file's layout is one this build does not know.
+    #[error("{}: event-log format {found}, this build reads format {FORMAT_VERSION}", path.display())]
+    UnsupportedFormat {
+        /// The path asked for.
+        path: PathBuf,
+        /// The format version stored in the file.
+        found: u64,
+    },
+    /// redb refused the file: not a redb database, damaged, or unreadable.
+    #[error("{}: cannot open database: {source}", path.display())]
+    Database {
+        /// The path asked for.
+        path: PathBuf,
+        /// What redb reported.
+        source: redb::Error,
+    },
+}
+
+/// Why a read of the log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The storage engine failed; nothing was consumed.
+    #[error("cannot read the event log: {0}")]
+    Storage(#[from] redb::Error),
+    /// A stored event could not be decoded.
+    #[error("event {seq} cannot be decoded: {source}")]
+    Undecodable {
+        /// The event's seq.
+        seq: u64,
+        /// Why decoding failed.
+        source: DecodeError,
+    },
+}
+
+/// Why an append failed. Nothing of a failed append is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The log was opened read-only.
+    #[error("the event log is open read-only")]
+    ReadOnly,
+    /// The storage engine failed.
+    #[error("cannot write the event log: {0}")]
+    Storage(#[from] redb::Error),
+    /// All `u64` sequence numbers are used.
+    #[error("the event log has used every sequence number")]
+    SeqExhausted,
+}
+
+enum Db {
+    Writer(Database),
+    Reader(ReadOnlyDatabase),
+}
+
+/// Wakes in-process waiters when this process appends. A generation count, not a flag, so that a
+/// waiter that checks the log and then sleeps cannot miss an append made in between.
+#[derive(Default)]
+struct Appended {
+    generation: Mutex<u64>,
+    cond: Condvar,
+}
+
+/// A change-event log stored in a redb file.
+pub struct Log {
+    db: Db,
+    appended: Appended,
+}
+
+fn builder() -> Builder {
+    let mut builder = Builder::new();
+    builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    builder
+}
+
+fn open_error(path: &Path, err: DatabaseError) -> OpenError {
+    let path = path.to_path_buf();
+    match err {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            OpenError::Locked { path }
+        }
+        DatabaseError::RepairAborted => OpenError::NeedsRepair { path },
+        DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::NotFound =>
+        {
+            OpenError::NotFound { path }
+        }
+        other => OpenError::Database {
+            path,
+            source: other.into(),
+        },
+    }
+}
+
+fn storage<E: Into<redb::Error>>(err: E) -> redb::Error {
+    err.into()
+}
+
+impl Log {
+    /// Opens the log at `path` for writing, creating the file if it does not exist.
+    pub fn create(path: impl AsRef<Path>) -> Result<Log, OpenError> {
+        let path = path.as_ref();
+        let db = builder().create(path).map_err(|e| open_error(path, e))?;
+        Self::init(path, &db)?;
+        Ok(Self::with_db(Db::Writer(db)))
+    }
+
+    /// Opens an existing log for writing.
+    pub fn open(path: impl AsRef<Path>) -> Result<Log, OpenError> {
+        let path = path.as_ref();
+        let db = builder().open(path).map_err(|e| open_error(path, e))?;
+        Self::check_format(path, &db)?;
+        Ok(Self::with_db(Db::Writer(db)))
+    }
+
+    /// Opens an existing log for reading only. Any number of readers may share the file with one
+    /// writer in another process.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Log, OpenError> {
+        let path = path.as_ref();
+        let db = builder()
+            .open_read_only(path)
+            .map_err(|e| open_error(path, e))?;
+        Self::check_format(path, &db)?;
+        Ok(Self::with_db(Db::Reader(db)))
+    }
+
+    fn with_db(db: Db) -> Log {
+        Log {
+            db,
+            appended: Appended::default(),
+        }
+    }
+
+    /// Creates the tables in a new file, or checks the format of an existing one.
+    fn init(path: &Path, db: &Database) -> Result<(), OpenError> {
+        let failed = |e: redb::Error| OpenError::Database {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let txn = db.begin_write().map_err(|e| failed(e.into()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
+            let stored = meta
+                .get(FORMAT_KEY)
+                .map_err(|e| failed(e.into()))?
+                .map(|v| v.value());
+            match stored {
+                Some(FORMAT_VERSION) => {}
+                Some(found) => {
+                    return Err(OpenError::UnsupportedFormat {
+                        path: path.to_path_buf(),
+                        found,
+                    });
+                }
+                None => {
+                    // A redb file that already holds other tables is someone else's database.
+                    let foreign = txn.list_tables().map_err(|e| failed(e.into()))?.any(|t| {
+                        t.name() != META.name() && t.name() != EVENTS.name()
+                    });
+                    if foreign {
+                        return Err(OpenError::NotALog {
+                            path: path.to_path_buf(),
+                        });
+                    }
+                    meta.insert(FORMAT_KEY, FORMAT_VERSION)
+                        .map_err(|e| failed(e.into()))?;
+                }
+            }
+            txn.open_table(EVENTS).map_err(|e| failed(e.into()))?;
+        }
+        txn.commit().map_err(|e| failed(e.into()))
+    }
+
+    fn check_format(path: &Path, db: &impl ReadableDatabase) -> Result<(), OpenError> {
+        let failed = |e: redb::Error| OpenError::Database {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let txn = db.begin_read().map_err(|e| failed(e.into()))?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            Err(TableError::TableDoesNotExist(_)) => {
+                return Err(OpenError::NotALog {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(e) => return Err(failed(e.into())),
+        };
+        match meta.get(FORMAT_KEY).map_err(|e| failed(e.into()))? {
+            Some(v) if v.value() == FORMAT_VERSION => Ok(()),
+            Some(v) => Err(OpenError::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found: v.value(),
+            }),
+            None => Err(OpenError::NotALog {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
+    /// The underlying database, for applications that commit their own tables together with
+    /// events through [`Log::append_in`]. `None` for a read-only log.
+    pub fn database(&self) -> Option<&Database> {
+        match &self.db {
+            Db::Writer(db) => Some(db),
+            Db::Reader(_) => None,
+        }
+    }
+
+    fn begin_read(&self) -> Result<ReadTransaction, redb::Error> {
+        match &self.db {
+            Db::Writer(db) => db.begin_read(),
+            Db::Reader(db) => db.begin_read(),
+        }
+        .map_err(storage)
+    }
+
+    /// Appends one change and returns its seq. Durable when this returns.
+    pub fn append(&self, change: &Change) -> Result<u64, WriteError> {
+        self.append_batch(std::slice::from_ref(change))
+    }
+
+    /// Appends changes in one transaction, with consecutive seqs, and returns the seq of the
+    /// last one (the head); an empty batch returns the head unchanged. All or nothing.
+    pub fn append_batch<'a>(
+        &self,
+        changes: impl IntoIterator<Item = &'a Change>,
+    ) -> Result<u64, WriteError> {
+        let db = self.database().ok_or(WriteError::ReadOnly)?;
+        let txn = db.begin_write().map_err(storage)?;
+        let head = Self::append_in(&txn, changes)?;
+        txn.commit().map_err(storage)?;
+        self.notify_appended();
+        Ok(head)
+    }
+
+    /// Appends changes inside a write transaction the caller owns, so that the application's own
+    /// tables and the events commit or abort together (a transactional outbox). Seqs are given
+    /// from the head as this transaction sees it, so they stay gap-free whichever transaction
+    /// commits. Returns the seq of the last change appended, or the head if there were none.
+    ///
+    /// Readers in this process notice the commit within a few milliseconds; waiters are not woken
+    /// at once as they are by [`Log::append_batch`].
+    pub fn append_in<'a>(
+        txn: &WriteTransaction,
+        changes: impl IntoIterator<Item = &'a Change>,
+    ) -> Result<u64, WriteError> {
+        let mut table = txn.open_table(EVENTS).map_err(storage)?;
+        let mut head = table
+            .last()
+            .map_err(storage)?
+            .map_or(0, |(seq, _)| seq.value());
+        let mut record = Vec::new();
+        for change in changes {
+            head = head.checked_add(1).ok_or(WriteError::SeqExhausted)?;
+            record.clear();
+            codec::encode_into(change, &mut record);
+            table.insert(head, record.as_slice()).map_err(storage)?;
+        }
+        Ok(head)
+    }
+
+    fn notify_appended(&self) {
+        let mut generation = self
+            .appended
+            .generation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *generation = generation.wrapping_add(1);
+        self.appended.cond.notify_all();
+    }
+
+    /// The seq of the newest event, 0 when the log is empty.
+    pub fn head(&self) -> Result<u64, ReadError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(EVENTS).map_err(storage)?;
+        Ok(table
+            .last()
+            .map_err(storage)?
+            .map_or(0, |(seq, _)| seq.value()))
+    }
+
+    /// The number of events stored.
+    pub fn len(&self) -> Result<u64, ReadError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(EVENTS).map_err(storage)?;
+        Ok(table.len().map_err(storage)?)
+    }
+
+    /// Whether the log holds no event.
+    pub fn is_empty(&self) -> Result<bool, ReadError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The events after `since`, at most `limit` of them and within the default [`PollLimits`],
+    /// by an O(k) range scan. See [`Batch`] for the returned cursor.
+    pub fn poll(&self, since: u64, limit: u32) -> Result<Batch, ReadError> {
+        self.poll_within(since, limit, &PollLimits::default())
+    }
+
+    /// The events after `since`, at most `limit` of them and within `limits`.
+    ///
+    /// An event that cannot be decoded ends the batch before it; if it is the first event asked
+    /// for, the poll fails with [`ReadError::Undecodable`].
+    pub fn poll_within(
+        &self,
+        since: u64,
+        limit: u32,
+        limits: &PollLimits,
+    ) -> Result<Batch, ReadError> {
+        let mut batch = BatchBuilder::new(since, limit, limits);
+        let Some(first) = batch.first_wanted() else {
+            return Ok(batch.finish());
+        };
+        let txn = self.begin_read()?;
+        let table = txn.open_table(EVENTS).map_err(storage)?;
+        for entry in table.range(first..).map_err(storage)? {
+            let (seq, record) = entry.map_err(storage)?;
+            let seq = seq.value();
+            let change = match codec::decode(record.value()) {
+                Ok(change) => change,
+                Err(source) if batch.is_empty() => {
+                    return Err(ReadError::Undecodable { seq, source });
+                }
+                Err(_) => break,
+            };
+            if !batch.push(Event { seq, change }) {
+                break;
+            }
+        }
+        Ok(batch.finish())
+    }
+
+    /// Blocks until the head passes `since` or `timeout` has passed; returns the head.
+    ///
+    /// Appends through this `Log` wake the waiter at once; commits by another process are seen
+    /// within about 20 ms.
+    pub fn wait(&self, since: u64, timeout: Duration) -> Result<u64, ReadError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let generation = *self
+                .appended
+                .generation
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let head = self.head()?;
+            let now = Instant::now();
+            if head > since || now >= deadline {
+                return Ok(head);
+            }
+            let guard = self
+                .appended
+                .generation
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *guard != generation {
+                continue;
+            }
+            let slice = (deadline - now).min(CROSS_PROCESS_RECHECK);
+            drop(
+                self.appended
+                    .cond
+                    .wait_timeout(guard, slice)
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("read_only", &self.database().is_none())
+            .finish_non_exhaustive()
+    }
+}
