@@ -21,6 +21,7 @@ pub mod limits;
 pub mod runtime;
 
 pub use limits::Limits;
+pub use pulsewatch_log::redb;
 pub use pulsewatch_log::{
     Batch, Change, ChangeKind, Event, Log, OpenError, PollLimits, ReadError, WriteError, now_ms,
 };

@@ -26,6 +26,10 @@ mod log;
 mod poll;
 pub mod schema;
 
+/// The storage engine, for applications that commit their own tables with events
+/// ([`Log::append_in`]).
+pub use redb;
+
 pub use codec::DecodeError;
 pub use event::{Change, ChangeKind, Event, UnknownKind, now_ms};
 pub use log::{Log, OpenError, ReadError, WriteError};

@@ -1,0 +1,102 @@
+//! Shared by the end-to-end tests: real guests built from guest/, real redb files.
+#![allow(dead_code)]
+
+use pulsewatch::{Change, ChangeKind, Limits, Log, OutputSink, Plugin, RunOptions, Runtime, Stream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The component built from guest/ for `name` (a binary of guest/examples or guest/test-programs).
+pub fn guest(name: &str) -> PathBuf {
+    Path::new(env!("PULSEWATCH_GUEST_DIR")).join(format!("{name}.wasm"))
+}
+
+/// Collects every plugin output line.
+#[derive(Default)]
+pub struct Lines(Mutex<Vec<(String, Stream, String)>>);
+
+impl OutputSink for Lines {
+    fn line(&self, plugin: &str, stream: Stream, line: &str) {
+        self.0.lock().unwrap().push((plugin.to_owned(), stream, line.to_owned()));
+    }
+}
+
+impl Lines {
+    /// Lines `plugin` printed on `stream`.
+    pub fn of(&self, plugin: &str, stream: Stream) -> Vec<String> {
+        let lines = self.0.lock().unwrap();
+        lines
+            .iter()
+            .filter(|(p, s, _)| p == plugin && *s == stream)
+            .map(|(_, _, l)| l.clone())
+            .collect()
+    }
+
+    /// The value after `prefix` on the line of `plugin`'s stdout that starts with it.
+    pub fn value(&self, plugin: &str, prefix: &str) -> Option<String> {
+        self.of(plugin, Stream::Stdout)
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+    }
+}
+
+/// A deterministic change: kind, entity and collective vary with `i` on different cycles.
+pub fn change(i: u64) -> Change {
+    let kind = ChangeKind::ALL[((i * 7 + i / 3) % 4) as usize];
+    Change::new(kind, u128::from(i % 97) + 1, u128::from(i % 5) + 100)
+        .at(1_700_000_000_000 + i)
+        .with_payload(format!("{{\"i\":{i}}}"))
+}
+
+/// Appends changes `from..to` (by index) in batches of 1000.
+pub fn fill(log: &Log, from: u64, to: u64) {
+    let mut start = from;
+    while start < to {
+        let end = (start + 1000).min(to);
+        let batch: Vec<Change> = (start..end).map(change).collect();
+        log.append_batch(&batch).unwrap();
+        start = end;
+    }
+}
+
+/// A new writable log in `dir` holding `n` events.
+pub fn log_with(dir: &Path, n: u64) -> Arc<Log> {
+    let log = Log::create(dir.join("events.redb")).unwrap();
+    fill(&log, 0, n);
+    Arc::new(log)
+}
+
+/// A test harness: one runtime, a state root in `dir`, and collected output.
+pub struct Harness {
+    pub runtime: Runtime,
+    pub options: RunOptions,
+    pub lines: Arc<Lines>,
+}
+
+impl Harness {
+    pub fn new(dir: &Path) -> Self {
+        Self::with_limits(dir, Limits::default())
+    }
+
+    pub fn with_limits(dir: &Path, limits: Limits) -> Self {
+        Harness {
+            runtime: Runtime::new(limits).unwrap(),
+            options: RunOptions::new(dir.join("state")),
+            lines: Arc::new(Lines::default()),
+        }
+    }
+
+    pub fn load(&self, name: &str) -> Plugin {
+        self.runtime.load_file(&guest(name)).unwrap()
+    }
+
+    /// Loads `name` under another plugin name (and so another state directory).
+    pub fn load_as(&self, name: &str, as_name: &str) -> Plugin {
+        self.runtime.load(as_name, &std::fs::read(guest(name)).unwrap()).unwrap()
+    }
+
+    pub fn run_all(&self, plugins: &[Plugin], log: &Arc<Log>) -> Vec<pulsewatch::Outcome> {
+        let sink: Arc<dyn OutputSink> = self.lines.clone();
+        self.runtime.run_all(plugins, log, &self.options, &sink)
+    }
+}

@@ -1,0 +1,93 @@
+//! Components that must not run are refused before they start, with an error naming the
+//! reason, through the library and through the CLI (non-zero exit, no panic).
+
+mod common;
+
+use common::guest;
+use pulsewatch::{Limits, LoadError, Runtime};
+use std::path::Path;
+use std::process::Command;
+
+fn load(bytes: &[u8]) -> LoadError {
+    Runtime::new(Limits::default()).unwrap().load("candidate", bytes).unwrap_err()
+}
+
+fn core_module() -> Vec<u8> {
+    wat::parse_str(r#"(module (func (export "_start")))"#).unwrap()
+}
+
+#[test]
+fn garbage_bytes_are_not_webassembly() {
+    assert!(matches!(load(b"#!/bin/sh\nrm -rf /\n"), LoadError::NotWasm { .. }));
+    assert!(matches!(load(b""), LoadError::NotWasm { .. }));
+}
+
+#[test]
+fn a_truncated_component_is_invalid() {
+    let bytes = std::fs::read(guest("kind-counts")).unwrap();
+    let err = load(&bytes[..bytes.len() / 2]);
+    assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
+}
+
+#[test]
+fn a_core_module_is_refused_with_a_hint() {
+    let err = load(&core_module());
+    assert!(matches!(err, LoadError::CoreModule { .. }), "{err}");
+    assert!(err.to_string().contains("wasm32-wasip2"));
+}
+
+#[test]
+fn a_forbidden_import_is_refused_by_name() {
+    let err = load(&std::fs::read(guest("forbidden-import")).unwrap());
+    match &err {
+        LoadError::ForbiddenImport { import, .. } => {
+            assert_eq!(import, "wasi:keyvalue/store@0.2.0-draft")
+        }
+        other => panic!("expected ForbiddenImport, got {other}"),
+    }
+    assert!(err.to_string().contains("wasi:keyvalue/store"));
+}
+
+#[test]
+fn a_component_without_a_run_export_is_refused() {
+    let err = load(&std::fs::read(guest("no_run")).unwrap());
+    assert!(matches!(err, LoadError::NotACommand { .. }), "{err}");
+}
+
+fn cli_run(plugin: &Path) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    pulsewatch::Log::create(&db).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .arg("run")
+        .arg("--db")
+        .arg(&db)
+        .arg(plugin)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code().unwrap(), stderr)
+}
+
+#[test]
+fn the_cli_refuses_each_with_exit_status_2_and_a_one_line_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not wasm at all").unwrap();
+    let module = dir.path().join("module.wasm");
+    std::fs::write(&module, core_module()).unwrap();
+    let cases = [
+        (garbage, "not a WebAssembly component"),
+        (module, "core WebAssembly module"),
+        (guest("forbidden-import"), "imports `wasi:keyvalue/store@0.2.0-draft`"),
+        (guest("no_run"), "exports no `wasi:cli/run"),
+        (dir.path().join("absent.wasm"), "absent.wasm: cannot read"),
+    ];
+    for (path, expected) in cases {
+        let (code, stderr) = cli_run(&path);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(expected), "{path:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
