@@ -9,7 +9,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn pulsewatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pulsewatch")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -24,7 +27,12 @@ fn import(db: &Path, lines: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -32,23 +40,41 @@ const E1: &str = "00000000-0000-0000-0000-000000000001";
 const C1: &str = "00000000-0000-0000-0000-0000000000c1";
 
 fn line(kind: &str, payload: &str) -> String {
-    format!(r#"{{"kind":"{kind}","entity":"{E1}","collective":"{C1}","timestamp_ms":1,"payload":{payload}}}"#)
+    format!(
+        r#"{{"kind":"{kind}","entity":"{E1}","collective":"{C1}","timestamp_ms":1,"payload":{payload}}}"#
+    )
 }
 
 #[test]
 fn import_then_tail_round_trips_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.redb");
-    let input = format!("{}\n\n{}\n", line("created", r#"{"n":1}"#), line("deleted", "[1, 2]"));
+    let input = format!(
+        "{}\n\n{}\n",
+        line("created", r#"{"n":1}"#),
+        line("deleted", "[1, 2]")
+    );
     let out = import(&db, &input);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = pulsewatch(&["append", "--db", db.to_str().unwrap(), "--kind", "updated", "--entity", E1, "--collective", C1]);
+    let out = pulsewatch(&[
+        "append",
+        "--db",
+        db.to_str().unwrap(),
+        "--kind",
+        "updated",
+        "--entity",
+        E1,
+        "--collective",
+        C1,
+    ]);
     assert_eq!(text(&out.stdout).trim(), "3", "append prints the new seq");
 
     let out = pulsewatch(&["tail", "--db", db.to_str().unwrap(), "--since", "1"]);
     assert!(out.status.success());
-    let lines: Vec<serde_json::Value> =
-        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["seq"], 2);
     assert_eq!(lines[0]["kind"], "deleted");
@@ -63,8 +89,17 @@ fn a_bad_line_names_file_and_line_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.redb");
     let file = dir.path().join("changes.jsonl");
-    std::fs::write(&file, format!("{}\n{}\n", line("created", "1"), line("teleported", "1"))).unwrap();
-    let out = pulsewatch(&["import", "--db", db.to_str().unwrap(), file.to_str().unwrap()]);
+    std::fs::write(
+        &file,
+        format!("{}\n{}\n", line("created", "1"), line("teleported", "1")),
+    )
+    .unwrap();
+    let out = pulsewatch(&[
+        "import",
+        "--db",
+        db.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("changes.jsonl:2"), "{stderr}");
@@ -78,11 +113,20 @@ fn a_missing_or_corrupt_database_is_a_clear_error() {
     let missing = dir.path().join("nope.redb");
     for args in [
         vec!["tail", "--db", missing.to_str().unwrap()],
-        vec!["run", "--db", missing.to_str().unwrap(), guest("kind-counts").to_str().unwrap()],
+        vec![
+            "run",
+            "--db",
+            missing.to_str().unwrap(),
+            guest("kind-counts").to_str().unwrap(),
+        ],
     ] {
         let out = pulsewatch(&args);
         assert_eq!(out.status.code(), Some(2));
-        assert!(text(&out.stderr).contains("nope.redb: no such database file"), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("nope.redb: no such database file"),
+            "{}",
+            text(&out.stderr)
+        );
     }
     assert!(!missing.exists());
 
@@ -90,30 +134,59 @@ fn a_missing_or_corrupt_database_is_a_clear_error() {
     std::fs::write(&corrupt, vec![0xa5; 8192]).unwrap();
     let out = pulsewatch(&["tail", "--db", corrupt.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("corrupt.redb: cannot open database"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("corrupt.redb: cannot open database"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn run_exits_0_when_every_plugin_ends_cleanly_and_1_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.redb");
-    let input: String = (0..40).map(|i| line(["created", "updated"][i % 2], "{}") + "\n").collect();
+    let input: String = (0..40)
+        .map(|i| line(["created", "updated"][i % 2], "{}") + "\n")
+        .collect();
     assert!(import(&db, &input).status.success());
 
-    let out = pulsewatch(&["run", "--db", db.to_str().unwrap(), guest("kind-counts").to_str().unwrap()]);
+    let out = pulsewatch(&[
+        "run",
+        "--db",
+        db.to_str().unwrap(),
+        guest("kind-counts").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("[kind-counts] totals: created=20 updated=20 archived=0 deleted=0"), "{stdout}");
-    assert!(dir.path().join("events.redb.state/kind-counts/checkpoint").exists());
+    assert!(
+        stdout.contains("[kind-counts] totals: created=20 updated=20 archived=0 deleted=0"),
+        "{stdout}"
+    );
+    assert!(
+        dir.path()
+            .join("events.redb.state/kind-counts/checkpoint")
+            .exists()
+    );
 
     let out = pulsewatch(&[
-        "run", "--db", db.to_str().unwrap(), "--fuel", "10000000",
-        guest("spin-forever").to_str().unwrap(), guest("seq-check").to_str().unwrap(),
+        "run",
+        "--db",
+        db.to_str().unwrap(),
+        "--fuel",
+        "10000000",
+        guest("spin-forever").to_str().unwrap(),
+        guest("seq-check").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("plugin spin-forever stopped: used its CPU budget"), "{stderr}");
-    assert!(!stderr.contains("wasm backtrace"), "short without --verbose: {stderr}");
+    assert!(
+        stderr.contains("plugin spin-forever stopped: used its CPU budget"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wasm backtrace"),
+        "short without --verbose: {stderr}"
+    );
     assert!(text(&out.stdout).contains("[seq-check] received: 40 first: 1 last: 40"));
 }
 
@@ -125,38 +198,74 @@ fn follow_sees_another_process_appends_and_stops_cleanly_on_sigint() {
     let db = dir.path().join("events.redb");
     assert!(import(&db, &(line("created", "1") + "\n")).status.success());
     let reader = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-        .args(["run", "--follow", "--db", db.to_str().unwrap(), guest("seq-check").to_str().unwrap()])
+        .args([
+            "run",
+            "--follow",
+            "--db",
+            db.to_str().unwrap(),
+            guest("seq-check").to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     for _ in 0..5 {
-        let out = pulsewatch(&["append", "--db", db.to_str().unwrap(), "--kind", "updated", "--entity", E1, "--collective", C1]);
+        let out = pulsewatch(&[
+            "append",
+            "--db",
+            db.to_str().unwrap(),
+            "--kind",
+            "updated",
+            "--entity",
+            E1,
+            "--collective",
+            C1,
+        ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
     let checkpoint = dir.path().join("events.redb.state/seq-check/checkpoint");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !std::fs::read_to_string(&checkpoint).is_ok_and(|c| c.lines().nth(1) == Some("6")) {
-        assert!(Instant::now() < deadline, "the follower never committed seq 6");
+        assert!(
+            Instant::now() < deadline,
+            "the follower never committed seq 6"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let killed = Command::new("kill").args(["-INT", &reader.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-INT", &reader.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let out = reader.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("[seq-check] received: 6 first: 1 last: 6 cursor: 6"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("[seq-check] received: 6 first: 1 last: 6 cursor: 6"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
 fn the_demo_runs_start_to_finish_in_a_directory_of_ones_choice() {
     let dir = tempfile::tempdir().unwrap();
-    let out = pulsewatch(&["demo", "--dir", dir.path().to_str().unwrap(), "--events", "3000"]);
+    let out = pulsewatch(&[
+        "demo",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--events",
+        "3000",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("[kind-counts] cursor: 3000"), "{stdout}");
-    assert!(stdout.contains("[kind-counts] cursor: 5000"), "phase 3 resumes and follows: {stdout}");
+    assert!(
+        stdout.contains("[kind-counts] cursor: 5000"),
+        "phase 3 resumes and follows: {stdout}"
+    );
     assert!(stdout.contains("[filter-jsonl] cursor: 5000"), "{stdout}");
-    let matches = std::fs::read_to_string(dir.path().join("state/filter-jsonl/matches.jsonl")).unwrap();
+    let matches =
+        std::fs::read_to_string(dir.path().join("state/filter-jsonl/matches.jsonl")).unwrap();
     assert!(matches.lines().count() > 0);
     assert!(matches.lines().all(|l| l.contains(r#""kind":"deleted""#)));
 }

@@ -18,9 +18,23 @@ fn appends_get_gap_free_seqs_from_one() {
     let log = Log::create(dir.path().join("db")).unwrap();
     assert_eq!(log.head().unwrap(), 0);
     assert_eq!(log.append(&change(1)).unwrap(), 1);
-    assert_eq!(log.append_batch(&[change(2), change(3), change(4)]).unwrap(), 4);
-    assert_eq!(log.append_batch(&[]).unwrap(), 4, "an empty batch leaves the head");
-    let seqs: Vec<u64> = log.poll(0, 100).unwrap().events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        log.append_batch(&[change(2), change(3), change(4)])
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        log.append_batch(&[]).unwrap(),
+        4,
+        "an empty batch leaves the head"
+    );
+    let seqs: Vec<u64> = log
+        .poll(0, 100)
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
     assert_eq!(log.poll(0, 100).unwrap().events[2].change, change(3));
     assert_eq!(log.len().unwrap(), 4);
@@ -30,7 +44,10 @@ fn appends_get_gap_free_seqs_from_one() {
 fn reopening_continues_the_sequence_and_keeps_events() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    Log::create(&path).unwrap().append_batch(&[change(1), change(2)]).unwrap();
+    Log::create(&path)
+        .unwrap()
+        .append_batch(&[change(1), change(2)])
+        .unwrap();
     let log = Log::open(&path).unwrap();
     assert_eq!(log.append(&change(3)).unwrap(), 3);
     assert_eq!(log.poll(0, 10).unwrap().events[0].change, change(1));
@@ -54,7 +71,11 @@ fn the_outbox_commits_events_with_the_applications_own_tables() {
     txn.abort().unwrap();
 
     assert_eq!(log.head().unwrap(), 2);
-    assert_eq!(log.append(&change(4)).unwrap(), 3, "gap-free after an abort");
+    assert_eq!(
+        log.append(&change(4)).unwrap(),
+        3,
+        "gap-free after an abort"
+    );
     let read = db.begin_read().unwrap();
     let orders = read.open_table(ORDERS).unwrap();
     assert!(orders.get(1).unwrap().is_some());
@@ -71,7 +92,10 @@ fn a_read_only_handle_follows_the_writer_without_reopening() {
     writer.append_batch(&[change(1), change(2)]).unwrap();
     assert_eq!(reader.head().unwrap(), 2);
     assert_eq!(reader.poll(1, 10).unwrap().events[0].change, change(2));
-    assert!(matches!(reader.append(&change(3)), Err(WriteError::ReadOnly)));
+    assert!(matches!(
+        reader.append(&change(3)),
+        Err(WriteError::ReadOnly)
+    ));
 }
 
 #[test]
@@ -80,7 +104,11 @@ fn wait_returns_at_once_when_ahead_and_wakes_on_append() {
     let log = std::sync::Arc::new(Log::create(dir.path().join("db")).unwrap());
     log.append(&change(1)).unwrap();
     assert_eq!(log.wait(0, std::time::Duration::from_secs(60)).unwrap(), 1);
-    assert_eq!(log.wait(1, std::time::Duration::from_millis(10)).unwrap(), 1, "timeout");
+    assert_eq!(
+        log.wait(1, std::time::Duration::from_millis(10)).unwrap(),
+        1,
+        "timeout"
+    );
     let writer = {
         let log = log.clone();
         std::thread::spawn(move || {
@@ -103,11 +131,18 @@ fn missing_garbage_and_foreign_files_are_refused_with_their_path() {
 
     let garbage = dir.path().join("garbage.redb");
     std::fs::write(&garbage, vec![0x5a; 10_000]).unwrap();
-    for err in [Log::open_read_only(&garbage).unwrap_err(), Log::create(&garbage).unwrap_err()] {
+    for err in [
+        Log::open_read_only(&garbage).unwrap_err(),
+        Log::create(&garbage).unwrap_err(),
+    ] {
         assert!(matches!(err, OpenError::Database { .. }), "{err}");
         assert!(err.to_string().contains("garbage.redb"), "{err}");
     }
-    assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x5a; 10_000], "left as it was");
+    assert_eq!(
+        std::fs::read(&garbage).unwrap(),
+        vec![0x5a; 10_000],
+        "left as it was"
+    );
 
     let foreign = dir.path().join("foreign.redb");
     {
@@ -116,7 +151,10 @@ fn missing_garbage_and_foreign_files_are_refused_with_their_path() {
         txn.open_table(ORDERS).unwrap().insert(1, "x").unwrap();
         txn.commit().unwrap();
     }
-    assert!(matches!(Log::create(&foreign).unwrap_err(), OpenError::NotALog { .. }));
+    assert!(matches!(
+        Log::create(&foreign).unwrap_err(),
+        OpenError::NotALog { .. }
+    ));
 }
 
 #[test]
@@ -124,5 +162,8 @@ fn a_second_writer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let _writer = Log::create(&path).unwrap();
-    assert!(matches!(Log::open(&path).unwrap_err(), OpenError::Locked { .. }));
+    assert!(matches!(
+        Log::open(&path).unwrap_err(),
+        OpenError::Locked { .. }
+    ));
 }

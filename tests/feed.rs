@@ -10,7 +10,10 @@ use std::time::Duration;
 fn expected_counts(n: u64) -> String {
     let mut counts = [0u64; 4];
     for i in 0..n {
-        counts[ChangeKind::ALL.iter().position(|&k| k == change(i).kind).unwrap()] += 1;
+        counts[ChangeKind::ALL
+            .iter()
+            .position(|&k| k == change(i).kind)
+            .unwrap()] += 1;
     }
     format!(
         "created={} updated={} archived={} deleted={}",
@@ -25,8 +28,14 @@ fn a_guest_counts_ten_thousand_events_exactly_by_kind() {
     let harness = Harness::new(dir.path());
     let outcomes = harness.run_all(&[harness.load("kind-counts")], &log);
     assert!(outcomes[0].result.is_ok(), "{outcomes:?}");
-    assert_eq!(harness.lines.value("kind-counts", "totals: ").unwrap(), expected_counts(10_000));
-    assert_eq!(harness.lines.value("kind-counts", "cursor: ").unwrap(), "10000");
+    assert_eq!(
+        harness.lines.value("kind-counts", "totals: ").unwrap(),
+        expected_counts(10_000)
+    );
+    assert_eq!(
+        harness.lines.value("kind-counts", "cursor: ").unwrap(),
+        "10000"
+    );
 }
 
 #[test]
@@ -34,16 +43,29 @@ fn two_guests_with_different_cursors_do_not_interfere() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), 2_000);
     let mut harness = Harness::new(dir.path());
-    let (a, b) = (harness.load_as("seq-check", "a"), harness.load_as("seq-check", "b"));
-    assert!(harness.run_all(std::slice::from_ref(&a), &log)[0].result.is_ok());
+    let (a, b) = (
+        harness.load_as("seq-check", "a"),
+        harness.load_as("seq-check", "b"),
+    );
+    assert!(
+        harness.run_all(std::slice::from_ref(&a), &log)[0]
+            .result
+            .is_ok()
+    );
 
     // Now `a` is at 2,000 and `b` at 0, reading in batches of 7, at the same time.
     fill(&log, 2_000, 3_000);
     harness.options.args.push(("b".into(), "7".into()));
     let outcomes = harness.run_all(&[a, b], &log);
     assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
-    assert_eq!(harness.lines.value("a", "received: ").unwrap(), "1000 first: 2001 last: 3000 cursor: 3000");
-    assert_eq!(harness.lines.value("b", "received: ").unwrap(), "3000 first: 1 last: 3000 cursor: 3000");
+    assert_eq!(
+        harness.lines.value("a", "received: ").unwrap(),
+        "1000 first: 2001 last: 3000 cursor: 3000"
+    );
+    assert_eq!(
+        harness.lines.value("b", "received: ").unwrap(),
+        "3000 first: 1 last: 3000 cursor: 3000"
+    );
 }
 
 #[test]
@@ -52,12 +74,26 @@ fn a_restarted_guest_resumes_after_its_committed_cursor() {
     let log = log_with(dir.path(), 2_500);
     let harness = Harness::new(dir.path());
     let plugin = harness.load("seq-check");
-    assert!(harness.run_all(std::slice::from_ref(&plugin), &log)[0].result.is_ok());
-    assert_eq!(harness.lines.value("seq-check", "received: ").unwrap(), "2500 first: 1 last: 2500 cursor: 2500");
+    assert!(
+        harness.run_all(std::slice::from_ref(&plugin), &log)[0]
+            .result
+            .is_ok()
+    );
+    assert_eq!(
+        harness.lines.value("seq-check", "received: ").unwrap(),
+        "2500 first: 1 last: 2500 cursor: 2500"
+    );
 
     fill(&log, 2_500, 4_000);
-    assert!(harness.run_all(std::slice::from_ref(&plugin), &log)[0].result.is_ok());
-    assert_eq!(harness.lines.value("seq-check", "resumed at: ").unwrap(), "2500");
+    assert!(
+        harness.run_all(std::slice::from_ref(&plugin), &log)[0]
+            .result
+            .is_ok()
+    );
+    assert_eq!(
+        harness.lines.value("seq-check", "resumed at: ").unwrap(),
+        "2500"
+    );
     assert_eq!(
         harness.lines.value("seq-check", "received: ").unwrap(),
         "1500 first: 2501 last: 4000 cursor: 4000",
@@ -65,8 +101,15 @@ fn a_restarted_guest_resumes_after_its_committed_cursor() {
     );
 
     // Caught up: a third run receives nothing.
-    assert!(harness.run_all(std::slice::from_ref(&plugin), &log)[0].result.is_ok());
-    assert_eq!(harness.lines.value("seq-check", "received: ").unwrap(), "0 first: - last: 4000 cursor: 4000");
+    assert!(
+        harness.run_all(std::slice::from_ref(&plugin), &log)[0]
+            .result
+            .is_ok()
+    );
+    assert_eq!(
+        harness.lines.value("seq-check", "received: ").unwrap(),
+        "0 first: - last: 4000 cursor: 4000"
+    );
 }
 
 #[test]
@@ -97,8 +140,14 @@ fn following_guests_see_events_appended_while_they_run_and_stop_cleanly() {
         running.join().unwrap()
     });
     assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
-    assert_eq!(harness.lines.value("seq-check", "received: ").unwrap(), "600 first: 1 last: 600 cursor: 600");
-    assert_eq!(harness.lines.value("kind-counts", "totals: ").unwrap(), expected_counts(600));
+    assert_eq!(
+        harness.lines.value("seq-check", "received: ").unwrap(),
+        "600 first: 1 last: 600 cursor: 600"
+    );
+    assert_eq!(
+        harness.lines.value("kind-counts", "totals: ").unwrap(),
+        expected_counts(600)
+    );
 }
 
 #[test]
@@ -107,7 +156,14 @@ fn a_guest_reads_through_a_read_only_handle_while_a_writer_holds_the_file() {
     let writer = log_with(dir.path(), 1_234);
     let reader = Arc::new(Log::open_read_only(dir.path().join("events.redb")).unwrap());
     let harness = Harness::new(dir.path());
-    assert!(harness.run_all(&[harness.load("seq-check")], &reader)[0].result.is_ok());
-    assert_eq!(harness.lines.value("seq-check", "received: ").unwrap(), "1234 first: 1 last: 1234 cursor: 1234");
+    assert!(
+        harness.run_all(&[harness.load("seq-check")], &reader)[0]
+            .result
+            .is_ok()
+    );
+    assert_eq!(
+        harness.lines.value("seq-check", "received: ").unwrap(),
+        "1234 first: 1 last: 1234 cursor: 1234"
+    );
     drop(writer);
 }

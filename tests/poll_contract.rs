@@ -43,7 +43,12 @@ fn events_come_in_order_after_since_and_the_seq_is_the_last_returned() {
     assert_eq!(seqs(&log, 47, 10), (vec![48, 49, 50], 50));
     let batch = log.poll(9, 5).unwrap();
     for (i, event) in batch.events.iter().enumerate() {
-        assert_eq!(event.change, change(9 + i as u64), "event {} holds what was appended", event.seq);
+        assert_eq!(
+            event.change,
+            change(9 + i as u64),
+            "event {} holds what was appended",
+            event.seq
+        );
     }
 }
 
@@ -52,9 +57,15 @@ fn limit_above_the_clamp_is_lowered_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), 12_000);
     let batch = log.poll(0, u32::MAX).unwrap();
-    assert_eq!(batch.events.len(), PollLimits::default().max_events as usize);
+    assert_eq!(
+        batch.events.len(),
+        PollLimits::default().max_events as usize
+    );
     assert_eq!(batch.last_seq, 10_000);
-    let tight = PollLimits { max_events: 5, ..PollLimits::default() };
+    let tight = PollLimits {
+        max_events: 5,
+        ..PollLimits::default()
+    };
     assert_eq!(log.poll_within(100, 1000, &tight).unwrap().last_seq, 105);
 }
 
@@ -63,12 +74,22 @@ fn the_byte_budget_ends_a_batch_but_never_starves_it() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::create(dir.path().join("db")).unwrap();
     let big = |n: usize| Change::new(ChangeKind::Updated, 1, 1).with_payload(vec![7; n]);
-    log.append_batch(&[big(300), big(300), big(300), big(5_000), big(1)]).unwrap();
-    let budget = PollLimits { max_bytes: 700, ..PollLimits::default() };
+    log.append_batch(&[big(300), big(300), big(300), big(5_000), big(1)])
+        .unwrap();
+    let budget = PollLimits {
+        max_bytes: 700,
+        ..PollLimits::default()
+    };
     let batch = log.poll_within(0, 100, &budget).unwrap();
-    assert_eq!(batch.last_seq, 2, "a third 300-byte payload would pass 700 bytes");
+    assert_eq!(
+        batch.last_seq, 2,
+        "a third 300-byte payload would pass 700 bytes"
+    );
     let batch = log.poll_within(3, 100, &budget).unwrap();
-    assert_eq!(batch.last_seq, 4, "an event larger than the budget comes alone");
+    assert_eq!(
+        batch.last_seq, 4,
+        "an event larger than the budget comes alone"
+    );
     assert_eq!(batch.events[0].change.payload.len(), 5_000);
 }
 
@@ -81,15 +102,29 @@ fn a_guest_sees_the_same_contract() {
     let mut harness = Harness::with_limits(dir.path(), Limits::default());
     let probe = harness.load("poll-once");
     let mut ask = |since: u64, limit: u64| {
-        harness.options.args = vec![("poll-once".into(), since.to_string()), ("poll-once".into(), limit.to_string())];
-        assert!(harness.run_all(std::slice::from_ref(&probe), &log)[0].result.is_ok());
+        harness.options.args = vec![
+            ("poll-once".into(), since.to_string()),
+            ("poll-once".into(), limit.to_string()),
+        ];
+        assert!(
+            harness.run_all(std::slice::from_ref(&probe), &log)[0]
+                .result
+                .is_ok()
+        );
         harness.lines.value("poll-once", "events=").unwrap()
     };
-    assert!(ask(0, 3).starts_with("3 first=1 last=3 seq=3 "), "{}", ask(0, 3));
+    assert!(
+        ask(0, 3).starts_with("3 first=1 last=3 seq=3 "),
+        "{}",
+        ask(0, 3)
+    );
     assert!(ask(5, 0).starts_with("0 first=0 last=0 seq=5 "));
     assert!(ask(12_000, 10).starts_with("0 first=0 last=0 seq=12000 "));
     assert!(ask(u64::MAX, 10).starts_with(&format!("0 first=0 last=0 seq={} ", u64::MAX)));
     let clamped = ask(0, u64::from(u32::MAX));
-    assert!(clamped.starts_with("10000 first=1 last=10000 seq=10000 "), "{clamped}");
+    assert!(
+        clamped.starts_with("10000 first=1 last=10000 seq=10000 "),
+        "{clamped}"
+    );
     assert!(clamped.ends_with("contiguous=true"));
 }

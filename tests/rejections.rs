@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn load(bytes: &[u8]) -> LoadError {
-    Runtime::new(Limits::default()).unwrap().load("candidate", bytes).unwrap_err()
+    Runtime::new(Limits::default())
+        .unwrap()
+        .load("candidate", bytes)
+        .unwrap_err()
 }
 
 fn core_module() -> Vec<u8> {
@@ -18,7 +21,10 @@ fn core_module() -> Vec<u8> {
 
 #[test]
 fn garbage_bytes_are_not_webassembly() {
-    assert!(matches!(load(b"#!/bin/sh\nrm -rf /\n"), LoadError::NotWasm { .. }));
+    assert!(matches!(
+        load(b"#!/bin/sh\nrm -rf /\n"),
+        LoadError::NotWasm { .. }
+    ));
     assert!(matches!(load(b""), LoadError::NotWasm { .. }));
 }
 
@@ -80,7 +86,10 @@ fn the_cli_refuses_each_with_exit_status_2_and_a_one_line_reason() {
     let cases = [
         (garbage, "not a WebAssembly component"),
         (module, "core WebAssembly module"),
-        (guest("forbidden-import"), "imports `wasi:keyvalue/store@0.2.0-draft`"),
+        (
+            guest("forbidden-import"),
+            "imports `wasi:keyvalue/store@0.2.0-draft`",
+        ),
         (guest("no_run"), "exports no `wasi:cli/run"),
         (dir.path().join("absent.wasm"), "absent.wasm: cannot read"),
     ];

@@ -90,6 +90,9 @@ mod tests {
         bytes.push(0);
         assert!(matches!(decode(&bytes), Err(DecodeError::Trailing(1))));
         bytes[0] = 2;
-        assert!(matches!(decode(&bytes), Err(DecodeError::UnknownVersion(2))));
+        assert!(matches!(
+            decode(&bytes),
+            Err(DecodeError::UnknownVersion(2))
+        ));
     }
 }

@@ -71,6 +71,9 @@ pub struct Change {
     /// When the change happened, in milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
     /// Application data, opaque to pulsewatch.
+    // As bytes, not a sequence of u8: the same encoding, decoded in one copy instead of one
+    // visitor call per byte (measured: 13% of a poll).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

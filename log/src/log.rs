@@ -202,9 +202,10 @@ impl Log {
                 }
                 None => {
                     // A redb file that already holds other tables is someone else's database.
-                    let foreign = txn.list_tables().map_err(|e| failed(e.into()))?.any(|t| {
-                        t.name() != META.name() && t.name() != EVENTS.name()
-                    });
+                    let foreign = txn
+                        .list_tables()
+                        .map_err(|e| failed(e.into()))?
+                        .any(|t| t.name() != META.name() && t.name() != EVENTS.name());
                     if foreign {
                         return Err(OpenError::NotALog {
                             path: path.to_path_buf(),

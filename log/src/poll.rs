@@ -154,7 +154,10 @@ mod tests {
     fn byte_budget_stops_before_the_event_that_exceeds_it() {
         let mut builder = BatchBuilder::new(10, 100, &limits(100, 100));
         assert!(builder.push(event(11, 60)));
-        assert!(builder.push(event(12, 40)), "exactly at the budget is allowed");
+        assert!(
+            builder.push(event(12, 40)),
+            "exactly at the budget is allowed"
+        );
         assert!(!builder.push(event(13, 1)));
         let batch = builder.finish();
         assert_eq!(batch.last_seq, 12);

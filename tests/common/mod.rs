@@ -1,7 +1,9 @@
 //! Shared by the end-to-end tests: real guests built from guest/, real redb files.
 #![allow(dead_code)]
 
-use pulsewatch::{Change, ChangeKind, Limits, Log, OutputSink, Plugin, RunOptions, Runtime, Stream};
+use pulsewatch::{
+    Change, ChangeKind, Limits, Log, OutputSink, Plugin, RunOptions, Runtime, Stream,
+};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +18,10 @@ pub struct Lines(Mutex<Vec<(String, Stream, String)>>);
 
 impl OutputSink for Lines {
     fn line(&self, plugin: &str, stream: Stream, line: &str) {
-        self.0.lock().unwrap().push((plugin.to_owned(), stream, line.to_owned()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((plugin.to_owned(), stream, line.to_owned()));
     }
 }
 
@@ -92,7 +97,9 @@ impl Harness {
 
     /// Loads `name` under another plugin name (and so another state directory).
     pub fn load_as(&self, name: &str, as_name: &str) -> Plugin {
-        self.runtime.load(as_name, &std::fs::read(guest(name)).unwrap()).unwrap()
+        self.runtime
+            .load(as_name, &std::fs::read(guest(name)).unwrap())
+            .unwrap()
     }
 
     pub fn run_all(&self, plugins: &[Plugin], log: &Arc<Log>) -> Vec<pulsewatch::Outcome> {

@@ -54,7 +54,8 @@ impl Checkpoint {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint: {what}"));
+        let invalid =
+            |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint: {what}"));
         let mut parts = bytes.splitn(3, |&b| b == b'\n');
         if parts.next() != Some(MAGIC.as_bytes()) {
             return Err(invalid("not a pulsewatch checkpoint"));

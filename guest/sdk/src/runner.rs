@@ -40,8 +40,8 @@ pub fn run<P: Plugin>() -> Result<(), Error> {
 pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Result<(), Error> {
     let saved = checkpoint.load()?;
     let mut plugin = P::restore(saved.as_ref().map(|s| s.state.as_slice()))?;
-    let mut poller = ChangePoller::from_sequence(saved.map_or(0, |s| s.seq))
-        .with_batch_limit(batch_limit);
+    let mut poller =
+        ChangePoller::from_sequence(saved.map_or(0, |s| s.seq)).with_batch_limit(batch_limit);
     loop {
         let events = poller.poll()?;
         if events.is_empty() {

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The example plugins, built from guest/examples by the build script.
-const KIND_COUNTS: &[u8] = include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/kind-counts.wasm"));
+const KIND_COUNTS: &[u8] =
+    include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/kind-counts.wasm"));
 const FILTER_JSONL: &[u8] =
     include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/filter-jsonl.wasm"));
 
@@ -73,7 +74,13 @@ impl Shop {
             .into_iter()
             .map(|name| (rng.uuid_v4(), name))
             .collect();
-        Shop { rng, tenants, live: Vec::new(), clock_ms: pulsewatch::now_ms(), next_order: 1 }
+        Shop {
+            rng,
+            tenants,
+            live: Vec::new(),
+            clock_ms: pulsewatch::now_ms(),
+            next_order: 1,
+        }
     }
 
     fn change(&mut self) -> Change {
@@ -106,7 +113,9 @@ impl Shop {
             100 + self.rng.below(50_000)
         );
         let (collective, _) = self.tenants[tenant];
-        Change::new(kind, entity, collective).at(self.clock_ms).with_payload(payload)
+        Change::new(kind, entity, collective)
+            .at(self.clock_ms)
+            .with_payload(payload)
     }
 
     fn changes(&mut self, n: u32) -> Vec<Change> {
@@ -124,12 +133,22 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let log = Arc::new(Log::create(&db)?);
     let mut shop = Shop::new();
 
-    println!("== 1. A writer records {} order changes in {}", args.events, db.display());
+    println!(
+        "== 1. A writer records {} order changes in {}",
+        args.events,
+        db.display()
+    );
     let started = Instant::now();
     let head = log.append_batch(&shop.changes(args.events))?;
-    println!("   head is now seq {head} ({} ms, one transaction)", started.elapsed().as_millis());
+    println!(
+        "   head is now seq {head} ({} ms, one transaction)",
+        started.elapsed().as_millis()
+    );
     for (id, name) in &shop.tenants {
-        println!("   collective {} is tenant {name}", uuid::Uuid::from_u128(*id));
+        println!(
+            "   collective {} is tenant {name}",
+            uuid::Uuid::from_u128(*id)
+        );
     }
 
     let runtime = Runtime::new(Limits::default())?;
@@ -138,13 +157,18 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         runtime.load("filter-jsonl", FILTER_JSONL)?,
     ];
     let mut options = RunOptions::new(dir.join("state"));
-    options.args.push(("filter-jsonl".into(), "kind=deleted".into()));
+    options
+        .args
+        .push(("filter-jsonl".into(), "kind=deleted".into()));
     let sink: Arc<dyn OutputSink> = Arc::new(Console);
 
     println!("\n== 2. Two sandboxed plugins read the feed from their own cursors, until caught up");
     let started = Instant::now();
     let outcomes = runtime.run_all(&plugins, &log, &options, &sink);
-    println!("   ({} ms, compile included)", started.elapsed().as_millis());
+    println!(
+        "   ({} ms, compile included)",
+        started.elapsed().as_millis()
+    );
     if report(&outcomes, true) != ExitCode::SUCCESS {
         return Ok(ExitCode::FAILURE);
     }
@@ -174,13 +198,20 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
     let matches = dir.join("state/filter-jsonl/matches.jsonl");
     let text = std::fs::read_to_string(&matches).unwrap_or_default();
-    println!("\n== 4. What filter-jsonl wrote to its /state ({}):", matches.display());
+    println!(
+        "\n== 4. What filter-jsonl wrote to its /state ({}):",
+        matches.display()
+    );
     for line in text.lines().take(3) {
         println!("   {line}");
     }
     println!("   ... {} lines in all", text.lines().count());
     println!("\nEach plugin resumed from its own committed cursor in phase 3. Try:");
-    println!("   pulsewatch tail --db {} --since {}", db.display(), log.head()?.saturating_sub(3));
+    println!(
+        "   pulsewatch tail --db {} --since {}",
+        db.display(),
+        log.head()?.saturating_sub(3)
+    );
     println!("   pulsewatch run --db {} <plugin.wasm>", db.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -53,8 +53,12 @@ fn parse_line(line: &str) -> anyhow::Result<Change> {
         (None, Some(hex)) => decode_hex(&hex).context("payload_hex")?,
         (None, None) => Vec::new(),
     };
-    let change = Change::new(parsed.kind, parsed.entity.as_u128(), parsed.collective.as_u128())
-        .with_payload(payload);
+    let change = Change::new(
+        parsed.kind,
+        parsed.entity.as_u128(),
+        parsed.collective.as_u128(),
+    )
+    .with_payload(payload);
     Ok(match parsed.timestamp_ms {
         Some(ts) => change.at(ts),
         None => change,
@@ -62,7 +66,7 @@ fn parse_line(line: &str) -> anyhow::Result<Change> {
 }
 
 fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         bail!("odd number of hex digits");
     }
     (0..hex.len())
@@ -149,7 +153,10 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         Some(path) if path.as_os_str() != "-" => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("{}: cannot open", path.display()))?;
-            (path.display().to_string(), Box::new(std::io::BufReader::new(file)))
+            (
+                path.display().to_string(),
+                Box::new(std::io::BufReader::new(file)),
+            )
         }
         _ => ("<stdin>".to_owned(), Box::new(std::io::stdin().lock())),
     };
@@ -220,7 +227,14 @@ mod tests {
         let change = parse_line(line).unwrap();
         assert_eq!(change.payload, br#"{"b":1, "a":[2]}"#);
         let mut out = Vec::new();
-        write_event(&mut out, &Event { seq: 9, change: change.clone() }).unwrap();
+        write_event(
+            &mut out,
+            &Event {
+                seq: 9,
+                change: change.clone(),
+            },
+        )
+        .unwrap();
         let again = parse_line(std::str::from_utf8(&out).unwrap().trim_end()).unwrap();
         assert_eq!(again, change);
     }
@@ -229,7 +243,14 @@ mod tests {
     fn binary_payloads_use_hex() {
         let change = Change::new(ChangeKind::Deleted, 1, 2).with_payload(vec![0xff, 0x00]);
         let mut out = Vec::new();
-        write_event(&mut out, &Event { seq: 1, change: change.clone() }).unwrap();
+        write_event(
+            &mut out,
+            &Event {
+                seq: 1,
+                change: change.clone(),
+            },
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains(r#""payload_hex":"ff00""#), "{text}");
         assert_eq!(parse_line(text.trim_end()).unwrap(), change);

@@ -53,12 +53,22 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut plugins = Vec::new();
     for path in &args.plugins {
         let plugin = runtime.load_file(path)?;
-        if plugins.iter().any(|p: &pulsewatch::Plugin| p.name() == plugin.name()) {
-            bail!("two plugins are named {:?}: each needs its own state; rename one file", plugin.name());
+        if plugins
+            .iter()
+            .any(|p: &pulsewatch::Plugin| p.name() == plugin.name())
+        {
+            bail!(
+                "two plugins are named {:?}: each needs its own state; rename one file",
+                plugin.name()
+            );
         }
         plugins.push(plugin);
     }
-    let mut options = RunOptions::new(args.state_dir.clone().unwrap_or_else(|| default_state_dir(&args.db)));
+    let mut options = RunOptions::new(
+        args.state_dir
+            .clone()
+            .unwrap_or_else(|| default_state_dir(&args.db)),
+    );
     options.follow = args.follow;
     for arg in &args.args {
         let (plugin, value) = arg
@@ -103,5 +113,9 @@ pub fn report(outcomes: &[Outcome], verbose: bool) -> ExitCode {
             }
         }
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn preamble_tells_modules_and_garbage_apart() {
-        assert!(matches!(check_preamble("x", b"hello world"), Err(LoadError::NotWasm { .. })));
+        assert!(matches!(
+            check_preamble("x", b"hello world"),
+            Err(LoadError::NotWasm { .. })
+        ));
         assert!(matches!(
             check_preamble("x", b"\0asm\x01\0\0\0"),
             Err(LoadError::CoreModule { .. })

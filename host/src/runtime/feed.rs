@@ -42,7 +42,10 @@ impl FeedAccess {
             .log
             .poll_within(since, limit, &self.poll_limits)
             .map_err(poll_error)?;
-        Ok((batch.events.into_iter().map(to_wit).collect(), batch.last_seq))
+        Ok((
+            batch.events.into_iter().map(to_wit).collect(),
+            batch.last_seq,
+        ))
     }
 
     fn wait(&self, since: u64, timeout: Duration) -> Result<u64, wit::WaitError> {

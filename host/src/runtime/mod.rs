@@ -123,7 +123,9 @@ impl Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -218,7 +220,8 @@ impl Runtime {
         config.consume_fuel(true);
         let engine = Engine::new(&config).map_err(|e| SetupError(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| SetupError(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| SetupError(e.to_string()))?;
         feed::add_to_linker(&mut linker).map_err(|e| SetupError(e.to_string()))?;
         Ok(Runtime {
             engine,
@@ -238,9 +241,10 @@ impl Runtime {
             path: path.to_path_buf(),
             source,
         })?;
-        let name = path
-            .file_stem()
-            .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned());
+        let name = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
         self.load(&name, &bytes)
     }
 
@@ -256,7 +260,10 @@ impl Runtime {
             name: name.to_owned(),
             reason: format!("{:#}", e),
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(link_error)?;
         let pre = CommandPre::new(pre).map_err(link_error)?;
         Ok(Plugin {
             name: name.to_owned(),
@@ -300,8 +307,18 @@ impl Runtime {
         options: &RunOptions,
         sink: &Arc<dyn OutputSink>,
     ) -> Outcome {
-        let stdout = Capture::new(&plugin.name, Stream::Stdout, self.limits.output_bytes, sink.clone());
-        let stderr = Capture::new(&plugin.name, Stream::Stderr, self.limits.output_bytes, sink.clone());
+        let stdout = Capture::new(
+            &plugin.name,
+            Stream::Stdout,
+            self.limits.output_bytes,
+            sink.clone(),
+        );
+        let stderr = Capture::new(
+            &plugin.name,
+            Stream::Stderr,
+            self.limits.output_bytes,
+            sink.clone(),
+        );
         let result = self.run_in_sandbox(plugin, log, options, &stdout, &stderr);
         stdout.finish();
         stderr.finish();
@@ -337,8 +354,18 @@ impl Runtime {
                 .map(|(_, arg)| arg.as_str()),
         );
         let wasi = self
-            .sandbox(&state_dir, args.collect::<Vec<_>>().as_slice(), stdout, stderr)
-            .map_err(|e| (Failure::Setup(format!("{}: {e}", state_dir.display())), None))?;
+            .sandbox(
+                &state_dir,
+                args.collect::<Vec<_>>().as_slice(),
+                stdout,
+                stderr,
+            )
+            .map_err(|e| {
+                (
+                    Failure::Setup(format!("{}: {e}", state_dir.display())),
+                    None,
+                )
+            })?;
         let mut store = Store::new(
             &self.engine,
             Sandbox {
@@ -359,7 +386,9 @@ impl Runtime {
         );
         store.limiter(|sandbox| &mut sandbox.limits);
         let classify = |e: wasmtime::Error| self.classify(e);
-        store.set_fuel(self.limits.fuel_per_call).map_err(classify)?;
+        store
+            .set_fuel(self.limits.fuel_per_call)
+            .map_err(classify)?;
         let command = plugin.pre.instantiate(&mut store).map_err(classify)?;
         match command.wasi_cli_run().call_run(&mut store) {
             Ok(Ok(())) => Ok(()),

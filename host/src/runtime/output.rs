@@ -82,7 +82,9 @@ impl Capture {
             };
             let (chunk, rest) = bytes.split_at(take);
             bytes = rest;
-            state.partial.extend_from_slice(if newline { &chunk[..take - 1] } else { chunk });
+            state
+                .partial
+                .extend_from_slice(if newline { &chunk[..take - 1] } else { chunk });
             if newline || state.partial.len() >= MAX_LINE {
                 self.emit(&mut state);
             }
@@ -97,7 +99,10 @@ impl Capture {
             self.sink.line(
                 &self.plugin,
                 self.stream,
-                &format!("... output truncated at {} bytes; the rest is discarded", self.cap),
+                &format!(
+                    "... output truncated at {} bytes; the rest is discarded",
+                    self.cap
+                ),
             );
             return;
         }
@@ -152,7 +157,11 @@ impl OutputStream for Capture {
 }
 
 impl tokio::io::AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.accept(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -196,7 +205,11 @@ mod tests {
         capture.accept(&vec![b'x'; 10 * MAX_LINE]);
         capture.finish();
         let lines = lines.0.lock().unwrap();
-        assert_eq!(lines.len(), 3, "two whole pieces, then the truncation notice");
+        assert_eq!(
+            lines.len(),
+            3,
+            "two whole pieces, then the truncation notice"
+        );
         assert_eq!(lines[0].len(), MAX_LINE);
         assert!(lines[2].contains("truncated"));
     }

@@ -8,8 +8,8 @@
 //! it, so events processed after the last commit are not written twice.
 
 use pulsewatch_guest::{Error, Event, Plugin};
-use std::fs::{File, OpenOptions};
 use serde_json::value::RawValue;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 
 const OUTPUT: &str = "/state/matches.jsonl";
@@ -43,7 +43,12 @@ impl Filter {
                 Some(("kind", v)) => filter.kinds.push(v.to_owned()),
                 Some(("collective", v)) => filter.collective = Some(v.to_owned()),
                 Some(("entity", v)) => filter.entity = Some(v.to_owned()),
-                _ => return Err(format!("unknown argument {arg:?}: expected kind=, collective= or entity=").into()),
+                _ => {
+                    return Err(format!(
+                        "unknown argument {arg:?}: expected kind=, collective= or entity="
+                    )
+                    .into());
+                }
             }
         }
         if filter.kinds.is_empty() {
@@ -54,8 +59,14 @@ impl Filter {
 
     fn matches(&self, event: &Event) -> bool {
         self.kinds.iter().any(|k| k == event.kind.as_str())
-            && self.collective.as_ref().is_none_or(|c| *c == event.collective.to_string())
-            && self.entity.as_ref().is_none_or(|e| *e == event.entity.to_string())
+            && self
+                .collective
+                .as_ref()
+                .is_none_or(|c| *c == event.collective.to_string())
+            && self
+                .entity
+                .as_ref()
+                .is_none_or(|e| *e == event.entity.to_string())
     }
 }
 
@@ -72,11 +83,20 @@ impl Plugin for FilterJsonl {
             Some(bytes) => std::str::from_utf8(bytes)?.parse()?,
             None => 0,
         };
-        let file = OpenOptions::new().create(true).write(true).truncate(false).open(OUTPUT)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(OUTPUT)?;
         file.set_len(committed)?;
         let mut out = BufWriter::new(file);
         std::io::Seek::seek(&mut out, std::io::SeekFrom::Start(committed))?;
-        Ok(FilterJsonl { filter: Filter::from_args()?, out, written: committed, matched: 0 })
+        Ok(FilterJsonl {
+            filter: Filter::from_args()?,
+            out,
+            written: committed,
+            matched: 0,
+        })
     }
 
     fn process(&mut self, events: &[Event]) -> Result<(), Error> {
@@ -91,7 +111,9 @@ impl Plugin for FilterJsonl {
                 collective: event.collective.to_string(),
                 timestamp_ms: event.timestamp_ms,
                 payload,
-                payload_text: payload.is_none().then(|| String::from_utf8_lossy(&event.payload)),
+                payload_text: payload
+                    .is_none()
+                    .then(|| String::from_utf8_lossy(&event.payload)),
             };
             let mut bytes = serde_json::to_vec(&line)?;
             bytes.push(b'\n');
@@ -110,7 +132,10 @@ impl Plugin for FilterJsonl {
     }
 
     fn finish(&mut self, cursor: u64) -> Result<(), Error> {
-        println!("matched {} events in this run; {OUTPUT} holds {} bytes", self.matched, self.written);
+        println!(
+            "matched {} events in this run; {OUTPUT} holds {} bytes",
+            self.matched, self.written
+        );
         println!("cursor: {cursor}");
         Ok(())
     }

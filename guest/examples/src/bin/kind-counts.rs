@@ -41,7 +41,10 @@ fn line(counts: &Counts) -> String {
 
 impl Plugin for KindCounts {
     fn restore(state: Option<&[u8]>) -> Result<Self, Error> {
-        Ok(state.map(serde_json::from_slice).transpose()?.unwrap_or_default())
+        Ok(state
+            .map(serde_json::from_slice)
+            .transpose()?
+            .unwrap_or_default())
     }
 
     fn process(&mut self, events: &[Event]) -> Result<(), Error> {

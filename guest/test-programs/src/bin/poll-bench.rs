@@ -11,7 +11,9 @@ fn median_ns(samples: &mut [u128]) -> u128 {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>().expect("numeric argument"));
+    let mut args = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<u64>().expect("numeric argument"));
     let limit = args.next().unwrap_or(1000) as u32;
     let idle_polls = args.next().unwrap_or(10_000);
 

@@ -4,8 +4,13 @@
 use pulsewatch_guest::bindings::pulse::watch::feed;
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().expect("numeric argument")).collect();
-    let [since, limit] = args[..] else { panic!("usage: poll-once SINCE LIMIT") };
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("numeric argument"))
+        .collect();
+    let [since, limit] = args[..] else {
+        panic!("usage: poll-once SINCE LIMIT")
+    };
     match feed::poll(since, u32::try_from(limit).expect("limit fits u32")) {
         Ok((events, seq)) => {
             let payload: usize = events.iter().map(|e| e.payload.len()).sum();

@@ -17,7 +17,10 @@ impl Plugin for SeqCheck {
             None => None,
         };
         println!("resumed at: {}", resumed_at.unwrap_or(0));
-        Ok(SeqCheck { next: Some(resumed_at.unwrap_or(0) + 1), ..Default::default() })
+        Ok(SeqCheck {
+            next: Some(resumed_at.unwrap_or(0) + 1),
+            ..Default::default()
+        })
     }
 
     fn process(&mut self, events: &[Event]) -> Result<(), Error> {
@@ -48,6 +51,10 @@ impl Plugin for SeqCheck {
 }
 
 fn main() -> Result<(), Error> {
-    let limit = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(1000);
+    let limit = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1000);
     pulsewatch_guest::run_with::<SeqCheck>(&pulsewatch_guest::Checkpoint::in_state_dir(), limit)
 }
