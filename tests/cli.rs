@@ -36,6 +36,21 @@ fn import(db: &Path, lines: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `pulsewatch append` of an `updated` change to E1 in C1.
+fn append_updated(db: &Path) -> Output {
+    pulsewatch(&[
+        "append",
+        "--db",
+        db.to_str().unwrap(),
+        "--kind",
+        "updated",
+        "--entity",
+        E1,
+        "--collective",
+        C1,
+    ])
+}
+
 const E1: &str = "00000000-0000-0000-0000-000000000001";
 const C1: &str = "00000000-0000-0000-0000-0000000000c1";
 
@@ -56,17 +71,7 @@ fn import_then_tail_round_trips_json_lines() {
     );
     let out = import(&db, &input);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = pulsewatch(&[
-        "append",
-        "--db",
-        db.to_str().unwrap(),
-        "--kind",
-        "updated",
-        "--entity",
-        E1,
-        "--collective",
-        C1,
-    ]);
+    let out = append_updated(&db);
     assert_eq!(text(&out.stdout).trim(), "3", "append prints the new seq");
 
     let out = pulsewatch(&["tail", "--db", db.to_str().unwrap(), "--since", "1"]);
@@ -210,17 +215,7 @@ fn follow_sees_another_process_appends_and_stops_cleanly_on_sigint() {
         .spawn()
         .unwrap();
     for _ in 0..5 {
-        let out = pulsewatch(&[
-            "append",
-            "--db",
-            db.to_str().unwrap(),
-            "--kind",
-            "updated",
-            "--entity",
-            E1,
-            "--collective",
-            C1,
-        ]);
+        let out = append_updated(&db);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
     let checkpoint = dir.path().join("events.redb.state/seq-check/checkpoint");

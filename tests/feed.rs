@@ -7,6 +7,11 @@ use pulsewatch::{ChangeKind, Log};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The summary line seq-check printed last as `plugin`.
+fn received(harness: &Harness, plugin: &str) -> String {
+    harness.lines.value(plugin, "received: ").unwrap()
+}
+
 fn expected_counts(n: u64) -> String {
     let mut counts = [0u64; 4];
     for i in 0..n {
@@ -59,11 +64,11 @@ fn two_guests_with_different_cursors_do_not_interfere() {
     let outcomes = harness.run_all(&[a, b], &log);
     assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
     assert_eq!(
-        harness.lines.value("a", "received: ").unwrap(),
+        received(&harness, "a"),
         "1000 first: 2001 last: 3000 cursor: 3000"
     );
     assert_eq!(
-        harness.lines.value("b", "received: ").unwrap(),
+        received(&harness, "b"),
         "3000 first: 1 last: 3000 cursor: 3000"
     );
 }
@@ -80,7 +85,7 @@ fn a_restarted_guest_resumes_after_its_committed_cursor() {
             .is_ok()
     );
     assert_eq!(
-        harness.lines.value("seq-check", "received: ").unwrap(),
+        received(&harness, "seq-check"),
         "2500 first: 1 last: 2500 cursor: 2500"
     );
 
@@ -95,7 +100,7 @@ fn a_restarted_guest_resumes_after_its_committed_cursor() {
         "2500"
     );
     assert_eq!(
-        harness.lines.value("seq-check", "received: ").unwrap(),
+        received(&harness, "seq-check"),
         "1500 first: 2501 last: 4000 cursor: 4000",
         "every event after the cursor, none before"
     );
@@ -107,7 +112,7 @@ fn a_restarted_guest_resumes_after_its_committed_cursor() {
             .is_ok()
     );
     assert_eq!(
-        harness.lines.value("seq-check", "received: ").unwrap(),
+        received(&harness, "seq-check"),
         "0 first: - last: 4000 cursor: 4000"
     );
 }
@@ -141,7 +146,7 @@ fn following_guests_see_events_appended_while_they_run_and_stop_cleanly() {
     });
     assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
     assert_eq!(
-        harness.lines.value("seq-check", "received: ").unwrap(),
+        received(&harness, "seq-check"),
         "600 first: 1 last: 600 cursor: 600"
     );
     assert_eq!(
@@ -162,7 +167,7 @@ fn a_guest_reads_through_a_read_only_handle_while_a_writer_holds_the_file() {
             .is_ok()
     );
     assert_eq!(
-        harness.lines.value("seq-check", "received: ").unwrap(),
+        received(&harness, "seq-check"),
         "1234 first: 1 last: 1234 cursor: 1234"
     );
     drop(writer);
