@@ -1,0 +1,76 @@
+//! A writer killed with SIGKILL leaves the file unclean: readers get a clear error instead of a
+//! crash, the next writer repairs it, and every committed event is still there.
+
+use pulsewatch::{Change, ChangeKind, Log, OpenError};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const HOLD_DB: &str = "PULSEWATCH_TEST_HOLD_WRITER";
+
+/// Run by `killed_writer_...` in a child process (ignored otherwise): commits 100 events, says
+/// so, and keeps the writer open until it is killed.
+#[test]
+#[ignore = "helper: runs in a child process of killed_writer_leaves_a_file_readers_refuse_until_repaired"]
+fn hold_writer_open() {
+    let Some(path) = std::env::var_os(HOLD_DB) else {
+        return;
+    };
+    let log = Log::create(path).unwrap();
+    let changes: Vec<Change> = (0..100u8)
+        .map(|i| Change::new(ChangeKind::Created, u128::from(i), 1).at(u64::from(i)))
+        .collect();
+    log.append_batch(&changes).unwrap();
+    println!("writer-ready");
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+
+fn pulsewatch_tail(db: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(["tail", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn killed_writer_leaves_a_file_readers_refuse_until_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "hold_writer_open",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOLD_DB, &db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    // libtest may print the test name on the same line first.
+    let ready = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.ends_with("writer-ready"));
+    assert!(ready, "the writer child never committed");
+    child.kill().unwrap(); // SIGKILL: no destructor, no clean close
+    child.wait().unwrap();
+
+    let err = Log::open_read_only(&db).unwrap_err();
+    assert!(matches!(err, OpenError::NeedsRepair { .. }), "{err}");
+    let out = pulsewatch_tail(&db);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs a repair"), "{stderr}");
+
+    // Opening for writing repairs the file; nothing committed is lost.
+    drop(Log::open(&db).unwrap());
+    let log = Log::open_read_only(&db).unwrap();
+    let batch = log.poll(0, 1000).unwrap();
+    assert_eq!(batch.events.len(), 100);
+    assert_eq!(batch.last_seq, 100);
+    assert_eq!(batch.events[99].change.entity, 99);
+    assert!(pulsewatch_tail(&db).status.success());
+}
