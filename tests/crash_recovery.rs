@@ -65,8 +65,17 @@ fn killed_writer_leaves_a_file_readers_refuse_until_repaired() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("needs a repair"), "{stderr}");
 
-    // Opening for writing repairs the file; nothing committed is lost.
-    drop(Log::open(&db).unwrap());
+    // `pulsewatch repair` (a writer's open) repairs the file; nothing committed is lost.
+    let out = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(["repair", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("head is seq 100"));
     let log = Log::open_read_only(&db).unwrap();
     let batch = log.poll(0, 1000).unwrap();
     assert_eq!(batch.events.len(), 100);

@@ -156,6 +156,31 @@ fn following_guests_see_events_appended_while_they_run_and_stop_cleanly() {
 }
 
 #[test]
+fn the_same_plugin_cannot_run_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), 10);
+    let mut harness = Harness::new(dir.path());
+    harness.options.follow = true;
+    let twins = [harness.load("seq-check"), harness.load("seq-check")];
+    let outcomes = std::thread::scope(|scope| {
+        let running = scope.spawn(|| harness.run_all(&twins, &log));
+        std::thread::sleep(Duration::from_millis(300));
+        harness.options.stop.stop();
+        running.join().unwrap()
+    });
+    let refused: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().err())
+        .collect();
+    assert_eq!(refused.len(), 1, "{outcomes:?}");
+    assert!(
+        refused[0].to_string().contains("in use by another run"),
+        "{}",
+        refused[0]
+    );
+}
+
+#[test]
 fn a_guest_reads_through_a_read_only_handle_while_a_writer_holds_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let writer = log_with(dir.path(), 1_234);

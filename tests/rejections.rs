@@ -60,6 +60,17 @@ fn a_component_without_a_run_export_is_refused() {
     assert!(matches!(err, LoadError::NotACommand { .. }), "{err}");
 }
 
+#[test]
+fn a_name_that_is_not_a_plain_file_name_is_refused() {
+    let bytes = std::fs::read(guest("kind-counts")).unwrap();
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    for name in ["../escape", "/abs", "a/b", "a\\b", "..", ".", ""] {
+        let err = runtime.load(name, &bytes).unwrap_err();
+        assert!(matches!(err, LoadError::BadName { .. }), "{name:?}: {err}");
+    }
+    assert!(runtime.load("kind-counts.v2", &bytes).is_ok());
+}
+
 fn cli_run(plugin: &Path) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.redb");

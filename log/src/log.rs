@@ -10,8 +10,7 @@ use crate::poll::{Batch, BatchBuilder, PollLimits};
 use crate::schema::{EVENTS, FORMAT_KEY, FORMAT_VERSION, META};
 use redb::{
     Builder, ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction,
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError, TableHandle,
-    WriteTransaction,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError, WriteTransaction,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
@@ -37,13 +36,13 @@ pub enum OpenError {
         path: PathBuf,
     },
     /// The file was left unclean by a writer that crashed; a read-only open cannot repair it.
-    #[error("{}: database was not closed cleanly and needs a repair; opening it for writing once (for example with `pulsewatch append`) repairs it", path.display())]
+    #[error("{}: database was not closed cleanly (its writer stopped abruptly) and needs a repair: run `pulsewatch repair --db {}` or open it for writing once", path.display(), path.display())]
     NeedsRepair {
         /// The path asked for.
         path: PathBuf,
     },
     /// The file is a redb database but holds no pulsewatch event log.
-    #[error("{}: not a pulsewatch event log (no {} table)", path.display(), META.name())]
+    #[error("{}: a redb database, but not a pulsewatch event log", path.display())]
     NotALog {
         /// The path asked for.
         path: PathBuf,
@@ -124,24 +123,31 @@ fn builder() -> Builder {
 fn open_error(path: &Path, err: DatabaseError) -> OpenError {
     let path = path.to_path_buf();
     match err {
-        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-            OpenError::Locked { path }
-        }
+        DatabaseError::DatabaseAlreadyOpen => OpenError::Locked { path },
         DatabaseError::RepairAborted => OpenError::NeedsRepair { path },
         DatabaseError::Storage(redb::StorageError::Io(io))
             if io.kind() == std::io::ErrorKind::NotFound =>
         {
             OpenError::NotFound { path }
         }
-        other => OpenError::Database {
-            path,
-            source: other.into(),
-        },
+        other => db_error(&path, other.into()),
+    }
+}
+
+fn db_error(path: &Path, source: redb::Error) -> OpenError {
+    OpenError::Database {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
 fn storage<E: Into<redb::Error>>(err: E) -> redb::Error {
     err.into()
+}
+
+/// The seq of the newest event in `table`, 0 if it is empty.
+fn last_seq(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, redb::Error> {
+    Ok(table.last()?.map_or(0, |(seq, _)| seq.value()))
 }
 
 impl Log {
@@ -179,52 +185,29 @@ impl Log {
         }
     }
 
-    /// Creates the tables in a new file, or checks the format of an existing one.
+    /// Creates the tables in a file that has none. A file with tables is left to
+    /// [`Log::check_format`], which tells a pulsewatch log from someone else's database.
     fn init(path: &Path, db: &Database) -> Result<(), OpenError> {
-        let failed = |e: redb::Error| OpenError::Database {
-            path: path.to_path_buf(),
-            source: e,
-        };
+        let failed = |e: redb::Error| db_error(path, e);
         let txn = db.begin_write().map_err(|e| failed(e.into()))?;
+        if txn
+            .list_tables()
+            .map_err(|e| failed(e.into()))?
+            .next()
+            .is_none()
         {
             let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
-            let stored = meta
-                .get(FORMAT_KEY)
-                .map_err(|e| failed(e.into()))?
-                .map(|v| v.value());
-            match stored {
-                Some(FORMAT_VERSION) => {}
-                Some(found) => {
-                    return Err(OpenError::UnsupportedFormat {
-                        path: path.to_path_buf(),
-                        found,
-                    });
-                }
-                None => {
-                    // A redb file that already holds other tables is someone else's database.
-                    let foreign = txn
-                        .list_tables()
-                        .map_err(|e| failed(e.into()))?
-                        .any(|t| t.name() != META.name() && t.name() != EVENTS.name());
-                    if foreign {
-                        return Err(OpenError::NotALog {
-                            path: path.to_path_buf(),
-                        });
-                    }
-                    meta.insert(FORMAT_KEY, FORMAT_VERSION)
-                        .map_err(|e| failed(e.into()))?;
-                }
-            }
+            meta.insert(FORMAT_KEY, FORMAT_VERSION)
+                .map_err(|e| failed(e.into()))?;
+            drop(meta);
             txn.open_table(EVENTS).map_err(|e| failed(e.into()))?;
         }
-        txn.commit().map_err(|e| failed(e.into()))
+        txn.commit().map_err(|e| failed(e.into()))?;
+        Self::check_format(path, db)
     }
 
     fn check_format(path: &Path, db: &impl ReadableDatabase) -> Result<(), OpenError> {
-        let failed = |e: redb::Error| OpenError::Database {
-            path: path.to_path_buf(),
-            source: e,
-        };
+        let failed = |e: redb::Error| db_error(path, e);
         let txn = db.begin_read().map_err(|e| failed(e.into()))?;
         let meta = match txn.open_table(META) {
             Ok(meta) => meta,
@@ -288,17 +271,14 @@ impl Log {
     /// from the head as this transaction sees it, so they stay gap-free whichever transaction
     /// commits. Returns the seq of the last change appended, or the head if there were none.
     ///
-    /// Readers in this process notice the commit within a few milliseconds; waiters are not woken
-    /// at once as they are by [`Log::append_batch`].
+    /// Waiters in this process notice the commit within about 20 ms; they are not woken at once
+    /// as they are by [`Log::append_batch`].
     pub fn append_in<'a>(
         txn: &WriteTransaction,
         changes: impl IntoIterator<Item = &'a Change>,
     ) -> Result<u64, WriteError> {
         let mut table = txn.open_table(EVENTS).map_err(storage)?;
-        let mut head = table
-            .last()
-            .map_err(storage)?
-            .map_or(0, |(seq, _)| seq.value());
+        let mut head = last_seq(&table)?;
         let mut record = Vec::new();
         for change in changes {
             head = head.checked_add(1).ok_or(WriteError::SeqExhausted)?;
@@ -322,11 +302,7 @@ impl Log {
     /// The seq of the newest event, 0 when the log is empty.
     pub fn head(&self) -> Result<u64, ReadError> {
         let txn = self.begin_read()?;
-        let table = txn.open_table(EVENTS).map_err(storage)?;
-        Ok(table
-            .last()
-            .map_err(storage)?
-            .map_or(0, |(seq, _)| seq.value()))
+        Ok(last_seq(&txn.open_table(EVENTS).map_err(storage)?)?)
     }
 
     /// The number of events stored.
@@ -385,7 +361,8 @@ impl Log {
     /// Appends through this `Log` wake the waiter at once; commits by another process are seen
     /// within about 20 ms.
     pub fn wait(&self, since: u64, timeout: Duration) -> Result<u64, ReadError> {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large to represent is as good as forever.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             let generation = *self
                 .appended
@@ -394,7 +371,7 @@ impl Log {
                 .unwrap_or_else(|e| e.into_inner());
             let head = self.head()?;
             let now = Instant::now();
-            if head > since || now >= deadline {
+            if head > since || deadline.is_some_and(|d| now >= d) {
                 return Ok(head);
             }
             let guard = self
@@ -405,7 +382,9 @@ impl Log {
             if *guard != generation {
                 continue;
             }
-            let slice = (deadline - now).min(CROSS_PROCESS_RECHECK);
+            let slice = deadline.map_or(CROSS_PROCESS_RECHECK, |d| {
+                (d - now).min(CROSS_PROCESS_RECHECK)
+            });
             drop(
                 self.appended
                     .cond

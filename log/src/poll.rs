@@ -81,8 +81,9 @@ impl BatchBuilder {
         self.batch.events.is_empty()
     }
 
-    /// Offers the next event in seq order. Returns `false`, leaving the event out, when the batch
-    /// is full or the event's payload would exceed the byte budget: the backend should stop.
+    /// Offers the next event in seq order; it is left out if the batch is full or its payload
+    /// would take the batch past the byte budget. Returns whether the batch can take more: once
+    /// it returns `false` the backend should stop reading.
     pub fn push(&mut self, event: Event) -> bool {
         if self.is_full() {
             return false;
@@ -94,7 +95,8 @@ impl BatchBuilder {
         self.bytes = bytes;
         self.batch.last_seq = event.seq;
         self.batch.events.push(event);
-        !self.is_full()
+        // A spent budget ends the batch here rather than after decoding one more event.
+        !self.is_full() && self.bytes < self.max_bytes
     }
 
     /// The finished batch.
@@ -155,10 +157,10 @@ mod tests {
         let mut builder = BatchBuilder::new(10, 100, &limits(100, 100));
         assert!(builder.push(event(11, 60)));
         assert!(
-            builder.push(event(12, 40)),
-            "exactly at the budget is allowed"
+            !builder.push(event(12, 40)),
+            "kept: exactly at the budget, now spent"
         );
-        assert!(!builder.push(event(13, 1)));
+        assert!(!builder.push(event(13, 1)), "left out");
         let batch = builder.finish();
         assert_eq!(batch.last_seq, 12);
         assert_eq!(batch.events.len(), 2);
@@ -167,8 +169,11 @@ mod tests {
     #[test]
     fn first_event_is_returned_even_above_the_budget() {
         let mut builder = BatchBuilder::new(0, 100, &limits(100, 10));
-        assert!(builder.push(event(1, 1000)));
-        assert!(!builder.push(event(2, 0)), "budget spent");
+        assert!(
+            !builder.push(event(1, 1000)),
+            "kept, and the budget is spent"
+        );
+        assert!(!builder.push(event(2, 0)), "left out");
         assert_eq!(builder.finish().last_seq, 1);
     }
 }

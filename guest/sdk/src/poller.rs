@@ -33,9 +33,10 @@ impl ChangePoller {
     }
 
     /// Sets the most events one poll asks for. The host may return fewer: it clamps the limit
-    /// to its own maximum and to a byte budget.
+    /// to its own maximum and to a byte budget. 0 is raised to 1: a poller that asks for nothing
+    /// could never catch up.
     pub fn with_batch_limit(mut self, limit: usize) -> Self {
-        self.batch_limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        self.batch_limit = u32::try_from(limit).unwrap_or(u32::MAX).max(1);
         self
     }
 

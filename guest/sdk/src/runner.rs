@@ -1,11 +1,15 @@
 //! The plugin loop: resume, poll, process, commit, wait.
 
-use crate::{ChangePoller, Checkpoint, DEFAULT_BATCH_LIMIT, Error, Event, WaitError};
+use crate::{ChangePoller, Checkpoint, DEFAULT_BATCH_LIMIT, Error, Event, PollError, WaitError};
 use std::time::Duration;
 
 /// How long one wait for new events lasts before the loop asks again. Short enough that a
 /// host shutdown is noticed promptly, long enough to cost nothing while idle.
 const WAIT: Duration = Duration::from_secs(1);
+
+/// How often an `unavailable` feed is asked again, with doubling pauses from 100 ms (3 s in all),
+/// before the plugin gives up with the error.
+const RETRIES: u32 = 5;
 
 /// A change-feed plugin driven by [`run`].
 pub trait Plugin: Sized {
@@ -36,14 +40,15 @@ pub fn run<P: Plugin>() -> Result<(), Error> {
 /// waits for new events, and returns after [`Plugin::finish`] once the host closes the feed.
 ///
 /// A batch is committed only after it was processed, so after a crash the plugin sees again at
-/// most the batch it was processing (at-least-once).
+/// most the batch it was processing (at-least-once). An `unavailable` feed is retried a few
+/// times with growing pauses before the error ends the plugin.
 pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Result<(), Error> {
     let saved = checkpoint.load()?;
     let mut plugin = P::restore(saved.as_ref().map(|s| s.state.as_slice()))?;
     let mut poller =
         ChangePoller::from_sequence(saved.map_or(0, |s| s.seq)).with_batch_limit(batch_limit);
     loop {
-        let events = poller.poll()?;
+        let events = poll_with_retries(&mut poller)?;
         if events.is_empty() {
             match poller.wait(WAIT) {
                 Ok(_) => continue,
@@ -54,4 +59,19 @@ pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Resul
         checkpoint.commit(poller.last_sequence(), &plugin.snapshot())?;
     }
     plugin.finish(poller.last_sequence())
+}
+
+fn poll_with_retries(poller: &mut ChangePoller) -> Result<Vec<Event>, PollError> {
+    let mut pause = Duration::from_millis(100);
+    for _ in 0..RETRIES {
+        match poller.poll() {
+            Err(PollError::Unavailable(why)) => {
+                eprintln!("pulsewatch-guest: feed unavailable ({why}); retrying in {pause:?}");
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    poller.poll()
 }

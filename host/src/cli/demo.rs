@@ -18,7 +18,7 @@ const FILTER_JSONL: &[u8] =
 /// Arguments of `pulsewatch demo`.
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Where the demo database and plugin state go; emptied first
+    /// Where the demo database and plugin state go; a previous demo's are replaced
     /// [default: the user's data directory, e.g. ~/.local/share/pulsewatch/demo].
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -125,11 +125,17 @@ impl Shop {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let dir = args.dir.clone().unwrap_or_else(default_dir);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
-    }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let db = dir.join("events.redb");
+    let state = dir.join("state");
+    // Start afresh, removing only what a previous demo made: --dir may hold other files.
+    if db.exists() {
+        std::fs::remove_file(&db).with_context(|| format!("cannot remove {}", db.display()))?;
+    }
+    if state.exists() {
+        std::fs::remove_dir_all(&state)
+            .with_context(|| format!("cannot remove {}", state.display()))?;
+    }
     let log = Arc::new(Log::create(&db)?);
     let mut shop = Shop::new();
 
@@ -156,7 +162,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         runtime.load("kind-counts", KIND_COUNTS)?,
         runtime.load("filter-jsonl", FILTER_JSONL)?,
     ];
-    let mut options = RunOptions::new(dir.join("state"));
+    let mut options = RunOptions::new(&state);
     options
         .args
         .push(("filter-jsonl".into(), "kind=deleted".into()));

@@ -66,12 +66,14 @@ fn parse_line(line: &str) -> anyhow::Result<Change> {
 }
 
 fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
+    let digit = |b: u8| char::from(b).to_digit(16).context("not a hex digit");
+    let bytes = hex.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
         bail!("odd number of hex digits");
     }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).context("not a hex digit"))
+    bytes
+        .chunks(2)
+        .map(|pair| Ok((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
         .collect()
 }
 
@@ -121,10 +123,12 @@ pub struct AppendArgs {
 
 pub fn append(args: &AppendArgs) -> anyhow::Result<ExitCode> {
     let payload = match &args.payload {
-        Some(text) => {
-            serde_json::from_str::<&RawValue>(text).context("--payload is not valid JSON")?;
-            text.as_bytes().to_vec()
-        }
+        // Stored as `import` stores it: the value's text without surrounding white space.
+        Some(text) => serde_json::from_str::<&RawValue>(text)
+            .context("--payload is not valid JSON")?
+            .get()
+            .as_bytes()
+            .to_vec(),
         None => Vec::new(),
     };
     let mut change = Change::new(args.kind, args.entity.as_u128(), args.collective.as_u128())
@@ -254,6 +258,14 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains(r#""payload_hex":"ff00""#), "{text}");
         assert_eq!(parse_line(text.trim_end()).unwrap(), change);
+    }
+
+    #[test]
+    fn bad_hex_is_an_error_not_a_panic() {
+        for hex in ["aéb", "+f", "abc", "zz"] {
+            assert!(decode_hex(hex).is_err(), "{hex}");
+        }
+        assert_eq!(decode_hex("00fFa0").unwrap(), [0, 255, 160]);
     }
 
     #[test]

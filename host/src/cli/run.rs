@@ -45,7 +45,10 @@ pub fn default_state_dir(db: &Path) -> PathBuf {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let limits = Limits {
-        memory_bytes: args.memory_mib << 20,
+        memory_bytes: args
+            .memory_mib
+            .checked_mul(1 << 20)
+            .context("--memory-mib is too large")?,
         fuel_per_call: args.fuel,
         ..Limits::default()
     };

@@ -2,7 +2,7 @@
 //! linked so that a refusal names the reason instead of a linker error.
 
 use super::LoadError;
-use super::feed::FEED_PACKAGE;
+use super::feed::FEED_INTERFACE;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -44,12 +44,22 @@ fn package_and_version(import: &str) -> (&str, &str) {
     (package, version)
 }
 
+/// Whether two versions are semver-compatible by the component model's rule for 0.x
+/// versions: the same major and minor.
+fn compatible(version: &str, with: &str) -> bool {
+    fn major_minor(v: &str) -> Vec<&str> {
+        v.splitn(3, '.').take(2).collect()
+    }
+    !version.is_empty() && major_minor(version) == major_minor(with)
+}
+
 fn allowed(import: &str) -> bool {
     let (package, version) = package_and_version(import);
-    if package == FEED_PACKAGE.0 {
-        return version.starts_with(FEED_PACKAGE.1);
+    let (feed_package, feed_version) = package_and_version(FEED_INTERFACE);
+    if package == feed_package {
+        return compatible(version, feed_version);
     }
-    WASI_PACKAGES.contains(&package) && version.starts_with("0.2.")
+    WASI_PACKAGES.contains(&package) && compatible(version, "0.2.0")
 }
 
 /// Checks that the component imports only what a plugin may and exports `wasi:cli/run`.
@@ -63,7 +73,7 @@ pub(crate) fn admit(name: &str, component: &Component, engine: &Engine) -> Resul
     }
     let runs = ty.exports(engine).any(|(export, _)| {
         let (path, version) = export.split_once('@').unwrap_or((export, ""));
-        path == RUN_EXPORT && version.starts_with("0.2.")
+        path == RUN_EXPORT && compatible(version, "0.2.0")
     });
     if !runs {
         return Err(LoadError::NotACommand {
@@ -80,6 +90,8 @@ mod tests {
     #[test]
     fn allows_the_feed_and_wasi_0_2_only() {
         assert!(allowed("pulse:watch/feed@0.1.0"));
+        assert!(allowed("pulse:watch/feed@0.1.7"));
+        assert!(!allowed("pulse:watch/feed@0.10.0"));
         assert!(allowed("wasi:cli/environment@0.2.6"));
         assert!(allowed("wasi:sockets/tcp@0.2.0"));
         assert!(!allowed("pulse:watch/feed@0.2.0"));

@@ -14,11 +14,9 @@ wasmtime::component::bindgen!({
 
 use pulse::watch::feed as wit;
 
-/// The interface name the functions are linked under.
-const FEED_INTERFACE: &str = "pulse:watch/feed@0.1.0";
-
-/// The package a plugin's feed import must come from, and the version prefix it must have.
-pub(crate) const FEED_PACKAGE: (&str, &str) = ("pulse:watch", "0.1.");
+/// The interface the functions are linked under, as in wit/feed.wit. Admission accepts imports
+/// of its package at any version semver-compatible with this one.
+pub(crate) const FEED_INTERFACE: &str = "pulse:watch/feed@0.1.0";
 
 /// The longest a `wait` sleeps before it looks at the stop signal again.
 const STOP_CHECK: Duration = Duration::from_millis(50);
@@ -50,6 +48,8 @@ impl FeedAccess {
 
     fn wait(&self, since: u64, timeout: Duration) -> Result<u64, wit::WaitError> {
         let deadline = Instant::now() + timeout;
+        // What to answer on a timeout: the head last read, or `since` if none could be read.
+        let mut last_head = since;
         loop {
             if self.stop.is_stopped() {
                 return Err(wit::WaitError::Closed);
@@ -57,20 +57,22 @@ impl FeedAccess {
             let slice = deadline
                 .saturating_duration_since(Instant::now())
                 .min(STOP_CHECK);
-            // A read error is treated as "no news": the plugin's next poll reports it.
             let head = if self.follow {
-                self.log.wait(since, slice).unwrap_or(since)
+                self.log.wait(since, slice)
             } else {
-                self.log.head().unwrap_or(since)
+                self.log.head()
             };
-            if head > since {
-                return Ok(head);
-            }
-            if !self.follow {
-                return Err(wit::WaitError::Closed);
+            match head {
+                Ok(head) if head > since => return Ok(head),
+                // Caught up, or the log is unreadable: a run without --follow ends here (the
+                // plugin's last poll has reported any read error to it).
+                _ if !self.follow => return Err(wit::WaitError::Closed),
+                Ok(head) => last_head = head,
+                // Following: try again after the slice instead of spinning on the error.
+                Err(_) => std::thread::sleep(slice),
             }
             if Instant::now() >= deadline {
-                return Ok(head);
+                return Ok(last_head);
             }
         }
     }

@@ -3,19 +3,21 @@
 
 mod admission;
 mod feed;
+mod limiter;
 mod output;
 
 pub use output::{Console, OutputSink, Stream};
 
 use crate::limits::Limits;
 use feed::FeedAccess;
+use limiter::{LimitExceeded, Limiter};
 use output::Capture;
 use pulsewatch_log::Log;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -29,6 +31,15 @@ pub enum LoadError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The name cannot be used: it names the plugin's state directory, so it must be one
+    /// plain path component.
+    #[error(
+        "{name:?}: not a usable plugin name (it must be a plain file name, without / or \\, and not . or ..)"
+    )]
+    BadName {
+        /// The name given.
+        name: String,
     },
     /// The bytes are not WebAssembly.
     #[error("{name}: not a WebAssembly component (no \\0asm header)")]
@@ -167,6 +178,9 @@ pub enum Failure {
     /// It tried to grow its memory past the limit.
     #[error("stopped: tried to grow memory past its limit of {} MiB", .0 >> 20)]
     Memory(usize),
+    /// It tried to grow a table past the limit.
+    #[error("stopped: tried to grow a table past its limit of {0} elements")]
+    Table(usize),
     /// It overflowed its call stack.
     #[error("stopped: call stack overflow (unbounded recursion?)")]
     StackOverflow,
@@ -193,7 +207,7 @@ pub struct Outcome {
 pub(crate) struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: Limiter,
     feed: FeedAccess,
 }
 
@@ -250,6 +264,14 @@ impl Runtime {
 
     /// Loads a plugin from component bytes: checks, compiles, admits and pre-links it.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        let plain = Path::new(name).components().count() == 1
+            && Path::new(name).file_name().is_some_and(|n| n == name)
+            && !name.contains(['/', '\\']);
+        if !plain {
+            return Err(LoadError::BadName {
+                name: name.to_owned(),
+            });
+        }
         admission::check_preamble(name, bytes)?;
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
             name: name.to_owned(),
@@ -291,7 +313,7 @@ impl Runtime {
                 .map(|(handle, plugin)| {
                     handle.join().unwrap_or_else(|_| Outcome {
                         plugin: plugin.name.clone(),
-                        result: Err(Failure::Trap("host thread panicked".into())),
+                        result: Err(Failure::Setup("the host panicked while running it".into())),
                         detail: None,
                     })
                 })
@@ -299,7 +321,8 @@ impl Runtime {
         })
     }
 
-    /// Runs one plugin to its end over `log`.
+    /// Runs one plugin to its end over `log`. Its state directory is locked for the run: the
+    /// same plugin cannot run twice at once, in this process or another.
     pub fn run(
         &self,
         plugin: &Plugin,
@@ -342,10 +365,18 @@ impl Runtime {
         stderr: &Capture,
     ) -> Result<(), (Failure, Option<String>)> {
         let state_dir = options.state_root.join(&plugin.name);
-        std::fs::create_dir_all(&state_dir).map_err(|e| {
-            let failure = Failure::Setup(format!("cannot create {}: {e}", state_dir.display()));
-            (failure, None)
-        })?;
+        let setup = |why: String| {
+            (
+                Failure::Setup(format!("{}: {why}", state_dir.display())),
+                None,
+            )
+        };
+        std::fs::create_dir_all(&state_dir).map_err(|e| setup(format!("cannot create: {e}")))?;
+        // Outside the directory the plugin sees, so the plugin cannot remove it.
+        let lock = std::fs::File::create(options.state_root.join(format!("{}.lock", plugin.name)))
+            .map_err(|e| setup(format!("cannot create its lock file: {e}")))?;
+        lock.try_lock()
+            .map_err(|_| setup("in use by another run of this plugin".into()))?;
         let args = std::iter::once(plugin.name.as_str()).chain(
             options
                 .args
@@ -360,21 +391,15 @@ impl Runtime {
                 stdout,
                 stderr,
             )
-            .map_err(|e| {
-                (
-                    Failure::Setup(format!("{}: {e}", state_dir.display())),
-                    None,
-                )
-            })?;
+            .map_err(|e| setup(e.to_string()))?;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(self.limits.resources);
         let mut store = Store::new(
             &self.engine,
             Sandbox {
                 wasi,
-                table: ResourceTable::new(),
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(self.limits.memory_bytes)
-                    .trap_on_grow_failure(true)
-                    .build(),
+                table,
+                limiter: Limiter::new(&self.limits),
                 feed: FeedAccess {
                     log: log.clone(),
                     poll_limits: self.limits.poll,
@@ -384,7 +409,7 @@ impl Runtime {
                 },
             },
         );
-        store.limiter(|sandbox| &mut sandbox.limits);
+        store.limiter(|sandbox| &mut sandbox.limiter);
         let classify = |e: wasmtime::Error| self.classify(e);
         store
             .set_fuel(self.limits.fuel_per_call)
@@ -435,9 +460,11 @@ impl Runtime {
                 Trap::StackOverflow => Failure::StackOverflow,
                 other => Failure::Trap(other.to_string()),
             }
-        } else if format!("{error:#}").contains("forcing trap when growing memory") {
-            // StoreLimits refuses growth with an error, not a Trap; its message is the signal.
-            Failure::Memory(self.limits.memory_bytes)
+        } else if let Some(exceeded) = error.downcast_ref::<LimitExceeded>() {
+            match exceeded {
+                LimitExceeded::Memory { limit } => Failure::Memory(*limit),
+                LimitExceeded::Table { limit } => Failure::Table(*limit),
+            }
         } else {
             Failure::Trap(error.root_cause().to_string())
         };

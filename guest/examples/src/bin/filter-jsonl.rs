@@ -2,7 +2,7 @@
 //!
 //! Arguments (granted by the host) select what matches; all given must hold:
 //! `kind=NAME` (repeatable: any of them), `collective=UUID`, `entity=UUID`.
-//! With no arguments it keeps archived and deleted events.
+//! Without a `kind=` argument it keeps archived and deleted events.
 //!
 //! The committed state is the length of the output file: on restart the file is cut back to
 //! it, so events processed after the last commit are not written twice.
@@ -88,6 +88,11 @@ impl Plugin for FilterJsonl {
             .write(true)
             .truncate(false)
             .open(OUTPUT)?;
+        let found = file.metadata()?.len();
+        if found < committed {
+            let why = format!("{OUTPUT} holds {found} bytes, {committed} were committed");
+            return Err(format!("{why}: it was changed behind this plugin's back").into());
+        }
         file.set_len(committed)?;
         let mut out = BufWriter::new(file);
         std::io::Seek::seek(&mut out, std::io::SeekFrom::Start(committed))?;

@@ -9,13 +9,9 @@ use std::collections::BTreeMap;
 /// Counts indexed by [`ChangeKind`] in declaration order.
 type Counts = [u64; 4];
 
+/// Counts are indexed by the kind's position in the WIT enum (wit-bindgen makes it `repr(u8)`).
 fn index(kind: ChangeKind) -> usize {
-    match kind {
-        ChangeKind::Created => 0,
-        ChangeKind::Updated => 1,
-        ChangeKind::Archived => 2,
-        ChangeKind::Deleted => 3,
-    }
+    kind as usize
 }
 
 const KINDS: [ChangeKind; 4] = [
