@@ -144,6 +144,12 @@ fn missing_garbage_and_foreign_files_are_refused_with_their_path() {
         "left as it was"
     );
 
+    let err = Log::create(dir.path().join("no-such-dir/events.redb")).unwrap_err();
+    assert!(
+        err.to_string().contains("No such file or directory"),
+        "{err}"
+    );
+
     let foreign = dir.path().join("foreign.redb");
     {
         let db = redb::Database::create(&foreign).unwrap();

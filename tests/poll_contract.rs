@@ -101,30 +101,71 @@ fn a_guest_sees_the_same_contract() {
     let log = log_with(dir.path(), 12_000);
     let mut harness = Harness::with_limits(dir.path(), Limits::default());
     let probe = harness.load("poll-once");
+    // The probe's `events=` line for poll(since, limit), and its `head=` line.
     let mut ask = |since: u64, limit: u64| {
-        harness.options.args = vec![
-            ("poll-once".into(), since.to_string()),
-            ("poll-once".into(), limit.to_string()),
-        ];
-        assert!(
-            harness.run_all(std::slice::from_ref(&probe), &log)[0]
-                .result
-                .is_ok()
-        );
-        harness.lines.value("poll-once", "events=").unwrap()
+        harness.options.args = [since, limit]
+            .map(|n| ("poll-once".to_owned(), n.to_string()))
+            .to_vec();
+        let outcome = harness
+            .run_all(std::slice::from_ref(&probe), &log)
+            .remove(0);
+        assert!(outcome.result.is_ok(), "{outcome:?}");
+        let line = |prefix| harness.lines.value("poll-once", prefix).unwrap();
+        (line("events="), line("head="))
     };
-    assert!(
-        ask(0, 3).starts_with("3 first=1 last=3 seq=3 "),
-        "{}",
-        ask(0, 3)
-    );
-    assert!(ask(5, 0).starts_with("0 first=0 last=0 seq=5 "));
-    assert!(ask(12_000, 10).starts_with("0 first=0 last=0 seq=12000 "));
-    assert!(ask(u64::MAX, 10).starts_with(&format!("0 first=0 last=0 seq={} ", u64::MAX)));
-    let clamped = ask(0, u64::from(u32::MAX));
+    let (events, head) = ask(0, 3);
+    assert!(events.starts_with("3 first=1 last=3 seq=3 "), "{events}");
+    assert_eq!(head, "Ok(12000)");
+    assert!(ask(5, 0).0.starts_with("0 first=0 last=0 seq=5 "));
+    assert!(ask(12_000, 10).0.starts_with("0 first=0 last=0 seq=12000 "));
+    let (events, _) = ask(u64::MAX, 10);
+    assert!(events.starts_with(&format!("0 first=0 last=0 seq={} ", u64::MAX)));
+    let (clamped, _) = ask(0, u64::from(u32::MAX));
     assert!(
         clamped.starts_with("10000 first=1 last=10000 seq=10000 "),
         "{clamped}"
     );
     assert!(clamped.ends_with("contiguous=true"));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any log, any request, any limits: the batch is what the contract's plain reading says.
+    #[test]
+    fn every_poll_matches_the_contract(
+        payload_sizes in proptest::collection::vec(0usize..300, 0..60),
+        since in 0u64..70,
+        limit in 0u32..80,
+        max_events in 1u32..50,
+        max_bytes in 1usize..2_000,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path().join("db")).unwrap();
+        let changes: Vec<Change> = payload_sizes
+            .iter()
+            .map(|&n| Change::new(ChangeKind::Created, 1, 2).at(0).with_payload(vec![1; n]))
+            .collect();
+        log.append_batch(&changes).unwrap();
+        let limits = PollLimits { max_events, max_bytes };
+        let batch = log.poll_within(since, limit, &limits).unwrap();
+
+        // The model: events after `since`, in order, up to the clamped limit, stopping before
+        // the one that would pass the byte budget unless it is the first.
+        let mut expected = Vec::new();
+        let mut bytes = 0;
+        for seq in since + 1..=payload_sizes.len() as u64 {
+            let size = payload_sizes[seq as usize - 1];
+            if expected.len() == limit.min(max_events) as usize
+                || (!expected.is_empty() && bytes + size > max_bytes)
+            {
+                break;
+            }
+            bytes += size;
+            expected.push(seq);
+        }
+        let got: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
+        proptest::prop_assert_eq!(&got, &expected);
+        proptest::prop_assert_eq!(batch.last_seq, expected.last().copied().unwrap_or(since));
+    }
 }

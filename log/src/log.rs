@@ -154,7 +154,12 @@ impl Log {
     /// Opens the log at `path` for writing, creating the file if it does not exist.
     pub fn create(path: impl AsRef<Path>) -> Result<Log, OpenError> {
         let path = path.as_ref();
-        let db = builder().create(path).map_err(|e| open_error(path, e))?;
+        // Not found while creating means a missing directory: redb's message says so, while
+        // NotFound ("no such database file") would not.
+        let db = builder().create(path).map_err(|e| match e {
+            DatabaseError::Storage(storage) => db_error(path, storage.into()),
+            other => open_error(path, other),
+        })?;
         Self::init(path, &db)?;
         Ok(Self::with_db(Db::Writer(db)))
     }

@@ -1,5 +1,5 @@
-//! Calls `poll(since, limit)` once with its two arguments and prints what came back, so that
-//! tests can check the poll contract through the component boundary.
+//! Calls `poll(since, limit)` once with its two arguments and prints what came back, then the
+//! head, so that tests can check the feed contract through the component boundary.
 
 use pulsewatch_guest::bindings::pulse::watch::feed;
 
@@ -24,4 +24,5 @@ fn main() {
         }
         Err(e) => println!("error={e}"),
     }
+    println!("head={:?}", feed::head());
 }
