@@ -25,6 +25,16 @@ fn hold_writer_open() {
     std::thread::sleep(std::time::Duration::from_secs(600));
 }
 
+/// Kills the child with SIGKILL when dropped, also when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn pulsewatch_tail(db: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
         .args(["tail", "--db", db.to_str().unwrap()])
@@ -36,27 +46,28 @@ fn pulsewatch_tail(db: &Path) -> std::process::Output {
 fn killed_writer_leaves_a_file_readers_refuse_until_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.redb");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "hold_writer_open",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HOLD_DB, &db)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "hold_writer_open",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HOLD_DB, &db)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = BufReader::new(child.0.stdout.take().unwrap());
     // libtest may print the test name on the same line first.
     let ready = stdout
         .lines()
         .map_while(Result::ok)
         .any(|line| line.ends_with("writer-ready"));
     assert!(ready, "the writer child never committed");
-    child.kill().unwrap(); // SIGKILL: no destructor, no clean close
-    child.wait().unwrap();
+    drop(child); // SIGKILL: no destructor, no clean close
 
     let err = Log::open_read_only(&db).unwrap_err();
     assert!(matches!(err, OpenError::NeedsRepair { .. }), "{err}");

@@ -7,6 +7,15 @@ use pulsewatch::{ChangeKind, Log};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Waits until `done` holds; a minute without it fails the test rather than hanging it.
+fn wait_for(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The summary line seq-check printed last as `plugin`.
 fn received(harness: &Harness, plugin: &str) -> String {
     harness.lines.value(plugin, "received: ").unwrap()
@@ -131,16 +140,10 @@ fn following_guests_see_events_appended_while_they_run_and_stop_cleanly() {
             fill(&log, round * 100, (round + 1) * 100);
         }
         // Wait until both have committed the last event, then stop them.
-        let committed = |name: &str| {
-            std::fs::read_to_string(dir.path().join(format!("state/{name}/checkpoint")))
-                .is_ok_and(|c| c.lines().nth(1) == Some("600"))
-        };
-        for _ in 0..200 {
-            if committed("seq-check") && committed("kind-counts") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        wait_for(|| {
+            let at = |name| harness.options.progress.cursor(name) == Some(600);
+            at("seq-check") && at("kind-counts")
+        });
         harness.options.stop.stop();
         running.join().unwrap()
     });
@@ -161,22 +164,21 @@ fn the_same_plugin_cannot_run_twice_at_once() {
     let log = log_with(dir.path(), 10);
     let mut harness = Harness::new(dir.path());
     harness.options.follow = true;
-    let twins = [harness.load("seq-check"), harness.load("seq-check")];
-    let outcomes = std::thread::scope(|scope| {
-        let running = scope.spawn(|| harness.run_all(&twins, &log));
-        std::thread::sleep(Duration::from_millis(300));
+    let plugin = harness.load("seq-check");
+    let sink: std::sync::Arc<dyn pulsewatch::OutputSink> = harness.lines.clone();
+    let (first, second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| harness.runtime.run(&plugin, &log, &harness.options, &sink));
+        // Caught up and following: it holds its state directory until stopped.
+        wait_for(|| harness.options.progress.cursor("seq-check") == Some(10));
+        let second = harness.runtime.run(&plugin, &log, &harness.options, &sink);
         harness.options.stop.stop();
-        running.join().unwrap()
+        (first.join().unwrap(), second)
     });
-    let refused: Vec<_> = outcomes
-        .iter()
-        .filter_map(|o| o.result.as_ref().err())
-        .collect();
-    assert_eq!(refused.len(), 1, "{outcomes:?}");
+    assert!(first.result.is_ok(), "{first:?}");
+    let refused = second.result.unwrap_err();
     assert!(
-        refused[0].to_string().contains("in use by another run"),
-        "{}",
-        refused[0]
+        refused.to_string().contains("in use by another run"),
+        "{refused}"
     );
 }
 

@@ -91,6 +91,15 @@ fn the_byte_budget_ends_a_batch_but_never_starves_it() {
         "an event larger than the budget comes alone"
     );
     assert_eq!(batch.events[0].change.payload.len(), 5_000);
+    let exact = PollLimits {
+        max_bytes: 600,
+        ..PollLimits::default()
+    };
+    let batch = log.poll_within(0, 100, &exact).unwrap();
+    assert_eq!(
+        batch.last_seq, 2,
+        "a batch that reaches the budget exactly ends there"
+    );
 }
 
 /// The same contract seen by a guest: the host's clamp and seq reach it through the component
@@ -150,14 +159,15 @@ proptest::proptest! {
         let limits = PollLimits { max_events, max_bytes };
         let batch = log.poll_within(since, limit, &limits).unwrap();
 
-        // The model: events after `since`, in order, up to the clamped limit, stopping before
-        // the one that would pass the byte budget unless it is the first.
+        // The model: events after `since`, in order, up to the clamped limit, ending once the
+        // payload bytes reach the budget or before the event that would pass it, unless it is
+        // the first.
         let mut expected = Vec::new();
         let mut bytes = 0;
         for seq in since + 1..=payload_sizes.len() as u64 {
             let size = payload_sizes[seq as usize - 1];
             if expected.len() == limit.min(max_events) as usize
-                || (!expected.is_empty() && bytes + size > max_bytes)
+                || (!expected.is_empty() && (bytes >= max_bytes || bytes + size > max_bytes))
             {
                 break;
             }

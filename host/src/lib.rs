@@ -26,6 +26,6 @@ pub use pulsewatch_log::{
     Batch, Change, ChangeKind, Event, Log, OpenError, PollLimits, ReadError, WriteError, now_ms,
 };
 pub use runtime::{
-    Console, Failure, LoadError, Outcome, OutputSink, Plugin, RunOptions, Runtime, SetupError,
-    StopSignal, Stream,
+    Console, Failure, LoadError, Outcome, OutputSink, Plugin, Progress, RunOptions, Runtime,
+    SetupError, StopSignal, Stream,
 };

@@ -195,12 +195,18 @@ impl Log {
     fn init(path: &Path, db: &Database) -> Result<(), OpenError> {
         let failed = |e: redb::Error| db_error(path, e);
         let txn = db.begin_write().map_err(|e| failed(e.into()))?;
-        if txn
+        // Multimap tables count too: any table at all means someone else's database.
+        let empty = txn
             .list_tables()
             .map_err(|e| failed(e.into()))?
             .next()
             .is_none()
-        {
+            && txn
+                .list_multimap_tables()
+                .map_err(|e| failed(e.into()))?
+                .next()
+                .is_none();
+        if empty {
             let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
             meta.insert(FORMAT_KEY, FORMAT_VERSION)
                 .map_err(|e| failed(e.into()))?;

@@ -14,8 +14,8 @@ pub const DEFAULT_MAX_BYTES: usize = 4 << 20;
 pub struct PollLimits {
     /// A requested limit above this is lowered to it.
     pub max_events: u32,
-    /// A batch stops before the event that would take its payload bytes past this, except that
-    /// the first event is always returned whole, so that progress never stalls.
+    /// A batch ends once its payload bytes reach this, and before an event that would take them
+    /// past it; the first event is always returned whole, so that progress never stalls.
     pub max_bytes: usize,
 }
 

@@ -4,7 +4,7 @@ use super::run::report;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use pulsewatch::{Change, ChangeKind, Console, Limits, Log, OutputSink, RunOptions, Runtime};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,8 +190,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 head = log.append_batch(&shop.changes(500))?;
                 println!("   writer: head is now seq {head}");
             }
-            // Let the plugins catch up, then ask them to commit and stop.
-            std::thread::sleep(Duration::from_millis(300));
+            // Let the plugins catch up (a failed one never will: give up after a while), then
+            // ask them to commit and stop.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let caught_up = || {
+                plugins
+                    .iter()
+                    .all(|p| options.progress.cursor(p.name()).is_some_and(|c| c >= head))
+            };
+            while !caught_up() && Instant::now() < deadline && !plugins_done.is_finished() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             Ok(head)
         })();
         options.stop.stop();
@@ -212,12 +221,20 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         println!("   {line}");
     }
     println!("   ... {} lines in all", text.lines().count());
+    // The path this binary was run from, so the hints work before `pulsewatch` is on PATH.
+    let me =
+        std::env::current_exe().map_or_else(|_| "pulsewatch".into(), |p| p.display().to_string());
+    let examples = Path::new(env!("PULSEWATCH_GUEST_DIR"));
     println!("\nEach plugin resumed from its own committed cursor in phase 3. Try:");
     println!(
-        "   pulsewatch tail --db {} --since {}",
+        "   {me} tail --db {} --since {}",
         db.display(),
         log.head()?.saturating_sub(3)
     );
-    println!("   pulsewatch run --db {} <plugin.wasm>", db.display());
+    println!(
+        "   {me} run --db {} --arg filter-jsonl=kind=archived {}",
+        db.display(),
+        examples.join("filter-jsonl.wasm").display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -44,13 +44,17 @@ fn package_and_version(import: &str) -> (&str, &str) {
     (package, version)
 }
 
-/// Whether two versions are semver-compatible by the component model's rule for 0.x
-/// versions: the same major and minor.
+/// Whether `version` is a release semver-compatible with `with` by the component model's rule
+/// for 0.x versions: the same major and minor. Pre-releases (`0.2.0-rc-...`) are not.
 fn compatible(version: &str, with: &str) -> bool {
     fn major_minor(v: &str) -> Vec<&str> {
         v.splitn(3, '.').take(2).collect()
     }
-    !version.is_empty() && major_minor(version) == major_minor(with)
+    let release = version.split('.').count() == 3
+        && version
+            .split('.')
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    release && major_minor(version) == major_minor(with)
 }
 
 fn allowed(import: &str) -> bool {
@@ -98,6 +102,7 @@ mod tests {
         assert!(!allowed("wasi:http/outgoing-handler@0.2.6"));
         assert!(!allowed("wasi:cli/environment@0.3.0"));
         assert!(!allowed("wasi:cli/environment"));
+        assert!(!allowed("wasi:cli/environment@0.2.0-rc-2023-12-05"));
         assert!(!allowed("evil:backdoor/shell@1.0.0"));
     }
 

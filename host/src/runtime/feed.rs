@@ -4,6 +4,7 @@
 use super::{Sandbox, StopSignal};
 use pulsewatch_log::{Change, ChangeKind, Event, Log, PollLimits, ReadError};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::Linker;
 
@@ -29,10 +30,13 @@ pub(crate) struct FeedAccess {
     /// Keep waiting for new events once caught up, instead of closing the feed.
     pub(crate) follow: bool,
     pub(crate) stop: StopSignal,
+    /// The `since` of the latest call, published for [`super::Progress`].
+    pub(crate) cursor: Arc<AtomicU64>,
 }
 
 impl FeedAccess {
     fn poll(&self, since: u64, limit: u32) -> Result<(Vec<wit::Event>, u64), wit::PollError> {
+        self.cursor.store(since, Ordering::Relaxed);
         if self.stop.is_stopped() {
             return Ok((Vec::new(), since));
         }
@@ -47,6 +51,7 @@ impl FeedAccess {
     }
 
     fn wait(&self, since: u64, timeout: Duration) -> Result<u64, wit::WaitError> {
+        self.cursor.store(since, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
         // What to answer on a timeout: the head last read, or `since` if none could be read.
         let mut last_head = since;
@@ -64,11 +69,11 @@ impl FeedAccess {
             };
             match head {
                 Ok(head) if head > since => return Ok(head),
-                // Caught up, or the log is unreadable: a run without --follow ends here (the
-                // plugin's last poll has reported any read error to it).
-                _ if !self.follow => return Err(wit::WaitError::Closed),
+                // Caught up: a run without --follow ends here.
+                Ok(_) if !self.follow => return Err(wit::WaitError::Closed),
                 Ok(head) => last_head = head,
-                // Following: try again after the slice instead of spinning on the error.
+                // Unreadable: not "closed", which would end the plugin as if it were done; try
+                // again after the slice, and at the deadline let its next poll meet the error.
                 Err(_) => std::thread::sleep(slice),
             }
             if Instant::now() >= deadline {

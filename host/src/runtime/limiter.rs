@@ -32,8 +32,6 @@ pub(crate) struct Limiter {
     memory_limit: usize,
     table_elements: usize,
     memory_used: usize,
-    /// The growth last allowed, undone if wasmtime then fails to grow.
-    pending: usize,
 }
 
 impl Limiter {
@@ -42,7 +40,6 @@ impl Limiter {
             memory_limit: limits.memory_bytes,
             table_elements: limits.table_elements,
             memory_used: 0,
-            pending: 0,
         }
     }
 }
@@ -52,8 +49,13 @@ impl wasmtime::ResourceLimiter for Limiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            // Past the memory's own maximum: the guest sees a failed memory.grow, as the
+            // specification says, and nothing is counted.
+            return Ok(false);
+        }
         let growth = desired.saturating_sub(current);
         let total = self.memory_used.saturating_add(growth);
         if total > self.memory_limit {
@@ -64,15 +66,10 @@ impl wasmtime::ResourceLimiter for Limiter {
             }
             .into());
         }
+        // Counted now; if the OS then fails to provide it, the plugin is charged for memory it
+        // does not have, which errs on the safe side.
         self.memory_used = total;
-        self.pending = growth;
         Ok(true)
-    }
-
-    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.memory_used -= self.pending;
-        self.pending = 0;
-        Ok(())
     }
 
     fn table_growing(
@@ -108,25 +105,45 @@ mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
 
-    #[test]
-    fn memory_is_counted_across_memories_and_failed_growth_is_returned() {
-        let limits = Limits {
-            memory_bytes: 100,
+    fn limiter(memory_bytes: usize, table_elements: usize) -> Limiter {
+        Limiter::new(&Limits {
+            memory_bytes,
+            table_elements,
             ..Limits::default()
-        };
-        let mut limiter = Limiter::new(&limits);
+        })
+    }
+
+    #[test]
+    fn memory_is_counted_across_memories() {
+        let mut limiter = limiter(100, 10);
         assert!(limiter.memory_growing(0, 60, None).unwrap());
-        assert!(
-            limiter.memory_growing(0, 50, None).is_err(),
+        let err = limiter.memory_growing(0, 50, None).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::Memory { limit: 100 }),
             "a second memory counts too"
         );
-        assert!(limiter.memory_growing(0, 40, None).unwrap());
-        limiter
-            .memory_grow_failed(wasmtime::Error::msg("no"))
-            .unwrap();
         assert!(
-            limiter.memory_growing(60, 100, None).unwrap(),
-            "the failed 40 was given back"
+            limiter.memory_growing(0, 40, None).unwrap(),
+            "exactly at the limit"
+        );
+    }
+
+    #[test]
+    fn growth_past_a_memorys_own_maximum_fails_softly_and_costs_nothing() {
+        let mut limiter = limiter(100, 10);
+        assert!(!limiter.memory_growing(0, 80, Some(50)).unwrap());
+        assert!(limiter.memory_growing(0, 100, None).unwrap());
+    }
+
+    #[test]
+    fn tables_are_capped_per_table() {
+        let mut limiter = limiter(100, 10);
+        assert!(limiter.table_growing(0, 10, None).unwrap());
+        let err = limiter.table_growing(10, 11, None).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::Table { limit: 10 })
         );
     }
 }

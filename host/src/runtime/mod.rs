@@ -13,9 +13,10 @@ use feed::FeedAccess;
 use limiter::{LimitExceeded, Limiter};
 use output::Capture;
 use pulsewatch_log::Log;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
@@ -35,7 +36,7 @@ pub enum LoadError {
     /// The name cannot be used: it names the plugin's state directory, so it must be one
     /// plain path component.
     #[error(
-        "{name:?}: not a usable plugin name (it must be a plain file name, without / or \\, and not . or ..)"
+        "{name:?}: not a usable plugin name (it must be a plain file name, without / or \\, not starting with a dot)"
     )]
     BadName {
         /// The name given.
@@ -118,6 +119,31 @@ impl StopSignal {
     }
 }
 
+/// Where each plugin of a run is in the feed: the `since` of its latest `poll` or `wait`, so
+/// every event up to it has been processed (and, with the guest SDK, committed). Lets a host
+/// watch consumers' lag while they run. Cloning shares it.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>);
+
+impl Progress {
+    /// A record of no plugin yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cursor `plugin` last asked from, if it has called the feed in a run using this record.
+    pub fn cursor(&self, plugin: &str) -> Option<u64> {
+        let cursors = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cursors.get(plugin).map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// The counter `plugin`'s feed calls update; created at 0 for a plugin seen first.
+    fn track(&self, plugin: &str) -> Arc<AtomicU64> {
+        let mut cursors = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cursors.entry(plugin.to_owned()).or_default().clone()
+    }
+}
+
 /// A compiled, admitted plugin, ready to be run any number of times.
 #[derive(Clone)]
 pub struct Plugin {
@@ -152,6 +178,8 @@ pub struct RunOptions {
     pub stop: StopSignal,
     /// Arguments given to plugins by name (after argv\[0\], which is the plugin's name).
     pub args: Vec<(String, String)>,
+    /// Updated with each plugin's cursor as it runs.
+    pub progress: Progress,
 }
 
 impl RunOptions {
@@ -162,6 +190,7 @@ impl RunOptions {
             follow: false,
             stop: StopSignal::new(),
             args: Vec::new(),
+            progress: Progress::new(),
         }
     }
 }
@@ -266,6 +295,7 @@ impl Runtime {
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
         let plain = Path::new(name).components().count() == 1
             && Path::new(name).file_name().is_some_and(|n| n == name)
+            && !name.starts_with('.')
             && !name.contains(['/', '\\']);
         if !plain {
             return Err(LoadError::BadName {
@@ -372,11 +402,18 @@ impl Runtime {
             )
         };
         std::fs::create_dir_all(&state_dir).map_err(|e| setup(format!("cannot create: {e}")))?;
-        // Outside the directory the plugin sees, so the plugin cannot remove it.
-        let lock = std::fs::File::create(options.state_root.join(format!("{}.lock", plugin.name)))
+        // Outside the directory the plugin sees, so the plugin cannot remove it, and in a
+        // directory no plugin can be named after (names never start with a dot).
+        let locks = options.state_root.join(".locks");
+        let lock = std::fs::create_dir_all(&locks)
+            .and_then(|()| std::fs::File::create(locks.join(&plugin.name)))
             .map_err(|e| setup(format!("cannot create its lock file: {e}")))?;
-        lock.try_lock()
-            .map_err(|_| setup("in use by another run of this plugin".into()))?;
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => {
+                setup("in use by another run of this plugin".into())
+            }
+            std::fs::TryLockError::Error(e) => setup(format!("cannot lock: {e}")),
+        })?;
         let args = std::iter::once(plugin.name.as_str()).chain(
             options
                 .args
@@ -406,6 +443,7 @@ impl Runtime {
                     fuel_per_call: self.limits.fuel_per_call,
                     follow: options.follow,
                     stop: options.stop.clone(),
+                    cursor: options.progress.track(&plugin.name),
                 },
             },
         );
