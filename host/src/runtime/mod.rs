@@ -2,147 +2,27 @@
 //! its own with no ambient authority.
 
 mod admission;
+mod error;
 mod feed;
 mod limiter;
 mod output;
+mod run;
 
+pub use error::{Failure, LoadError, SetupError};
 pub use output::{Console, OutputSink, Stream};
+pub use run::{Outcome, Progress, RunOptions, StopSignal};
 
 use crate::limits::Limits;
 use feed::FeedAccess;
 use limiter::{LimitExceeded, Limiter};
 use output::Capture;
 use pulsewatch_log::Log;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-
-/// Why a component cannot be loaded as a plugin.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The file could not be read.
-    #[error("{}: cannot read: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The name cannot be used: it names the plugin's state directory, so it must be one
-    /// plain path component.
-    #[error(
-        "{name:?}: not a usable plugin name (it must be a plain file name, without / or \\, not starting with a dot)"
-    )]
-    BadName {
-        /// The name given.
-        name: String,
-    },
-    /// The bytes are not WebAssembly.
-    #[error("{name}: not a WebAssembly component (no \\0asm header)")]
-    NotWasm {
-        /// The plugin.
-        name: String,
-    },
-    /// A core module, not a component.
-    #[error(
-        "{name}: is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
-    )]
-    CoreModule {
-        /// The plugin.
-        name: String,
-    },
-    /// The component does not validate or compile.
-    #[error("{name}: invalid component: {reason}")]
-    Invalid {
-        /// The plugin.
-        name: String,
-        /// What the validator reported.
-        reason: String,
-    },
-    /// The component imports something plugins are not granted.
-    #[error(
-        "{name}: imports `{import}`, which plugins are not granted (allowed: pulse:watch/*@0.1, and WASI 0.2 cli, clocks, filesystem, io, random, sockets)"
-    )]
-    ForbiddenImport {
-        /// The plugin.
-        name: String,
-        /// The import's full name.
-        import: String,
-    },
-    /// The component is not a command.
-    #[error(
-        "{name}: exports no `wasi:cli/run@0.2`; a plugin is a WASI command (a Rust `fn main` built for wasm32-wasip2)"
-    )]
-    NotACommand {
-        /// The plugin.
-        name: String,
-    },
-    /// An admitted component still failed to link (an import's signature does not match).
-    #[error("{name}: cannot be linked: {reason}")]
-    Link {
-        /// The plugin.
-        name: String,
-        /// What the linker reported.
-        reason: String,
-    },
-}
-
-/// Why the runtime itself could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot set up the WebAssembly runtime: {0}")]
-pub struct SetupError(String);
-
-/// Asks running plugins to finish: `poll` returns nothing more and `wait` returns `closed`, so a
-/// plugin commits its cursor and returns. Cloning shares the signal.
-#[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
-
-impl StopSignal {
-    /// A signal not yet given.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Gives the signal.
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether the signal was given.
-    pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Where each plugin of a run is in the feed: the `since` of its latest `poll` or `wait`, so
-/// every event up to it has been processed (and, with the guest SDK, committed). Lets a host
-/// watch consumers' lag while they run. Cloning shares it.
-#[derive(Debug, Clone, Default)]
-pub struct Progress(Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>);
-
-impl Progress {
-    /// A record of no plugin yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The cursor `plugin` last asked from, if it has called the feed in a run using this record.
-    pub fn cursor(&self, plugin: &str) -> Option<u64> {
-        let cursors = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cursors.get(plugin).map(|c| c.load(Ordering::Relaxed))
-    }
-
-    /// The counter `plugin`'s feed calls update; created at 0 for a plugin seen first.
-    fn track(&self, plugin: &str) -> Arc<AtomicU64> {
-        let mut cursors = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cursors.entry(plugin.to_owned()).or_default().clone()
-    }
-}
 
 /// A compiled, admitted plugin, ready to be run any number of times.
 #[derive(Clone)]
@@ -164,72 +44,6 @@ impl std::fmt::Debug for Plugin {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
-}
-
-/// How to run plugins.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Each plugin gets `<state_root>/<name>/` as its `/state`, created if missing.
-    pub state_root: PathBuf,
-    /// Keep plugins waiting for new events until `stop` is given; otherwise a plugin's feed
-    /// closes once it has caught up.
-    pub follow: bool,
-    /// Stops every plugin of the run cleanly.
-    pub stop: StopSignal,
-    /// Arguments given to plugins by name (after argv\[0\], which is the plugin's name).
-    pub args: Vec<(String, String)>,
-    /// Updated with each plugin's cursor as it runs.
-    pub progress: Progress,
-}
-
-impl RunOptions {
-    /// Options for plugins whose state lives under `state_root`, run until caught up.
-    pub fn new(state_root: impl Into<PathBuf>) -> Self {
-        RunOptions {
-            state_root: state_root.into(),
-            follow: false,
-            stop: StopSignal::new(),
-            args: Vec::new(),
-            progress: Progress::new(),
-        }
-    }
-}
-
-/// Why a plugin did not end cleanly.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Failure {
-    /// It exited with a non-zero status (or returned an error from `main`).
-    #[error("exited with status {0}")]
-    Exit(i32),
-    /// It computed past its fuel budget without calling the feed.
-    #[error("stopped: used its CPU budget of {0} fuel without calling the feed")]
-    CpuBudget(u64),
-    /// It tried to grow its memory past the limit.
-    #[error("stopped: tried to grow memory past its limit of {} MiB", .0 >> 20)]
-    Memory(usize),
-    /// It tried to grow a table past the limit.
-    #[error("stopped: tried to grow a table past its limit of {0} elements")]
-    Table(usize),
-    /// It overflowed its call stack.
-    #[error("stopped: call stack overflow (unbounded recursion?)")]
-    StackOverflow,
-    /// It trapped, for example on a Rust panic (`unreachable`).
-    #[error("trapped: {0}")]
-    Trap(String),
-    /// The host could not give it what it needs (its state directory, ...).
-    #[error("could not be started: {0}")]
-    Setup(String),
-}
-
-/// How one plugin's run ended.
-#[derive(Debug)]
-pub struct Outcome {
-    /// The plugin's name.
-    pub plugin: String,
-    /// `Ok` if it ended cleanly.
-    pub result: Result<(), Failure>,
-    /// The full error, with the WebAssembly backtrace, when it did not.
-    pub detail: Option<String>,
 }
 
 /// The store data of one plugin.
