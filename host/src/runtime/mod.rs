@@ -75,11 +75,11 @@ impl Runtime {
     pub fn new(limits: Limits) -> Result<Runtime, SetupError> {
         let mut config = Config::new();
         config.consume_fuel(true);
-        let engine = Engine::new(&config).map_err(|e| SetupError(e.to_string()))?;
+        let failed = |e: wasmtime::Error| SetupError(e.to_string());
+        let engine = Engine::new(&config).map_err(failed)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| SetupError(e.to_string()))?;
-        feed::add_to_linker(&mut linker).map_err(|e| SetupError(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(failed)?;
+        feed::add_to_linker(&mut linker).map_err(failed)?;
         Ok(Runtime {
             engine,
             linker,
@@ -107,10 +107,8 @@ impl Runtime {
 
     /// Loads a plugin from component bytes: checks, compiles, admits and pre-links it.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
-        let plain = Path::new(name).components().count() == 1
-            && Path::new(name).file_name().is_some_and(|n| n == name)
-            && !name.starts_with('.')
-            && !name.contains(['/', '\\']);
+        // The name becomes a directory under the state root: one plain component, not hidden.
+        let plain = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0']);
         if !plain {
             return Err(LoadError::BadName {
                 name: name.to_owned(),
@@ -271,12 +269,12 @@ impl Runtime {
             Ok(Ok(())) => Ok(()),
             // `main` returned an error: Rust's runtime has printed it to stderr.
             Ok(Err(())) => Err((Failure::Exit(1), None)),
-            Err(e) => Err(self.classify(e)),
+            Err(e) => match self.classify(e) {
+                // `exit(0)` ends a plugin as cleanly as returning from `main`.
+                (Failure::Exit(0), _) => Ok(()),
+                failure => Err(failure),
+            },
         }
-        .or_else(|failure| match failure {
-            (Failure::Exit(0), _) => Ok(()),
-            other => Err(other),
-        })
     }
 
     /// The plugin's WASI context. Everything is denied unless granted here: no environment,
