@@ -44,14 +44,17 @@ fn a_core_module_is_refused_with_a_hint() {
 
 #[test]
 fn a_forbidden_import_is_refused_by_name() {
-    let err = load(&std::fs::read(guest("forbidden-import")).unwrap());
-    match &err {
-        LoadError::ForbiddenImport { import, .. } => {
-            assert_eq!(import, "wasi:keyvalue/store@0.2.0-draft")
+    for (program, expected) in [
+        ("forbidden-http", "wasi:http/outgoing-handler@0.3.0-draft"),
+        ("forbidden-import", "wasi:keyvalue/store@0.2.0-draft"),
+    ] {
+        let err = load(&std::fs::read(guest(program)).unwrap());
+        match &err {
+            LoadError::ForbiddenImport { import, .. } => assert_eq!(import, expected),
+            other => panic!("{program}: expected ForbiddenImport, got {other}"),
         }
-        other => panic!("expected ForbiddenImport, got {other}"),
+        assert!(err.to_string().contains(expected), "{err}");
     }
-    assert!(err.to_string().contains("wasi:keyvalue/store"));
 }
 
 #[test]
