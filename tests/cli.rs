@@ -2,22 +2,11 @@
 
 mod common;
 
-use common::guest;
+use common::{guest, pulsewatch, text};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn pulsewatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn import(db: &Path, lines: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))

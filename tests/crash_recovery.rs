@@ -1,6 +1,9 @@
 //! A writer killed with SIGKILL leaves the file unclean: readers get a clear error instead of a
 //! crash, the next writer repairs it, and every committed event is still there.
 
+mod common;
+
+use common::{pulsewatch, text};
 use pulsewatch::{Change, ChangeKind, Log, OpenError};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -36,10 +39,7 @@ impl Drop for KillOnDrop {
 }
 
 fn pulsewatch_tail(db: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-        .args(["tail", "--db", db.to_str().unwrap()])
-        .output()
-        .unwrap()
+    pulsewatch(&["tail", "--db", db.to_str().unwrap()])
 }
 
 #[test]
@@ -73,20 +73,13 @@ fn killed_writer_leaves_a_file_readers_refuse_until_repaired() {
     assert!(matches!(err, OpenError::NeedsRepair { .. }), "{err}");
     let out = pulsewatch_tail(&db);
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert!(stderr.contains("needs a repair"), "{stderr}");
 
     // `pulsewatch repair` (a writer's open) repairs the file; nothing committed is lost.
-    let out = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-        .args(["repair", "--db", db.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("head is seq 100"));
+    let out = pulsewatch(&["repair", "--db", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("head is seq 100"));
     let log = Log::open_read_only(&db).unwrap();
     let batch = log.poll(0, 1000).unwrap();
     assert_eq!(batch.events.len(), 100);

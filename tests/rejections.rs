@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::guest;
+use common::{guest, pulsewatch, text};
 use pulsewatch::{Limits, LoadError, Runtime};
 use std::path::Path;
-use std::process::Command;
 
 fn load(bytes: &[u8]) -> LoadError {
     Runtime::new(Limits::default())
@@ -78,14 +77,13 @@ fn cli_run(plugin: &Path) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.redb");
     pulsewatch::Log::create(&db).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-        .arg("run")
-        .arg("--db")
-        .arg(&db)
-        .arg(plugin)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let out = pulsewatch(&[
+        "run",
+        "--db",
+        db.to_str().unwrap(),
+        plugin.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     (out.status.code().unwrap(), stderr)
 }

@@ -130,14 +130,14 @@ fn open_error(path: &Path, err: DatabaseError) -> OpenError {
         {
             OpenError::NotFound { path }
         }
-        other => db_error(&path, other.into()),
+        other => db_error(&path, other),
     }
 }
 
-fn db_error(path: &Path, source: redb::Error) -> OpenError {
+fn db_error(path: &Path, source: impl Into<redb::Error>) -> OpenError {
     OpenError::Database {
         path: path.to_path_buf(),
-        source,
+        source: source.into(),
     }
 }
 
@@ -157,7 +157,7 @@ impl Log {
         // Not found while creating means a missing directory: redb's message says so, while
         // NotFound ("no such database file") would not.
         let db = builder().create(path).map_err(|e| match e {
-            DatabaseError::Storage(storage) => db_error(path, storage.into()),
+            DatabaseError::Storage(storage) => db_error(path, storage),
             other => open_error(path, other),
         })?;
         Self::init(path, &db)?;
@@ -193,36 +193,34 @@ impl Log {
     /// Creates the tables in a file that has none. A file with tables is left to
     /// [`Log::check_format`], which tells a pulsewatch log from someone else's database.
     fn init(path: &Path, db: &Database) -> Result<(), OpenError> {
-        let failed = |e: redb::Error| db_error(path, e);
-        let txn = db.begin_write().map_err(|e| failed(e.into()))?;
+        let txn = db.begin_write().map_err(|e| db_error(path, e))?;
         // Multimap tables count too: any table at all means someone else's database.
         let empty = txn
             .list_tables()
-            .map_err(|e| failed(e.into()))?
+            .map_err(|e| db_error(path, e))?
             .next()
             .is_none()
             && txn
                 .list_multimap_tables()
-                .map_err(|e| failed(e.into()))?
+                .map_err(|e| db_error(path, e))?
                 .next()
                 .is_none();
         if empty {
-            let mut meta = txn.open_table(META).map_err(|e| failed(e.into()))?;
+            let mut meta = txn.open_table(META).map_err(|e| db_error(path, e))?;
             meta.insert(FORMAT_KEY, FORMAT_VERSION)
-                .map_err(|e| failed(e.into()))?;
+                .map_err(|e| db_error(path, e))?;
             drop(meta);
-            txn.open_table(EVENTS).map_err(|e| failed(e.into()))?;
-            txn.commit().map_err(|e| failed(e.into()))?;
+            txn.open_table(EVENTS).map_err(|e| db_error(path, e))?;
+            txn.commit().map_err(|e| db_error(path, e))?;
         } else {
             // Nothing to write: spare the commit's two fsyncs.
-            txn.abort().map_err(|e| failed(e.into()))?;
+            txn.abort().map_err(|e| db_error(path, e))?;
         }
         Self::check_format(path, db)
     }
 
     fn check_format(path: &Path, db: &impl ReadableDatabase) -> Result<(), OpenError> {
-        let failed = |e: redb::Error| db_error(path, e);
-        let txn = db.begin_read().map_err(|e| failed(e.into()))?;
+        let txn = db.begin_read().map_err(|e| db_error(path, e))?;
         let meta = match txn.open_table(META) {
             Ok(meta) => meta,
             Err(TableError::TableDoesNotExist(_)) => {
@@ -230,9 +228,9 @@ impl Log {
                     path: path.to_path_buf(),
                 });
             }
-            Err(e) => return Err(failed(e.into())),
+            Err(e) => return Err(db_error(path, e)),
         };
-        match meta.get(FORMAT_KEY).map_err(|e| failed(e.into()))? {
+        match meta.get(FORMAT_KEY).map_err(|e| db_error(path, e))? {
             Some(v) if v.value() == FORMAT_VERSION => Ok(()),
             Some(v) => Err(OpenError::UnsupportedFormat {
                 path: path.to_path_buf(),

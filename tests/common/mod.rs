@@ -5,11 +5,25 @@ use pulsewatch::{
     Change, ChangeKind, Limits, Log, OutputSink, Plugin, RunOptions, Runtime, Stream,
 };
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 /// The component built from guest/ for `name` (a binary of guest/examples or guest/test-programs).
 pub fn guest(name: &str) -> PathBuf {
     Path::new(env!("PULSEWATCH_GUEST_DIR")).join(format!("{name}.wasm"))
+}
+
+/// Runs the `pulsewatch` binary with `args` and waits for it.
+pub fn pulsewatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Process output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Collects every plugin output line.

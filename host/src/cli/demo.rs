@@ -211,7 +211,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
 
-    let matches = dir.join("state/filter-jsonl/matches.jsonl");
+    let matches = state.join("filter-jsonl/matches.jsonl");
     let text = std::fs::read_to_string(&matches).unwrap_or_default();
     println!(
         "\n== 4. What filter-jsonl wrote to its /state ({}):",
