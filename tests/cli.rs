@@ -262,3 +262,96 @@ fn help_is_there_for_every_command() {
         assert!(text(&out.stdout).contains("Usage: pulsewatch"), "{command}");
     }
 }
+
+/// `pulsewatch run` with a plugin blocked in a sleep and one that finishes, started with `args`;
+/// returns the child once both have shown they are where the test wants them.
+fn run_with_a_blocked_plugin(dir: &Path, args: &[&str]) -> std::process::Child {
+    let db = dir.join("events.redb");
+    let input: String = (0..40).map(|_| line("created", "{}") + "\n").collect();
+    assert!(import(&db, &input).status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(["run", "--db", db.to_str().unwrap()])
+        .args(args)
+        .args([
+            guest("sleep-forever").to_str().unwrap(),
+            guest("kind-counts").to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (seen, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = seen.send(line);
+        }
+    });
+    let (mut sleeping, mut done) = (false, false);
+    while !(sleeping && done) {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("both plugins get going");
+        sleeping |= line == "[sleep-forever] sleeping";
+        done |= line == "[kind-counts] cursor: 40";
+    }
+    child
+}
+
+fn interrupt(child: &std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+#[test]
+fn sigint_cancels_a_blocked_plugin_after_the_grace_period_and_reports_every_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = run_with_a_blocked_plugin(dir.path(), &["--grace", "1s"]);
+    let stopped = Instant::now();
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    let after = stopped.elapsed();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        after <= Duration::from_secs(2),
+        "exited {after:?} after SIGINT, grace 1 s: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "pulsewatch: plugin sleep-forever stopped: still running 1s after the stop signal"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pulsewatch: plugin kind-counts ended cleanly at seq 40"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_second_sigint_stops_everything_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = run_with_a_blocked_plugin(dir.path(), &["--grace", "1h"]);
+    interrupt(&child);
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped = Instant::now();
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stopped.elapsed() < Duration::from_secs(30), "{stderr}");
+    assert!(
+        stderr.contains(
+            "pulsewatch: plugin sleep-forever stopped: still running 0s after the stop signal"
+        ),
+        "{stderr}"
+    );
+}

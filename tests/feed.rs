@@ -56,7 +56,7 @@ fn a_guest_counts_ten_thousand_events_exactly_by_kind() {
 fn two_guests_with_different_cursors_do_not_interfere() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), 2_000);
-    let mut harness = Harness::new(dir.path());
+    let harness = Harness::new(dir.path());
     let (a, b) = (
         harness.load_as("seq-check", "a"),
         harness.load_as("seq-check", "b"),
@@ -69,7 +69,9 @@ fn two_guests_with_different_cursors_do_not_interfere() {
 
     // Now `a` is at 2,000 and `b` at 0, reading in batches of 7, at the same time.
     fill(&log, 2_000, 3_000);
-    harness.options.args.push(("b".into(), "7".into()));
+    let mut spec = b.spec().clone();
+    spec.args = vec!["7".into()];
+    let b = harness.runtime.load(&spec).unwrap();
     let outcomes = harness.run_all(&[a, b], &log);
     assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
     assert_eq!(
@@ -165,7 +167,7 @@ fn the_same_plugin_cannot_run_twice_at_once() {
     let mut harness = Harness::new(dir.path());
     harness.options.follow = true;
     let plugin = harness.load("seq-check");
-    let sink: std::sync::Arc<dyn pulsewatch::OutputSink> = harness.lines.clone();
+    let sink = harness.sink();
     let (first, second) = std::thread::scope(|scope| {
         let first = scope.spawn(|| harness.runtime.run(&plugin, &log, &harness.options, &sink));
         // Caught up and following: it holds its state directory until stopped.
@@ -175,10 +177,9 @@ fn the_same_plugin_cannot_run_twice_at_once() {
         (first.join().unwrap(), second)
     });
     assert!(first.result.is_ok(), "{first:?}");
-    let refused = second.result.unwrap_err();
     assert!(
-        refused.to_string().contains("in use by another run"),
-        "{refused}"
+        matches!(second.result, Err(pulsewatch::Failure::InUse { .. })),
+        "{second:?}"
     );
 }
 

@@ -1,47 +1,120 @@
 //! Hostile guests built from source: each is denied or stopped, the host survives, and a
-//! well-behaved plugin in the same run completes.
+//! well-behaved plugin in the same run completes with correct output. Most run in-process
+//! (the `Runtime`); those that attack the host's own memory run in worker processes (the
+//! `Supervisor`), as `pulsewatch run` does.
 
 mod common;
 
 use common::{Harness, log_with};
-use pulsewatch::{Failure, Limits, Outcome, Stream};
+use pulsewatch::{Failure, Limits, Outcome, PluginSpec, QuotaBreach, Stream};
+use std::time::{Duration, Instant};
 
 /// Small budgets keep the runaway guests' runs short; the well-behaved plugin fits in them.
 fn limits() -> Limits {
     Limits {
         memory_bytes: 32 << 20,
-        fuel_per_call: 200_000_000,
+        fuel: 200_000_000,
         output_bytes: 64 << 10,
         ..Limits::default()
     }
 }
 
-/// Runs `hostile` beside kind-counts over 5,000 events; checks kind-counts finished and returns
-/// the hostile one's outcome and the harness (for its output).
-fn run_beside_a_good_plugin(hostile: &str, args: &[&str]) -> (Outcome, Harness) {
+const EVENTS: u64 = 5_000;
+
+/// The grace period after the stop signal in these runs.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// A run of `hostile` (its spec adjusted by `adjust`) beside kind-counts over 5,000 events.
+struct Beside {
+    hostile: Outcome,
+    harness: Harness,
+    /// From the start of the run to its end.
+    elapsed: Duration,
+    _dir: tempfile::TempDir,
+}
+
+/// Where a run happens.
+#[derive(Clone, Copy)]
+enum Host {
+    /// The `Runtime`, in this process.
+    InProcess,
+    /// The `Supervisor`, each plugin in a worker process.
+    Workers,
+}
+
+fn run_beside_a_good_plugin(
+    hostile: &str,
+    args: &[&str],
+    host: Host,
+    adjust: impl FnOnce(&mut PluginSpec),
+    during: impl FnOnce(&Harness),
+) -> Beside {
     let dir = tempfile::tempdir().unwrap();
-    let log = log_with(dir.path(), 5_000);
+    let log = log_with(dir.path(), EVENTS);
     let mut harness = Harness::with_limits(dir.path(), limits());
-    harness.options.args = args
-        .iter()
-        .map(|a| (hostile.to_owned(), (*a).to_owned()))
-        .collect();
-    let plugins = [harness.load(hostile), harness.load("kind-counts")];
-    let mut outcomes = harness.run_all(&plugins, &log);
+    harness.options.grace = GRACE;
+    let mut spec = harness.spec(hostile);
+    spec.args = args.iter().map(|a| (*a).to_owned()).collect();
+    adjust(&mut spec);
+    let specs = [spec, harness.spec("kind-counts")];
+    let started = Instant::now();
+    let mut outcomes = std::thread::scope(|scope| {
+        let run = scope.spawn(|| match host {
+            Host::InProcess => {
+                let plugins: Vec<_> = specs
+                    .iter()
+                    .map(|s| harness.runtime.load(s).unwrap())
+                    .collect();
+                harness.run_all(&plugins, &log)
+            }
+            Host::Workers => harness.supervise(&specs, &dir.path().join("events.redb")),
+        });
+        during(&harness);
+        run.join().unwrap()
+    });
+    let elapsed = started.elapsed();
     let good = outcomes.pop().unwrap();
     assert!(good.result.is_ok(), "the good plugin: {good:?}");
     assert_eq!(
         harness.lines.value("kind-counts", "cursor: ").unwrap(),
-        "5000"
+        EVENTS.to_string()
     );
-    (outcomes.pop().unwrap(), harness)
+    assert!(
+        harness
+            .lines
+            .value("kind-counts", "totals: ")
+            .is_some_and(|t| t.starts_with("created=")),
+        "kind-counts printed its totals"
+    );
+    Beside {
+        hostile: outcomes.pop().unwrap(),
+        harness,
+        elapsed,
+        _dir: dir,
+    }
+}
+
+fn beside(hostile: &str, args: &[&str]) -> Beside {
+    run_beside_a_good_plugin(hostile, args, Host::InProcess, |_| {}, |_| {})
+}
+
+/// Waits until `plugin` printed a line starting with `prefix`.
+fn wait_for_line(harness: &Harness, plugin: &str, prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while harness.lines.value(plugin, prefix).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "{plugin} never printed {prefix:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]
 fn reading_host_files_is_denied() {
-    let (outcome, harness) = run_beside_a_good_plugin("read-passwd", &[]);
-    assert!(outcome.result.is_ok(), "{outcome:?}");
-    let out = harness.lines.of("read-passwd", Stream::Stdout);
+    let run = beside("read-passwd", &[]);
+    assert!(run.hostile.result.is_ok(), "{:?}", run.hostile);
+    let out = run.harness.lines.of("read-passwd", Stream::Stdout);
     assert_eq!(
         out.iter().filter(|l| l.starts_with("denied ")).count(),
         3,
@@ -52,10 +125,13 @@ fn reading_host_files_is_denied() {
 
 #[test]
 fn the_environment_and_arguments_are_empty() {
-    let (outcome, harness) = run_beside_a_good_plugin("read-env", &[]);
-    assert!(outcome.result.is_ok(), "{outcome:?}");
-    assert_eq!(harness.lines.value("read-env", "env vars: ").unwrap(), "0");
-    assert_eq!(harness.lines.value("read-env", "args: ").unwrap(), "0");
+    let run = beside("read-env", &[]);
+    assert!(run.hostile.result.is_ok(), "{:?}", run.hostile);
+    assert_eq!(
+        run.harness.lines.value("read-env", "env vars: ").unwrap(),
+        "0"
+    );
+    assert_eq!(run.harness.lines.value("read-env", "args: ").unwrap(), "0");
 }
 
 #[test]
@@ -63,9 +139,9 @@ fn connecting_to_loopback_is_denied() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    let (outcome, harness) = run_beside_a_good_plugin("connect-loopback", &[&port]);
-    assert!(outcome.result.is_ok(), "{outcome:?}");
-    let out = harness.lines.of("connect-loopback", Stream::Stdout);
+    let run = beside("connect-loopback", &[&port]);
+    assert!(run.hostile.result.is_ok(), "{:?}", run.hostile);
+    let out = run.harness.lines.of("connect-loopback", Stream::Stdout);
     assert!(
         out.iter().any(|l| l.starts_with("denied 127.0.0.1:")),
         "{out:?}"
@@ -78,37 +154,198 @@ fn connecting_to_loopback_is_denied() {
 
 #[test]
 fn spinning_forever_is_stopped_by_the_cpu_budget() {
-    let (outcome, _) = run_beside_a_good_plugin("spin-forever", &[]);
+    let run = beside("spin-forever", &[]);
     assert_eq!(
-        outcome.result,
-        Err(Failure::CpuBudget(limits().fuel_per_call))
+        run.hostile.result,
+        Err(Failure::CpuBudget {
+            fuel: limits().fuel
+        })
     );
     assert!(
-        outcome.detail.is_some(),
+        run.hostile.detail.is_some(),
         "the backtrace is kept for --verbose"
+    );
+}
+
+/// Each call that delivers nothing used to hand out a fresh budget. A safety-net wall-clock
+/// limit turns a regression into a failed assertion instead of a hung test.
+#[test]
+fn computing_between_calls_that_deliver_nothing_is_stopped_by_the_cpu_budget() {
+    for call in ["head", "poll", "wait"] {
+        let run = run_beside_a_good_plugin(
+            "compute-between-calls",
+            &[call],
+            Host::InProcess,
+            |spec| spec.limits.wall_clock = Some(Duration::from_secs(60)),
+            |_| {},
+        );
+        assert_eq!(
+            run.hostile.result,
+            Err(Failure::CpuBudget {
+                fuel: limits().fuel
+            }),
+            "computing between `{call}` calls"
+        );
+        let rounds: u64 = run
+            .harness
+            .lines
+            .value("compute-between-calls", "rounds: ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            rounds >= 2,
+            "{call}: it made {rounds} calls, so calls were made and did not refill the budget"
+        );
+    }
+}
+
+/// A plugin that waits for events and does a little work every 100 ms earns more CPU while it
+/// waits than it spends: it runs as long as it is left running, far past what its budget alone
+/// would allow.
+#[test]
+fn a_plugin_that_waits_and_does_a_little_periodic_work_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), EVENTS);
+    let mut harness = Harness::with_limits(
+        dir.path(),
+        Limits {
+            // Two or three rounds' work: without what it earns while waiting, it would be
+            // stopped in its third round.
+            fuel: 10_000_000,
+            ..limits()
+        },
+    );
+    harness.options.follow = true;
+    let plugins = [
+        harness.load_with("periodic-work", &["200000"]),
+        harness.load("kind-counts"),
+    ];
+    let outcomes = std::thread::scope(|scope| {
+        let run = scope.spawn(|| harness.run_all(&plugins, &log));
+        std::thread::sleep(Duration::from_secs(3));
+        harness.options.stop.stop();
+        run.join().unwrap()
+    });
+    assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
+    let rounds: u64 = harness
+        .lines
+        .value("periodic-work", "rounds: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rounds >= 10, "{rounds} rounds in 3 s");
+}
+
+#[test]
+fn a_blocked_sleep_is_cancelled_when_the_grace_period_after_the_stop_signal_ends() {
+    let mut stopped_at = None;
+    let run = run_beside_a_good_plugin(
+        "sleep-forever",
+        &[],
+        Host::InProcess,
+        |_| {},
+        |harness| {
+            wait_for_line(harness, "sleep-forever", "sleeping");
+            wait_for_line(harness, "kind-counts", "cursor: ");
+            stopped_at = Some(Instant::now());
+            harness.options.stop.stop();
+        },
+    );
+    assert_eq!(run.hostile.result, Err(Failure::Cancelled { grace: GRACE }));
+    let after_stop = stopped_at.unwrap().elapsed();
+    assert!(
+        after_stop <= GRACE + Duration::from_secs(1),
+        "{after_stop:?} after the stop signal"
+    );
+}
+
+#[test]
+fn a_blocked_sleep_is_cancelled_at_its_wall_clock_limit() {
+    let limit = Duration::from_secs(1);
+    let run = run_beside_a_good_plugin(
+        "sleep-forever",
+        &[],
+        Host::InProcess,
+        |spec| spec.limits.wall_clock = Some(limit),
+        |_| {},
+    );
+    assert_eq!(run.hostile.result, Err(Failure::WallClock { limit }));
+    assert!(
+        run.elapsed < limit + Duration::from_secs(10),
+        "{:?}",
+        run.elapsed
+    );
+}
+
+#[test]
+fn a_blocked_sleep_in_a_worker_is_cancelled_too() {
+    let run = run_beside_a_good_plugin(
+        "sleep-forever",
+        &[],
+        Host::Workers,
+        |_| {},
+        |harness| {
+            wait_for_line(harness, "sleep-forever", "sleeping");
+            wait_for_line(harness, "kind-counts", "cursor: ");
+            harness.options.stop.stop_now();
+        },
+    );
+    assert_eq!(
+        run.hostile.result,
+        Err(Failure::Cancelled {
+            grace: Duration::ZERO
+        })
     );
 }
 
 #[test]
 fn allocating_without_bound_is_stopped_at_the_memory_limit() {
-    let (outcome, _) = run_beside_a_good_plugin("alloc-forever", &[]);
-    assert_eq!(outcome.result, Err(Failure::Memory(limits().memory_bytes)));
+    let run = beside("alloc-forever", &[]);
+    assert_eq!(
+        run.hostile.result,
+        Err(Failure::Memory {
+            limit: limits().memory_bytes
+        })
+    );
+}
+
+#[test]
+fn one_huge_allocation_reads_as_the_memory_limit() {
+    for mib in ["3072", "1024", "40"] {
+        let run = beside("huge-alloc", &[mib]);
+        assert_eq!(
+            run.hostile.result,
+            Err(Failure::Memory {
+                limit: limits().memory_bytes
+            }),
+            "{mib} MiB at once"
+        );
+    }
 }
 
 #[test]
 fn recursing_without_bound_is_stopped() {
-    let (outcome, _) = run_beside_a_good_plugin("recurse-forever", &[]);
-    assert_eq!(outcome.result, Err(Failure::StackOverflow));
+    let run = beside("recurse-forever", &[]);
+    assert_eq!(run.hostile.result, Err(Failure::StackOverflow));
+}
+
+#[test]
+fn overflowing_the_stack_in_linear_memory_reads_as_a_stack_overflow() {
+    let run = beside("deep-frames", &[]);
+    assert_eq!(run.hostile.result, Err(Failure::StackOverflow));
 }
 
 #[test]
 fn printing_without_end_is_capped_and_stopped() {
-    let (outcome, harness) = run_beside_a_good_plugin("print-forever", &[]);
+    let run = beside("print-forever", &[]);
     assert_eq!(
-        outcome.result,
-        Err(Failure::CpuBudget(limits().fuel_per_call))
+        run.hostile.result,
+        Err(Failure::CpuBudget {
+            fuel: limits().fuel
+        })
     );
-    let out = harness.lines.of("print-forever", Stream::Stdout);
+    let out = run.harness.lines.of("print-forever", Stream::Stdout);
     let shown: usize = out.iter().map(|l| l.len() + 1).sum();
     assert!(shown <= limits().output_bytes + 200, "{shown} bytes shown");
     assert!(
@@ -119,21 +356,151 @@ fn printing_without_end_is_capped_and_stopped() {
 }
 
 #[test]
-fn a_panic_is_reported_with_its_message() {
-    let (outcome, harness) = run_beside_a_good_plugin("panic", &[]);
-    assert!(
-        matches!(outcome.result, Err(Failure::Trap(_))),
-        "{outcome:?}"
+fn output_cannot_forge_a_host_line_or_move_the_cursor() {
+    let run = beside("forge-output", &[]);
+    assert!(run.hostile.result.is_ok(), "{:?}", run.hostile);
+    let out = run.harness.lines.of("forge-output", Stream::Stdout);
+    assert_eq!(
+        out,
+        [
+            "\\rpulsewatch: plugin kind-counts stopped: used its CPU budget",
+            "\\x1b[2K\\x1b[1Gcleared line",
+            "tab\tstays, bell\\x07 and nul\\x00 do not",
+        ]
     );
-    let stderr = harness.lines.of("panic", Stream::Stderr).join("\n");
+}
+
+#[test]
+fn filling_the_disk_is_stopped_by_the_quota() {
+    let quota = 8 << 20;
+    let run = run_beside_a_good_plugin(
+        "fill-disk",
+        &["bytes"],
+        Host::InProcess,
+        |spec| spec.limits.disk.bytes = quota,
+        |_| {},
+    );
+    assert_eq!(
+        run.hostile.result,
+        Err(Failure::DiskQuota(QuotaBreach::Bytes(quota)))
+    );
+    let written = std::fs::metadata(run.harness.state_root.join("fill-disk/fill"))
+        .unwrap()
+        .len();
+    assert!(written <= quota, "{written} bytes in /state");
+    let stderr = run.harness.lines.of("fill-disk", Stream::Stderr).join("\n");
+    assert!(stderr.contains("write: "), "its write failed: {stderr}");
+}
+
+#[test]
+fn creating_files_without_end_is_stopped_by_the_quota() {
+    let run = run_beside_a_good_plugin(
+        "fill-disk",
+        &["entries"],
+        Host::InProcess,
+        |spec| spec.limits.disk.entries = 100,
+        |_| {},
+    );
+    assert_eq!(
+        run.hostile.result,
+        Err(Failure::DiskQuota(QuotaBreach::Entries(100)))
+    );
+    let entries = std::fs::read_dir(run.harness.state_root.join("fill-disk"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 100);
+}
+
+#[test]
+fn filling_the_disk_from_a_worker_is_stopped_by_the_quota() {
+    let quota = 8 << 20;
+    let run = run_beside_a_good_plugin(
+        "fill-disk",
+        &["bytes"],
+        Host::Workers,
+        |spec| spec.limits.disk.bytes = quota,
+        |_| {},
+    );
+    assert_eq!(
+        run.hostile.result,
+        Err(Failure::DiskQuota(QuotaBreach::Bytes(quota)))
+    );
+}
+
+#[test]
+fn holding_pollables_without_end_is_stopped_at_the_handle_limit() {
+    let run = beside("hold-pollables", &[]);
+    assert_eq!(
+        run.hostile.result,
+        Err(Failure::Handles {
+            limit: limits().handles
+        })
+    );
+}
+
+#[test]
+fn holding_files_without_end_is_stopped_at_the_handle_limit() {
+    let run = run_beside_a_good_plugin("hold-files", &[], Host::Workers, |_| {}, |_| {});
+    assert_eq!(
+        run.hostile.result,
+        Err(Failure::Handles {
+            limit: limits().handles
+        })
+    );
+}
+
+/// wasmtime-wasi reads a directory listing whole into the host's memory, outside the plugin's
+/// memory limit: 9,000 names of 200 bytes, held open 256 times over, would be 600 MiB. In a
+/// worker process, the OS data limit stops it, and only that worker.
+#[test]
+fn directory_listings_exhaust_only_their_own_worker() {
+    let run = run_beside_a_good_plugin(
+        "list-dirs",
+        &["9000", "500"],
+        Host::Workers,
+        // Creating the files takes more than one budget's CPU, with no feed call between.
+        |spec| spec.limits.fuel = 20_000_000_000,
+        |_| {},
+    );
+    let limit = limits().worker_data_bytes();
+    assert_eq!(run.hostile.result, Err(Failure::HostMemory { limit }));
+    let peak = run
+        .hostile
+        .peak_rss_bytes
+        .expect("the worker's RSS was sampled");
+    assert!(
+        peak <= limit,
+        "worker peak RSS {} MiB against a data limit of {} MiB",
+        peak >> 20,
+        limit >> 20
+    );
+    assert!(
+        run.harness
+            .lines
+            .of("list-dirs", Stream::Stdout)
+            .iter()
+            .any(|l| l.starts_with("holding ")),
+        "it got as far as holding listings"
+    );
+}
+
+#[test]
+fn a_panic_is_reported_with_its_message() {
+    let run = beside("panic", &[]);
+    assert!(
+        matches!(run.hostile.result, Err(Failure::Trap(_))),
+        "{:?}",
+        run.hostile
+    );
+    let stderr = run.harness.lines.of("panic", Stream::Stderr).join("\n");
     assert!(stderr.contains("plugin bug after 1000 events"), "{stderr}");
 }
 
 #[test]
 fn a_non_zero_exit_status_is_a_failure() {
     // WASI 0.2's stable `exit` carries only success or failure: any non-zero code arrives as 1.
-    let (outcome, _) = run_beside_a_good_plugin("exit-code", &["3"]);
-    assert_eq!(outcome.result, Err(Failure::Exit(1)));
-    let (outcome, _) = run_beside_a_good_plugin("exit-code", &["0"]);
-    assert_eq!(outcome.result, Ok(()));
+    let run = beside("exit-code", &["3"]);
+    assert_eq!(run.hostile.result, Err(Failure::Exit(1)));
+    let run = beside("exit-code", &["0"]);
+    assert_eq!(run.hostile.result, Ok(()));
 }

@@ -108,13 +108,10 @@ fn the_byte_budget_ends_a_batch_but_never_starves_it() {
 fn a_guest_sees_the_same_contract() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), 12_000);
-    let mut harness = Harness::with_limits(dir.path(), Limits::default());
-    let probe = harness.load("poll-once");
+    let harness = Harness::with_limits(dir.path(), Limits::default());
     // The probe's `events=` line for poll(since, limit), and its `head=` line.
-    let mut ask = |since: u64, limit: u64| {
-        harness.options.args = [since, limit]
-            .map(|n| ("poll-once".to_owned(), n.to_string()))
-            .to_vec();
+    let ask = |since: u64, limit: u64| {
+        let probe = harness.load_with("poll-once", &[&since.to_string(), &limit.to_string()]);
         let outcome = harness
             .run_all(std::slice::from_ref(&probe), &log)
             .remove(0);

@@ -4,14 +4,16 @@
 mod common;
 
 use common::{guest, pulsewatch, text};
-use pulsewatch::{Limits, LoadError, Runtime};
+use pulsewatch::{LoadError, PluginSpec, Runtime};
 use std::path::Path;
 
+/// Why `bytes`, as a component file, cannot be loaded.
 fn load(bytes: &[u8]) -> LoadError {
-    Runtime::new(Limits::default())
-        .unwrap()
-        .load("candidate", bytes)
-        .unwrap_err()
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("candidate.wasm");
+    std::fs::write(&file, bytes).unwrap();
+    let spec = PluginSpec::from_file(file, dir.path()).unwrap();
+    Runtime::new().unwrap().load(&spec).unwrap_err()
 }
 
 fn core_module() -> Vec<u8> {
@@ -64,13 +66,31 @@ fn a_component_without_a_run_export_is_refused() {
 
 #[test]
 fn a_name_that_is_not_a_plain_file_name_is_refused() {
-    let bytes = std::fs::read(guest("kind-counts")).unwrap();
-    let runtime = Runtime::new(Limits::default()).unwrap();
-    for name in ["../escape", "/abs", "a/b", "a\\b", "..", ".", "", ".locks"] {
-        let err = runtime.load(name, &bytes).unwrap_err();
+    let root = Path::new("state");
+    for name in [
+        "../escape",
+        "/abs",
+        "a/b",
+        "a\\b",
+        "..",
+        ".",
+        "",
+        ".hidden",
+        "a\rb",
+        "\x1b[2J",
+    ] {
+        let err = PluginSpec::named(name, guest("kind-counts"), root).unwrap_err();
         assert!(matches!(err, LoadError::BadName { .. }), "{name:?}: {err}");
     }
-    assert!(runtime.load("kind-counts.v2", &bytes).is_ok());
+    // A spec's fields are public: the runtime checks the name again.
+    let mut spec = PluginSpec::named("kind-counts.v2", guest("kind-counts"), root).unwrap();
+    let runtime = Runtime::new().unwrap();
+    assert!(runtime.load(&spec).is_ok());
+    spec.name = "../escape".into();
+    assert!(matches!(
+        runtime.load(&spec),
+        Err(LoadError::BadName { .. })
+    ));
 }
 
 fn cli_run(plugin: &Path) -> (i32, String) {

@@ -4,7 +4,7 @@
 //! The guest (guest/test-programs/src/bin/poll-bench.rs) times its own calls with the WASI
 //! monotonic clock, so its figures include lifting and lowering across the component boundary.
 
-use pulsewatch::{Change, ChangeKind, Limits, Log, OutputSink, RunOptions, Runtime, Stream};
+use pulsewatch::{Change, ChangeKind, Log, OutputSink, PluginSpec, RunOptions, Runtime, Stream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -106,13 +106,12 @@ fn main() {
             .collect(),
     );
 
-    let runtime = Runtime::new(Limits::default()).unwrap();
+    let runtime = Runtime::new().unwrap();
     let wasm = Path::new(env!("PULSEWATCH_GUEST_DIR")).join("poll-bench.wasm");
-    let plugin = runtime.load_file(&wasm).unwrap();
-    let mut options = RunOptions::new(dir.path().join("state"));
-    options.args = [LIMIT.to_string(), CAUGHT_UP_POLLS.to_string()]
-        .map(|arg| ("poll-bench".to_owned(), arg))
-        .to_vec();
+    let mut spec = PluginSpec::from_file(wasm, &dir.path().join("state")).unwrap();
+    spec.args = vec![LIMIT.to_string(), CAUGHT_UP_POLLS.to_string()];
+    let plugin = runtime.load(&spec).unwrap();
+    let options = RunOptions::default();
     let capture = Arc::new(Capture::default());
     let sink: Arc<dyn OutputSink> = capture.clone();
     let guest: Vec<String> = (0..PASSES)

@@ -1,31 +1,42 @@
 //! pulsewatch runs untrusted WebAssembly components over a database's change feed.
 //!
 //! A writer appends change events to a redb file ([`Log`]); plugins, WASI 0.2 components that
-//! import `pulse:watch/feed`, poll it from cursors of their own inside a wasmtime sandbox
-//! ([`Runtime`]) with no ambient authority and bounded memory, CPU and output ([`Limits`]).
+//! import `pulse:watch/feed`, poll it from cursors of their own inside a wasmtime sandbox with no
+//! ambient authority and bounded memory, CPU, handles, disk, output and time ([`Limits`]). Each
+//! plugin is described as data ([`PluginSpec`]).
+//!
+//! [`Supervisor`] runs each plugin in a worker process of its own under OS limits, so that
+//! nothing a plugin makes the host do can exhaust the host; this is what `pulsewatch run` does.
+//! [`Runtime`] runs plugins in the calling process, for embedding; it trusts the memory
+//! wasmtime-wasi allocates on a plugin's behalf to stay reasonable.
 //!
 //! ```no_run
-//! use pulsewatch::{Console, Limits, Log, OutputSink, RunOptions, Runtime};
+//! use pulsewatch::{Console, OutputSink, PluginSpec, RunOptions, Supervisor, WorkerCommand};
+//! use std::path::Path;
 //! use std::sync::Arc;
 //!
-//! let log = Arc::new(Log::open_read_only("events.redb")?);
-//! let runtime = Runtime::new(Limits::default())?;
-//! let plugin = runtime.load_file("kind-counts.wasm".as_ref())?;
+//! // This binary runs `pulsewatch::supervisor::serve()` when started as `my-host worker`.
+//! let supervisor = Supervisor::new(WorkerCommand::current_exe(["worker"])?);
+//! let spec = PluginSpec::from_file("kind-counts.wasm", Path::new("state"))?;
 //! let sink: Arc<dyn OutputSink> = Arc::new(Console);
-//! let outcome = runtime.run(&plugin, &log, &RunOptions::new("state"), &sink);
-//! assert!(outcome.result.is_ok());
+//! let outcomes = supervisor.run(&[spec], Path::new("events.redb"), &RunOptions::default(), &sink)?;
+//! assert!(outcomes[0].result.is_ok());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod limits;
 pub mod runtime;
+mod spec;
+pub mod supervisor;
 
-pub use limits::Limits;
+pub use limits::{DiskQuota, Limits};
 pub use pulsewatch_log::redb;
 pub use pulsewatch_log::{
     Batch, Change, ChangeKind, Event, Log, OpenError, PollLimits, ReadError, WriteError, now_ms,
 };
 pub use runtime::{
-    Console, Failure, LoadError, Outcome, OutputSink, Plugin, Progress, RunOptions, Runtime,
-    SetupError, StopSignal, Stream,
+    Console, EngineOptions, Failure, LoadError, Outcome, OutputSink, Plugin, Progress, QuotaBreach,
+    RunOptions, Runtime, STATE_DIR, SetupError, StopSignal, Stream,
 };
+pub use spec::PluginSpec;
+pub use supervisor::{SuperviseError, Supervisor, WorkerCommand};

@@ -32,5 +32,5 @@ pub use redb;
 
 pub use codec::DecodeError;
 pub use event::{Change, ChangeKind, Event, UnknownKind, now_ms};
-pub use log::{Log, OpenError, ReadError, WriteError};
+pub use log::{AppendedSince, CROSS_PROCESS_RECHECK, Log, OpenError, ReadError, WriteError};
 pub use poll::{Batch, BatchBuilder, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits};

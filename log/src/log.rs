@@ -12,13 +12,16 @@ use redb::{
     Builder, ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction,
     ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError, WriteTransaction,
 };
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::pin::Pin;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// How often [`Log::wait`] looks at the file for commits made by another process. Commits made
+/// How often a waiter looks at the file for commits made by another process. Commits made
 /// through this `Log` wake waiters at once.
-const CROSS_PROCESS_RECHECK: Duration = Duration::from_millis(20);
+pub const CROSS_PROCESS_RECHECK: Duration = Duration::from_millis(20);
 
 /// Why a log could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -100,12 +103,51 @@ enum Db {
     Reader(ReadOnlyDatabase),
 }
 
-/// Wakes in-process waiters when this process appends. A generation count, not a flag, so that a
-/// waiter that checks the log and then sleeps cannot miss an append made in between.
+/// Wakes in-process waiters when this process appends: threads blocked in [`Log::wait`] and
+/// tasks awaiting [`Log::appended`]. A generation count, not a flag, so that a waiter that checks
+/// the log and then sleeps cannot miss an append made in between.
 #[derive(Default)]
 struct Appended {
-    generation: Mutex<u64>,
+    state: Mutex<Generation>,
     cond: Condvar,
+}
+
+#[derive(Default)]
+struct Generation {
+    count: u64,
+    /// Tasks to wake on the next append. No async runtime is assumed: any executor's wakers work.
+    wakers: Vec<Waker>,
+}
+
+impl Appended {
+    fn lock(&self) -> MutexGuard<'_, Generation> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A future that completes with the new generation once this process appends to the log after
+/// the generation it was created with; see [`Log::appended`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct AppendedSince<'a> {
+    appended: &'a Appended,
+    seen: u64,
+}
+
+impl Future for AppendedSince<'_> {
+    type Output = u64;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
+        let mut state = self.appended.lock();
+        if state.count != self.seen {
+            return Poll::Ready(state.count);
+        }
+        // One entry per waiting task: a task polled again replaces its own waker.
+        match state.wakers.iter_mut().find(|w| w.will_wake(cx.waker())) {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => state.wakers.push(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
 }
 
 /// A change-event log stored in a redb file.
@@ -302,13 +344,27 @@ impl Log {
     }
 
     fn notify_appended(&self) {
-        let mut generation = self
-            .appended
-            .generation
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *generation = generation.wrapping_add(1);
+        let mut state = self.appended.lock();
+        state.count = state.count.wrapping_add(1);
+        let wakers = std::mem::take(&mut state.wakers);
+        drop(state);
         self.appended.cond.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// How many appends this `Log` has made; pass it to [`Log::appended`].
+    pub fn generation(&self) -> u64 {
+        self.appended.lock().count
+    }
+
+    /// Completes once this `Log` appends after `generation` (read it before checking the head,
+    /// so that an append in between is not missed). For async waiters: commits made by another
+    /// process do not complete it; recheck the head every [`CROSS_PROCESS_RECHECK`] for those.
+    pub fn appended(&self, generation: u64) -> AppendedSince<'_> {
+        AppendedSince {
+            appended: &self.appended,
+            seen: generation,
+        }
     }
 
     /// The seq of the newest event, 0 when the log is empty.
@@ -376,22 +432,14 @@ impl Log {
         // A timeout too large to represent is as good as forever.
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            let generation = *self
-                .appended
-                .generation
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let generation = self.generation();
             let head = self.head()?;
             let now = Instant::now();
             if head > since || deadline.is_some_and(|d| now >= d) {
                 return Ok(head);
             }
-            let guard = self
-                .appended
-                .generation
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if *guard != generation {
+            let guard = self.appended.lock();
+            if guard.count != generation {
                 continue;
             }
             let slice = deadline.map_or(CROSS_PROCESS_RECHECK, |d| {

@@ -10,7 +10,7 @@ pub const DEFAULT_MAX_EVENTS: u32 = 10_000;
 pub const DEFAULT_MAX_BYTES: usize = 4 << 20;
 
 /// Host-side bounds on one poll, so that a caller cannot make the host allocate without bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PollLimits {
     /// A requested limit above this is lowered to it.
     pub max_events: u32,

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use pulsewatch::{
-    Change, ChangeKind, Limits, Log, OutputSink, Plugin, RunOptions, Runtime, Stream,
+    Change, ChangeKind, Limits, Log, OutputSink, Plugin, PluginSpec, RunOptions, Runtime, Stream,
+    Supervisor, WorkerCommand,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -85,11 +86,22 @@ pub fn log_with(dir: &Path, n: u64) -> Arc<Log> {
     Arc::new(log)
 }
 
-/// A test harness: one runtime, a state root in `dir`, and collected output.
+/// A supervisor whose workers are this build's `pulsewatch worker`.
+pub fn supervisor() -> Supervisor {
+    Supervisor::new(WorkerCommand {
+        program: env!("CARGO_BIN_EXE_pulsewatch").into(),
+        args: vec!["worker".into()],
+    })
+}
+
+/// A test harness: one runtime, a state root in `dir`, limits for every plugin, and collected
+/// output.
 pub struct Harness {
     pub runtime: Runtime,
     pub options: RunOptions,
     pub lines: Arc<Lines>,
+    pub state_root: PathBuf,
+    pub limits: Limits,
 }
 
 impl Harness {
@@ -99,25 +111,52 @@ impl Harness {
 
     pub fn with_limits(dir: &Path, limits: Limits) -> Self {
         Harness {
-            runtime: Runtime::new(limits).unwrap(),
-            options: RunOptions::new(dir.join("state")),
+            runtime: Runtime::new().unwrap(),
+            options: RunOptions::default(),
             lines: Arc::new(Lines::default()),
+            state_root: dir.join("state"),
+            limits,
         }
     }
 
+    /// The guest `name` as a plugin of that name, with the harness's limits.
+    pub fn spec(&self, name: &str) -> PluginSpec {
+        let mut spec = PluginSpec::from_file(guest(name), &self.state_root).unwrap();
+        spec.limits = self.limits;
+        spec
+    }
+
     pub fn load(&self, name: &str) -> Plugin {
-        self.runtime.load_file(&guest(name)).unwrap()
+        self.runtime.load(&self.spec(name)).unwrap()
+    }
+
+    /// Loads `name` with arguments.
+    pub fn load_with(&self, name: &str, args: &[&str]) -> Plugin {
+        let mut spec = self.spec(name);
+        spec.args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.runtime.load(&spec).unwrap()
     }
 
     /// Loads `name` under another plugin name (and so another state directory).
     pub fn load_as(&self, name: &str, as_name: &str) -> Plugin {
-        self.runtime
-            .load(as_name, &std::fs::read(guest(name)).unwrap())
-            .unwrap()
+        let mut spec = PluginSpec::named(as_name, guest(name), &self.state_root).unwrap();
+        spec.limits = self.limits;
+        self.runtime.load(&spec).unwrap()
+    }
+
+    pub fn sink(&self) -> Arc<dyn OutputSink> {
+        self.lines.clone()
     }
 
     pub fn run_all(&self, plugins: &[Plugin], log: &Arc<Log>) -> Vec<pulsewatch::Outcome> {
-        let sink: Arc<dyn OutputSink> = self.lines.clone();
-        self.runtime.run_all(plugins, log, &self.options, &sink)
+        self.runtime
+            .run_all(plugins, log, &self.options, &self.sink())
+    }
+
+    /// Runs `specs` each in a worker process over the log at `db`.
+    pub fn supervise(&self, specs: &[PluginSpec], db: &Path) -> Vec<pulsewatch::Outcome> {
+        supervisor()
+            .run(specs, db, &self.options, &self.sink())
+            .unwrap()
     }
 }

@@ -1,12 +1,11 @@
 //! `pulsewatch demo`: the whole pipeline on a throwaway database, finished in seconds.
 
-use super::run::report;
+use super::run::{report, stop_on_signals, supervise};
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use pulsewatch::{Change, ChangeKind, Console, Limits, Log, OutputSink, RunOptions, Runtime};
-use std::path::{Path, PathBuf};
+use pulsewatch::{Change, ChangeKind, Log, PluginSpec, RunOptions};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The example plugins, built from guest/examples by the build script.
@@ -136,7 +135,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         std::fs::remove_dir_all(&state)
             .with_context(|| format!("cannot remove {}", state.display()))?;
     }
-    let log = Arc::new(Log::create(&db)?);
+    let log = Log::create(&db)?;
     let mut shop = Shop::new();
 
     println!(
@@ -157,32 +156,37 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let runtime = Runtime::new(Limits::default())?;
-    let plugins = [
-        runtime.load("kind-counts", KIND_COUNTS)?,
-        runtime.load("filter-jsonl", FILTER_JSONL)?,
-    ];
-    let mut options = RunOptions::new(&state);
-    options
-        .args
-        .push(("filter-jsonl".into(), "kind=deleted".into()));
-    let sink: Arc<dyn OutputSink> = Arc::new(Console);
+    // The example plugins, embedded in this binary, as files a user can run again.
+    let plugins_dir = dir.join("plugins");
+    std::fs::create_dir_all(&plugins_dir)
+        .with_context(|| format!("cannot create {}", plugins_dir.display()))?;
+    let mut specs = Vec::new();
+    for (name, bytes) in [("kind-counts", KIND_COUNTS), ("filter-jsonl", FILTER_JSONL)] {
+        let path = plugins_dir.join(format!("{name}.wasm"));
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        specs.push(PluginSpec::from_file(path, &state)?);
+    }
+    specs[1].args.push("kind=deleted".into());
+    let mut options = RunOptions::default();
+    stop_on_signals(&options.stop, options.grace)?;
 
-    println!("\n== 2. Two sandboxed plugins read the feed from their own cursors, until caught up");
+    println!(
+        "\n== 2. Two sandboxed plugins, each in a worker process, read the feed from their own cursors, until caught up"
+    );
     let started = Instant::now();
-    let outcomes = runtime.run_all(&plugins, &log, &options, &sink);
+    let outcomes = supervise(&specs, &db, &options)?;
     println!(
         "   ({} ms, compile included)",
         started.elapsed().as_millis()
     );
-    if report(&outcomes, true) != ExitCode::SUCCESS {
+    if report(&outcomes, &options, true) != ExitCode::SUCCESS {
         return Ok(ExitCode::FAILURE);
     }
 
     println!("\n== 3. Live: plugins follow the feed while the writer appends 4 x 500 more");
     options.follow = true;
     let outcomes = std::thread::scope(|scope| {
-        let plugins_done = scope.spawn(|| runtime.run_all(&plugins, &log, &options, &sink));
+        let plugins_done = scope.spawn(|| supervise(&specs, &db, &options));
         let written = (|| -> anyhow::Result<u64> {
             let mut head = 0;
             for _ in 0..4 {
@@ -194,9 +198,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             // ask them to commit and stop.
             let deadline = Instant::now() + Duration::from_secs(30);
             let caught_up = || {
-                plugins
+                specs
                     .iter()
-                    .all(|p| options.progress.cursor(p.name()).is_some_and(|c| c >= head))
+                    .all(|s| options.progress.cursor(&s.name).is_some_and(|c| c >= head))
             };
             while !caught_up() && Instant::now() < deadline && !plugins_done.is_finished() {
                 std::thread::sleep(Duration::from_millis(10));
@@ -204,10 +208,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             Ok(head)
         })();
         options.stop.stop();
-        let outcomes = plugins_done.join().expect("plugin threads do not panic");
-        written.map(|_| outcomes)
+        let outcomes = plugins_done
+            .join()
+            .expect("the supervisor thread does not panic");
+        written.and(outcomes)
     })?;
-    if report(&outcomes, true) != ExitCode::SUCCESS {
+    if report(&outcomes, &options, true) != ExitCode::SUCCESS {
         return Ok(ExitCode::FAILURE);
     }
 
@@ -224,7 +230,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     // The path this binary was run from, so the hints work before `pulsewatch` is on PATH.
     let me =
         std::env::current_exe().map_or_else(|_| "pulsewatch".into(), |p| p.display().to_string());
-    let examples = Path::new(env!("PULSEWATCH_GUEST_DIR"));
     println!("\nEach plugin resumed from its own committed cursor in phase 3. Try:");
     println!(
         "   {me} tail --db {} --since {}",
@@ -234,7 +239,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     println!(
         "   {me} run --db {} --arg filter-jsonl=kind=archived {}",
         db.display(),
-        examples.join("filter-jsonl.wasm").display()
+        plugins_dir.join("filter-jsonl.wasm").display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -33,6 +33,9 @@ enum Command {
     Tail(jsonl::TailArgs),
     /// Repair a database left unclean by a writer that stopped abruptly.
     Repair(RepairArgs),
+    /// Run one plugin for a supervisor (`pulsewatch run` starts these itself).
+    #[command(hide = true)]
+    Worker,
 }
 
 /// Runs the command line and maps failures to exit codes.
@@ -45,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => jsonl::import(&args),
         Command::Tail(args) => jsonl::tail(&args),
         Command::Repair(args) => repair(&args),
+        Command::Worker => return pulsewatch::supervisor::serve(),
     };
     match result {
         Ok(code) => code,

@@ -1,11 +1,16 @@
-//! `pulsewatch run`: plugins over a database's change feed.
+//! `pulsewatch run`: plugins over a database's change feed, each in a worker process.
 
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
-use pulsewatch::{Console, Limits, Log, Outcome, OutputSink, RunOptions, Runtime, StopSignal};
+use pulsewatch::limits::DEFAULT_GRACE;
+use pulsewatch::{
+    Console, Limits, Log, Outcome, OutputSink, PluginSpec, RunOptions, StopSignal, Supervisor,
+    WorkerCommand,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Arguments of `pulsewatch run`.
 #[derive(ClapArgs)]
@@ -22,18 +27,58 @@ pub struct Args {
     /// Give an argument to a plugin, as PLUGIN=VALUE (repeatable, in order).
     #[arg(long = "arg", value_name = "PLUGIN=VALUE")]
     args: Vec<String>,
-    /// Linear memory limit per plugin, in MiB.
-    #[arg(long, default_value_t = Limits::default().memory_bytes >> 20)]
-    memory_mib: usize,
-    /// CPU budget per plugin between two feed calls, in fuel units (about one per instruction).
-    #[arg(long, default_value_t = Limits::default().fuel_per_call)]
-    fuel: u64,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// After Ctrl-C, how long plugins have to commit and return before they are cancelled.
+    #[arg(long, default_value_t = DEFAULT_GRACE.into())]
+    grace: humantime::Duration,
     /// Print the full WebAssembly backtrace of a plugin that fails.
     #[arg(long, short)]
     verbose: bool,
     /// Plugin components (.wasm).
     #[arg(required = true)]
     plugins: Vec<PathBuf>,
+}
+
+/// Per-plugin limits, the same for every plugin of the run.
+#[derive(ClapArgs)]
+pub struct LimitArgs {
+    /// Linear memory limit per plugin, in MiB.
+    #[arg(long, default_value_t = Limits::default().memory_bytes >> 20)]
+    memory_mib: usize,
+    /// CPU budget per plugin from each call that delivers events, in fuel units (about one per
+    /// instruction).
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    fuel: u64,
+    /// Wall-clock time a plugin may run, e.g. 30s or 10m [default: unlimited].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wall_clock: Option<Duration>,
+    /// Disk quota per plugin in its /state, in MiB.
+    #[arg(long, default_value_t = Limits::default().disk.bytes >> 20)]
+    disk_mib: u64,
+    /// Files, directories and links a plugin may keep in its /state.
+    #[arg(long, default_value_t = Limits::default().disk.entries)]
+    disk_entries: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> anyhow::Result<Limits> {
+        let mut limits = Limits {
+            memory_bytes: self
+                .memory_mib
+                .checked_mul(1 << 20)
+                .context("--memory-mib is too large")?,
+            fuel: self.fuel,
+            wall_clock: self.wall_clock,
+            ..Limits::default()
+        };
+        limits.disk.bytes = self
+            .disk_mib
+            .checked_mul(1 << 20)
+            .context("--disk-mib is too large")?;
+        limits.disk.entries = self.disk_entries;
+        Ok(limits)
+    }
 }
 
 /// `<db>.state` beside the database.
@@ -44,79 +89,109 @@ pub fn default_state_dir(db: &Path) -> PathBuf {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let limits = Limits {
-        memory_bytes: args
-            .memory_mib
-            .checked_mul(1 << 20)
-            .context("--memory-mib is too large")?,
-        fuel_per_call: args.fuel,
-        ..Limits::default()
-    };
-    let runtime = Runtime::new(limits)?;
-    let mut plugins = Vec::new();
+    let limits = args.limits.limits()?;
+    let state_root = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir(&args.db));
+    let mut specs: Vec<PluginSpec> = Vec::new();
     for path in &args.plugins {
-        let plugin = runtime.load_file(path)?;
-        if plugins
-            .iter()
-            .any(|p: &pulsewatch::Plugin| p.name() == plugin.name())
-        {
+        let mut spec = PluginSpec::from_file(path, &state_root)?;
+        if specs.iter().any(|s| s.name == spec.name) {
             bail!(
                 "two plugins are named {:?}: each needs its own state; rename one file",
-                plugin.name()
+                spec.name
             );
         }
-        plugins.push(plugin);
+        spec.limits = limits;
+        specs.push(spec);
     }
-    let mut options = RunOptions::new(
-        args.state_dir
-            .clone()
-            .unwrap_or_else(|| default_state_dir(&args.db)),
-    );
-    options.follow = args.follow;
     for arg in &args.args {
         let (plugin, value) = arg
             .split_once('=')
             .with_context(|| format!("--arg {arg:?}: expected PLUGIN=VALUE"))?;
-        if !plugins.iter().any(|p| p.name() == plugin) {
-            bail!("--arg {arg:?}: no plugin is named {plugin:?}");
-        }
-        options.args.push((plugin.to_owned(), value.to_owned()));
+        let spec = specs
+            .iter_mut()
+            .find(|s| s.name == plugin)
+            .with_context(|| format!("--arg {arg:?}: no plugin is named {plugin:?}"))?;
+        spec.args.push(value.to_owned());
     }
-    let log = Arc::new(Log::open_read_only(&args.db)?);
-    if args.follow {
-        stop_on_ctrl_c(&options.stop)?;
-    }
+    // A missing or damaged database is this command's error, before any worker starts.
+    drop(Log::open_read_only(&args.db)?);
+    let options = RunOptions {
+        follow: args.follow,
+        grace: args.grace.into(),
+        ..RunOptions::default()
+    };
+    stop_on_signals(&options.stop, options.grace)?;
+    let outcomes = supervise(&specs, &args.db, &options)?;
+    Ok(report(&outcomes, &options, args.verbose))
+}
+
+/// Runs `specs` in worker processes of this executable, output on the console.
+pub fn supervise(
+    specs: &[PluginSpec],
+    db: &Path,
+    options: &RunOptions,
+) -> anyhow::Result<Vec<Outcome>> {
+    let worker =
+        WorkerCommand::current_exe(["worker"]).context("cannot find this executable's path")?;
     let sink: Arc<dyn OutputSink> = Arc::new(Console);
-    let outcomes = runtime.run_all(&plugins, &log, &options, &sink);
-    Ok(report(&outcomes, args.verbose))
+    Ok(Supervisor::new(worker).run(specs, db, options, &sink)?)
 }
 
-/// First Ctrl-C: plugins commit and return. Second: exit at once.
-pub fn stop_on_ctrl_c(stop: &StopSignal) -> anyhow::Result<()> {
+/// First SIGINT or SIGTERM: plugins commit and return within the grace period. Second: they
+/// are cancelled at once.
+pub fn stop_on_signals(stop: &StopSignal, grace: Duration) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install the signal handlers")?;
     let stop = stop.clone();
-    ctrlc::set_handler(move || {
-        if stop.is_stopped() {
-            std::process::exit(130);
-        }
-        eprintln!("stopping: plugins finish their batch and commit (Ctrl-C again to exit now)");
-        stop.stop();
-    })
-    .context("cannot install the Ctrl-C handler")
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if stop.is_stopped() {
+                    eprintln!("stopping now");
+                    stop.stop_now();
+                } else {
+                    eprintln!(
+                        "stopping: plugins have {} to commit and return (Ctrl-C again to stop them now)",
+                        humantime::format_duration(grace)
+                    );
+                    stop.stop();
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
 }
 
-/// One line per plugin that failed; exit status 1 if any did.
-pub fn report(outcomes: &[Outcome], verbose: bool) -> ExitCode {
+/// One line per plugin; exit status 1 if any failed, 130 if the run was stopped at once.
+pub fn report(outcomes: &[Outcome], options: &RunOptions, verbose: bool) -> ExitCode {
     let mut failed = false;
     for outcome in outcomes {
-        if let Err(failure) = &outcome.result {
-            failed = true;
-            eprintln!("pulsewatch: plugin {} {failure}", outcome.plugin);
-            if let (true, Some(detail)) = (verbose, &outcome.detail) {
-                eprintln!("{detail}");
+        let cursor = options
+            .progress
+            .cursor(&outcome.plugin)
+            .map_or_else(String::new, |seq| format!(" at seq {seq}"));
+        match &outcome.result {
+            Ok(()) => eprintln!(
+                "pulsewatch: plugin {} ended cleanly{cursor}",
+                outcome.plugin
+            ),
+            Err(failure) => {
+                failed = true;
+                eprintln!("pulsewatch: plugin {} {failure}", outcome.plugin);
+                if let (true, Some(detail)) = (verbose, &outcome.detail) {
+                    eprintln!("{detail}");
+                }
             }
         }
     }
-    if failed {
+    if options.stop.is_stopped_now() {
+        ExitCode::from(130)
+    } else if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -1,9 +1,13 @@
-//! What can go wrong: loading a component, setting up the engine, running a plugin.
+//! What can go wrong: loading a component, setting up the engine, running a plugin. Each
+//! situation is a variant of its own, so that a supervisor decides from the kind.
 
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Why a component cannot be loaded as a plugin.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The file could not be read.
     #[error("{}: cannot read: {source}", path.display())]
@@ -13,10 +17,10 @@ pub enum LoadError {
         /// Why.
         source: std::io::Error,
     },
-    /// The name cannot be used: it names the plugin's state directory, so it must be one
-    /// plain path component.
+    /// The name cannot be used: it labels the plugin's output and names its state directory, so
+    /// it must be one plain path component.
     #[error(
-        "{name:?}: not a usable plugin name (it must be a plain file name, without / or \\, not starting with a dot)"
+        "{name:?}: not a usable plugin name (it must be a plain file name, without / or \\ or control characters, not starting with a dot)"
     )]
     BadName {
         /// The name given.
@@ -74,31 +78,121 @@ pub enum LoadError {
 
 /// Why the runtime itself could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot set up the WebAssembly runtime: {0}")]
-pub struct SetupError(pub(crate) String);
+#[non_exhaustive]
+pub enum SetupError {
+    /// wasmtime refused the engine configuration.
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The host functions could not be linked (a bug: the WIT and the host disagree).
+    #[error("cannot link the host functions: {0}")]
+    Linker(String),
+    /// The async executor could not be started.
+    #[error("cannot start the async executor: {0}")]
+    Executor(#[from] std::io::Error),
+}
+
+/// Which part of the disk quota a plugin went past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuotaBreach {
+    /// The sum of its file lengths would pass this many bytes.
+    Bytes(u64),
+    /// Its files, directories and links would pass this many.
+    Entries(u64),
+}
+
+impl std::fmt::Display for QuotaBreach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuotaBreach::Bytes(limit) => write!(f, "{} MiB", limit >> 20),
+            QuotaBreach::Entries(limit) => write!(f, "{limit} entries"),
+        }
+    }
+}
 
 /// Why a plugin did not end cleanly.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Failure {
     /// It exited with a non-zero status (or returned an error from `main`).
     #[error("exited with status {0}")]
     Exit(i32),
-    /// It computed past its fuel budget without calling the feed.
-    #[error("stopped: used its CPU budget of {0} fuel without calling the feed")]
-    CpuBudget(u64),
-    /// It tried to grow its memory past the limit.
-    #[error("stopped: tried to grow memory past its limit of {} MiB", .0 >> 20)]
-    Memory(usize),
+    /// It computed past its CPU budget: the fuel of its last event-delivering call plus what it
+    /// earned while idle.
+    #[error(
+        "stopped: used its CPU budget ({fuel} fuel from each call that delivers events) without receiving more events"
+    )]
+    CpuBudget {
+        /// The fuel each delivering call grants.
+        fuel: u64,
+    },
+    /// It tried to grow its memory past the limit (whatever its language runtime then did).
+    #[error("stopped: tried to grow memory past its limit of {} MiB", .limit >> 20)]
+    Memory {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// It tried to grow a table past the limit.
-    #[error("stopped: tried to grow a table past its limit of {0} elements")]
-    Table(usize),
-    /// It overflowed its call stack.
+    #[error("stopped: tried to grow a table past its limit of {limit} elements")]
+    Table {
+        /// The limit, in elements.
+        limit: usize,
+    },
+    /// It tried to hold more handles than allowed.
+    #[error("stopped: tried to hold more than {limit} handles (files, streams, pollables)")]
+    Handles {
+        /// The limit.
+        limit: usize,
+    },
+    /// It overflowed its call stack: the engine's, or the one it keeps in its linear memory.
     #[error("stopped: call stack overflow (unbounded recursion?)")]
     StackOverflow,
+    /// Its writes to `/state` were refused for its disk quota, and it then failed.
+    #[error("stopped: exceeded its disk quota of {0} in /state")]
+    DiskQuota(QuotaBreach),
+    /// It ran past its wall-clock limit and was cancelled.
+    #[error("stopped: ran past its wall-clock limit of {}", humantime::format_duration(*.limit))]
+    WallClock {
+        /// The limit.
+        limit: Duration,
+    },
+    /// It was still running when the grace period after the stop signal ended (zero for an
+    /// immediate stop), and was cancelled.
+    #[error("stopped: still running {} after the stop signal", humantime::format_duration(*.grace))]
+    Cancelled {
+        /// The grace period it had.
+        grace: Duration,
+    },
     /// It trapped, for example on a Rust panic (`unreachable`).
     #[error("trapped: {0}")]
     Trap(String),
-    /// The host could not give it what it needs (its state directory, ...).
+    /// Its state directory could not be created or locked.
+    #[error("could not be started: {}: {reason}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS reported.
+        reason: String,
+    },
+    /// Another run of the same plugin holds its state directory.
+    #[error("could not be started: {} is in use by another run of this plugin", path.display())]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The host could not give it a sandbox (a WASI grant failed).
     #[error("could not be started: {0}")]
-    Setup(String),
+    Sandbox(String),
+    /// Its worker process could not open the event log.
+    #[error("could not be started: {0}")]
+    Log(String),
+    /// Its worker process reached its host memory limit: the plugin made the host allocate on
+    /// its behalf without bound.
+    #[error("stopped: its worker process ran out of host memory (limit {} MiB)", .limit >> 20)]
+    HostMemory {
+        /// The worker's data limit, in bytes.
+        limit: u64,
+    },
+    /// Its worker process could not be started, died, or broke the protocol.
+    #[error("its worker process failed: {0}")]
+    Worker(String),
 }

@@ -1,11 +1,15 @@
-//! The host side of `pulse:watch/feed`: answers a plugin's calls from the event log, and gives
-//! the plugin a fresh CPU budget on each of them.
+//! The host side of `pulse:watch/feed`: answers a plugin's calls from the event log, and grants
+//! it CPU for them ([`super::cpu`]).
 
-use super::{Sandbox, StopSignal};
-use pulsewatch_log::{Change, ChangeKind, Event, Log, PollLimits, ReadError};
+use super::StopSignal;
+use super::store::Sandbox;
+use pulsewatch_log::{
+    CROSS_PROCESS_RECHECK, Change, ChangeKind, Event, Log, PollLimits, ReadError,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 
 wasmtime::component::bindgen!({
@@ -19,14 +23,10 @@ use pulse::watch::feed as wit;
 /// of its package at any version semver-compatible with this one.
 pub(crate) const FEED_INTERFACE: &str = "pulse:watch/feed@0.1.0";
 
-/// The longest a `wait` sleeps before it looks at the stop signal again.
-const STOP_CHECK: Duration = Duration::from_millis(50);
-
 /// What one plugin's feed calls read from.
-pub(crate) struct FeedAccess {
+pub(crate) struct Feed {
     pub(crate) log: Arc<Log>,
     pub(crate) poll_limits: PollLimits,
-    pub(crate) fuel_per_call: u64,
     /// Keep waiting for new events once caught up, instead of closing the feed.
     pub(crate) follow: bool,
     pub(crate) stop: StopSignal,
@@ -34,7 +34,7 @@ pub(crate) struct FeedAccess {
     pub(crate) cursor: Arc<AtomicU64>,
 }
 
-impl FeedAccess {
+impl Feed {
     fn poll(&self, since: u64, limit: u32) -> Result<(Vec<wit::Event>, u64), wit::PollError> {
         self.cursor.store(since, Ordering::Relaxed);
         if self.stop.is_stopped() {
@@ -50,34 +50,38 @@ impl FeedAccess {
         ))
     }
 
-    fn wait(&self, since: u64, timeout: Duration) -> Result<u64, wit::WaitError> {
+    async fn wait(&self, since: u64, timeout: Duration) -> Result<u64, wit::WaitError> {
         self.cursor.store(since, Ordering::Relaxed);
-        let deadline = Instant::now() + timeout;
+        // A timeout too large to represent is as good as forever.
+        let deadline = Instant::now().checked_add(timeout);
         // What to answer on a timeout: the head last read, or `since` if none could be read.
         let mut last_head = since;
         loop {
             if self.stop.is_stopped() {
                 return Err(wit::WaitError::Closed);
             }
-            let slice = deadline
-                .saturating_duration_since(Instant::now())
-                .min(STOP_CHECK);
-            let head = if self.follow {
-                self.log.wait(since, slice)
-            } else {
-                self.log.head()
-            };
-            match head {
+            // Read before the head, so that an append in between wakes the wait below.
+            let generation = self.log.generation();
+            match self.log.head() {
                 Ok(head) if head > since => return Ok(head),
                 // Caught up: a run without --follow ends here.
                 Ok(_) if !self.follow => return Err(wit::WaitError::Closed),
                 Ok(head) => last_head = head,
                 // Unreadable: not "closed", which would end the plugin as if it were done; try
-                // again after the slice, and at the deadline let its next poll meet the error.
-                Err(_) => std::thread::sleep(slice),
+                // again after a recheck, and at the deadline let its next poll meet the error.
+                Err(_) => {}
             }
-            if Instant::now() >= deadline {
-                return Ok(last_head);
+            let now = Instant::now();
+            let slice = match deadline {
+                Some(deadline) if now >= deadline => return Ok(last_head),
+                Some(deadline) => (deadline - now).min(CROSS_PROCESS_RECHECK),
+                None => CROSS_PROCESS_RECHECK,
+            };
+            // Appends by this process wake the wait at once; other processes' within a recheck.
+            tokio::select! {
+                () = self.stop.stopped() => {}
+                _ = self.log.appended(generation) => {}
+                () = tokio::time::sleep(slice) => {}
             }
         }
     }
@@ -121,28 +125,43 @@ fn to_wit(event: Event) -> wit::Event {
     }
 }
 
-/// Adds the feed functions to `linker`. Each call refills the caller's fuel: the CPU budget
-/// limits computation between feed calls, not the life of the plugin.
+/// Sets the plugin's fuel after a feed call: a full grant if the call delivered events,
+/// otherwise what it earned while idle.
+fn grant_cpu(store: &mut StoreContextMut<'_, Sandbox>, delivered: bool) -> wasmtime::Result<()> {
+    let now = Instant::now();
+    let fuel = if delivered {
+        store.data_mut().cpu.delivered(now)
+    } else {
+        let remaining = store.get_fuel()?;
+        store.data_mut().cpu.idle(remaining, now)
+    };
+    store.set_fuel(fuel)
+}
+
+/// Adds the feed functions to `linker`. `poll` and `head` answer at once from a read
+/// transaction; `wait` is async, so that it sleeps without holding a thread and the stop signal
+/// or a cancellation reaches it.
 pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     let mut feed = linker.instance(FEED_INTERFACE)?;
     feed.func_wrap("poll", |mut store, (since, limit): (u64, u32)| {
         let result = store.data().feed.poll(since, limit);
-        let fuel = store.data().feed.fuel_per_call;
-        store.set_fuel(fuel)?;
+        let delivered = matches!(&result, Ok((events, _)) if !events.is_empty());
+        grant_cpu(&mut store, delivered)?;
         Ok((result,))
     })?;
     feed.func_wrap("head", |mut store, (): ()| {
         let result = store.data().feed.log.head().map_err(poll_error);
-        let fuel = store.data().feed.fuel_per_call;
-        store.set_fuel(fuel)?;
+        grant_cpu(&mut store, false)?;
         Ok((result,))
     })?;
-    feed.func_wrap("wait", |mut store, (since, timeout_ms): (u64, u32)| {
-        let timeout = Duration::from_millis(u64::from(timeout_ms));
-        let result = store.data().feed.wait(since, timeout);
-        let fuel = store.data().feed.fuel_per_call;
-        store.set_fuel(fuel)?;
-        Ok((result,))
+    feed.func_wrap_async("wait", |mut store, (since, timeout_ms): (u64, u32)| {
+        Box::new(async move {
+            let feed = store.data().feed.clone();
+            let timeout = Duration::from_millis(u64::from(timeout_ms));
+            let result = feed.wait(since, timeout).await;
+            grant_cpu(&mut store, false)?;
+            Ok((result,))
+        })
     })?;
     Ok(())
 }

@@ -9,21 +9,13 @@ const MAX_INSTANCES: usize = 100;
 const MAX_TABLES: usize = 100;
 const MAX_MEMORIES: usize = 10;
 
-/// Why a plugin was stopped for growing past a limit.
+/// A plugin was stopped for growing a table past `limit` elements. (Tables are not something a
+/// language runtime recovers from running out of, unlike memory, so this stops the plugin.)
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum LimitExceeded {
-    /// All its linear memories together would pass `limit` bytes.
-    #[error("memory would grow past the plugin's limit of {limit} bytes")]
-    Memory {
-        /// The limit, in bytes.
-        limit: usize,
-    },
-    /// A table would pass `limit` elements.
-    #[error("a table would grow past the plugin's limit of {limit} elements")]
-    Table {
-        /// The limit, in elements.
-        limit: usize,
-    },
+#[error("a table would grow past the plugin's limit of {limit} elements")]
+pub(crate) struct TableLimitExceeded {
+    /// The limit, in elements.
+    pub(crate) limit: usize,
 }
 
 /// Counts memory over all of a store's memories, so that a component with many memories gets no
@@ -32,6 +24,7 @@ pub(crate) struct Limiter {
     memory_limit: usize,
     table_elements: usize,
     memory_used: usize,
+    memory_refused: bool,
 }
 
 impl Limiter {
@@ -40,7 +33,13 @@ impl Limiter {
             memory_limit: limits.memory_bytes,
             table_elements: limits.table_elements,
             memory_used: 0,
+            memory_refused: false,
         }
+    }
+
+    /// The memory limit, if growing past it was refused.
+    pub(crate) fn refused(&self) -> Option<usize> {
+        self.memory_refused.then_some(self.memory_limit)
     }
 }
 
@@ -59,12 +58,12 @@ impl wasmtime::ResourceLimiter for Limiter {
         let growth = desired.saturating_sub(current);
         let total = self.memory_used.saturating_add(growth);
         if total > self.memory_limit {
-            // An error, not `false`: the plugin is stopped with a reason instead of seeing a
-            // failed `memory.grow` that Rust's allocator would turn into an abort anyway.
-            return Err(LimitExceeded::Memory {
-                limit: self.memory_limit,
-            }
-            .into());
+            // The guest sees a failed `memory.grow`, as it would on a machine out of memory: a
+            // language runtime that can recover (free a cache, raise MemoryError) may. Most
+            // abort; the refusal is remembered so that the report names the limit, not the
+            // `unreachable` or exit status the abort becomes.
+            self.memory_refused = true;
+            return Ok(false);
         }
         // Counted now; if the OS then fails to provide it, the plugin is charged for memory it
         // does not have, which errs on the safe side.
@@ -79,7 +78,7 @@ impl wasmtime::ResourceLimiter for Limiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.table_elements {
-            return Err(LimitExceeded::Table {
+            return Err(TableLimitExceeded {
                 limit: self.table_elements,
             }
             .into());
@@ -117,12 +116,12 @@ mod tests {
     fn memory_is_counted_across_memories() {
         let mut limiter = limiter(100, 10);
         assert!(limiter.memory_growing(0, 60, None).unwrap());
-        let err = limiter.memory_growing(0, 50, None).unwrap_err();
-        assert_eq!(
-            err.downcast_ref::<LimitExceeded>(),
-            Some(&LimitExceeded::Memory { limit: 100 }),
+        assert_eq!(limiter.refused(), None);
+        assert!(
+            !limiter.memory_growing(0, 50, None).unwrap(),
             "a second memory counts too"
         );
+        assert_eq!(limiter.refused(), Some(100));
         assert!(
             limiter.memory_growing(0, 40, None).unwrap(),
             "exactly at the limit"
@@ -133,6 +132,7 @@ mod tests {
     fn growth_past_a_memorys_own_maximum_fails_softly_and_costs_nothing() {
         let mut limiter = limiter(100, 10);
         assert!(!limiter.memory_growing(0, 80, Some(50)).unwrap());
+        assert_eq!(limiter.refused(), None, "not the plugin's limit");
         assert!(limiter.memory_growing(0, 100, None).unwrap());
     }
 
@@ -142,8 +142,8 @@ mod tests {
         assert!(limiter.table_growing(0, 10, None).unwrap());
         let err = limiter.table_growing(10, 11, None).unwrap_err();
         assert_eq!(
-            err.downcast_ref::<LimitExceeded>(),
-            Some(&LimitExceeded::Table { limit: 10 })
+            err.downcast_ref::<TableLimitExceeded>(),
+            Some(&TableLimitExceeded { limit: 10 })
         );
     }
 }

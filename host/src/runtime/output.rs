@@ -13,7 +13,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 const MAX_LINE: usize = 4096;
 
 /// Which of a plugin's output streams a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stream {
     /// The plugin's stdout.
     Stdout,
@@ -45,6 +45,24 @@ struct State {
     partial: Vec<u8>,
     shown: usize,
     truncated: bool,
+    /// Whether a line said the plugin's language runtime ran out of memory.
+    out_of_memory: bool,
+}
+
+/// What language runtimes print when an allocation fails, whether the host refused to grow
+/// memory or the runtime refused a request no 32-bit memory could hold: Rust ("memory
+/// allocation of N bytes failed", "capacity overflow"), Python (`MemoryError`), JavaScript
+/// engines ("out of memory"). Only ever used to name the reason of a plugin that then failed.
+const OUT_OF_MEMORY: [&str; 4] = [
+    "memory allocation of ",
+    "capacity overflow",
+    "MemoryError",
+    "out of memory",
+];
+
+fn says_out_of_memory(line: &[u8]) -> bool {
+    let line = String::from_utf8_lossy(line);
+    OUT_OF_MEMORY.iter().any(|phrase| line.contains(phrase))
 }
 
 /// One output stream of one plugin, as handed to its WASI context.
@@ -68,6 +86,7 @@ impl Capture {
                 partial: Vec::new(),
                 shown: 0,
                 truncated: false,
+                out_of_memory: false,
             })),
         }
     }
@@ -93,6 +112,7 @@ impl Capture {
 
     fn emit(&self, state: &mut State) {
         let line = std::mem::take(&mut state.partial);
+        state.out_of_memory |= says_out_of_memory(&line);
         state.shown += line.len() + 1;
         if state.shown > self.cap {
             state.truncated = true;
@@ -106,8 +126,15 @@ impl Capture {
             );
             return;
         }
-        self.sink
-            .line(&self.plugin, self.stream, &String::from_utf8_lossy(&line));
+        self.sink.line(&self.plugin, self.stream, &visible(&line));
+    }
+
+    /// Whether the plugin printed that its language runtime ran out of memory.
+    pub(crate) fn said_out_of_memory(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .out_of_memory
     }
 
     /// Passes on a last line that had no newline.
@@ -117,6 +144,29 @@ impl Capture {
             self.emit(&mut state);
         }
     }
+}
+
+/// A plugin's line as it may be shown: invalid UTF-8 replaced, and every control character but
+/// tab escaped (`\r`, `\x1b`, `\u{9b}`), so that no line can move the cursor, clear the screen
+/// or overwrite the `[name]` prefix that says whose it is.
+fn visible(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return text.into_owned();
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' => shown.push(c),
+            '\r' => shown.push_str("\\r"),
+            c if c.is_control() && u32::from(c) < 0x80 => {
+                shown.push_str(&format!("\\x{:02x}", u32::from(c)));
+            }
+            c if c.is_control() => shown.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => shown.push(c),
+        }
+    }
+    shown
 }
 
 impl IsTerminal for Capture {
@@ -196,6 +246,18 @@ mod tests {
         capture.accept(b"o\nthree");
         capture.finish();
         assert_eq!(*lines.0.lock().unwrap(), ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn control_characters_but_tab_are_escaped() {
+        assert_eq!(visible(b"plain\ttext"), "plain\ttext");
+        assert_eq!(
+            visible(b"\rpulsewatch: plugin x stopped"),
+            "\\rpulsewatch: plugin x stopped"
+        );
+        assert_eq!(visible(b"\x1b[2Kgone\x07\0"), "\\x1b[2Kgone\\x07\\x00");
+        assert_eq!(visible("c1 \u{9b}2J".as_bytes()), "c1 \\u{9b}2J");
+        assert_eq!(visible(b"bad \xff utf-8"), "bad \u{fffd} utf-8");
     }
 
     #[test]

@@ -2,44 +2,56 @@
 //! outcomes.
 
 use super::Failure;
+use crate::limits::DEFAULT_GRACE;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// How to run plugins.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Each plugin gets `<state_root>/<name>/` as its `/state`, created if missing.
-    pub state_root: PathBuf,
     /// Keep plugins waiting for new events until `stop` is given; otherwise a plugin's feed
     /// closes once it has caught up.
     pub follow: bool,
-    /// Stops every plugin of the run cleanly.
+    /// Stops every plugin of the run.
     pub stop: StopSignal,
-    /// Arguments given to plugins by name (after argv\[0\], which is the plugin's name).
-    pub args: Vec<(String, String)>,
+    /// After [`StopSignal::stop`], how long plugins have to commit and return before they are
+    /// cancelled.
+    pub grace: Duration,
     /// Updated with each plugin's cursor as it runs.
     pub progress: Progress,
 }
 
-impl RunOptions {
-    /// Options for plugins whose state lives under `state_root`, run until caught up.
-    pub fn new(state_root: impl Into<PathBuf>) -> Self {
+impl Default for RunOptions {
+    /// Run until caught up, with the default grace period.
+    fn default() -> Self {
         RunOptions {
-            state_root: state_root.into(),
             follow: false,
             stop: StopSignal::new(),
-            args: Vec::new(),
+            grace: DEFAULT_GRACE,
             progress: Progress::new(),
         }
     }
 }
 
-/// Asks running plugins to finish: `poll` returns nothing more and `wait` returns `closed`, so a
-/// plugin commits its cursor and returns. Cloning shares the signal.
+/// Stop levels; 0, the default, is running.
+const GRACEFUL: u8 = 1;
+const NOW: u8 = 2;
+
+#[derive(Debug, Default)]
+struct StopState {
+    level: AtomicU8,
+    changed: Notify,
+}
+
+/// Stops the plugins of a run. [`StopSignal::stop`] asks them to finish: `poll` returns
+/// nothing more and `wait` returns `closed`, so a plugin commits its cursor and returns; one
+/// still running when the grace period ends is cancelled wherever it is. [`StopSignal::stop_now`]
+/// cancels them at once. Cloning shares the signal; any thread may give it.
 #[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
+pub struct StopSignal(Arc<StopState>);
 
 impl StopSignal {
     /// A signal not yet given.
@@ -47,14 +59,62 @@ impl StopSignal {
         Self::default()
     }
 
-    /// Gives the signal.
+    /// Asks plugins to finish within the grace period.
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.raise(GRACEFUL);
     }
 
-    /// Whether the signal was given.
+    /// Cancels plugins at once.
+    pub fn stop_now(&self) {
+        self.raise(NOW);
+    }
+
+    fn raise(&self, level: u8) {
+        self.0.level.fetch_max(level, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+
+    /// Whether plugins were asked to stop (either way).
     pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.level.load(Ordering::SeqCst) >= GRACEFUL
+    }
+
+    /// Whether plugins were asked to stop at once.
+    pub fn is_stopped_now(&self) -> bool {
+        self.0.level.load(Ordering::SeqCst) >= NOW
+    }
+
+    async fn reached(&self, level: u8) {
+        loop {
+            let changed = self.0.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before the check, so a signal given in between is not missed.
+            changed.as_mut().enable();
+            if self.0.level.load(Ordering::SeqCst) >= level {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Completes once [`StopSignal::stop`] (or `stop_now`) is given.
+    pub async fn stopped(&self) {
+        self.reached(GRACEFUL).await;
+    }
+
+    /// Completes once [`StopSignal::stop_now`] is given.
+    pub async fn stopped_now(&self) {
+        self.reached(NOW).await;
+    }
+
+    /// Completes when plugins must be cancelled: `grace` after [`StopSignal::stop`], or at
+    /// [`StopSignal::stop_now`]. Returns the grace they had.
+    pub(crate) async fn cancelled(&self, grace: Duration) -> Duration {
+        self.stopped().await;
+        tokio::select! {
+            () = tokio::time::sleep(grace) => grace,
+            () = self.stopped_now() => Duration::ZERO,
+        }
     }
 }
 
@@ -84,7 +144,7 @@ impl Progress {
 }
 
 /// How one plugin's run ended.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
     /// The plugin's name.
     pub plugin: String,
@@ -92,4 +152,6 @@ pub struct Outcome {
     pub result: Result<(), Failure>,
     /// The full error, with the WebAssembly backtrace, when it did not.
     pub detail: Option<String>,
+    /// The peak resident memory of its worker process, when it ran in one.
+    pub peak_rss_bytes: Option<u64>,
 }

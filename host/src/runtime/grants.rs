@@ -1,0 +1,69 @@
+//! What a plugin is granted for a run, all in one place: its arguments, its output streams and
+//! its state directory, locked for the run and measured for its quota. Everything else is
+//! denied: no environment, stdin closed, no network, no other file.
+
+use super::Failure;
+use super::output::Capture;
+use super::quota::DiskUsage;
+use crate::spec::PluginSpec;
+use std::fs::File;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+/// Where a plugin sees its state directory.
+pub const STATE_DIR: &str = "/state";
+
+/// The largest `get-random-bytes` a plugin may ask for at once: the host allocates it. A plugin
+/// wanting more asks again.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
+/// A plugin's grants for one run.
+pub(crate) struct Grants {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) disk: DiskUsage,
+    /// The state directory, locked: the same plugin cannot run twice at once on the same state,
+    /// in this process or another.
+    pub(crate) state_lock: File,
+}
+
+/// Creates and locks the plugin's state directory and builds its WASI context.
+pub(crate) fn grant(
+    spec: &PluginSpec,
+    stdout: &Capture,
+    stderr: &Capture,
+) -> Result<Grants, Failure> {
+    let dir = &spec.state_dir;
+    let failed = |e: std::io::Error| Failure::StateDir {
+        path: dir.clone(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    // The directory itself is locked, through a descriptor the plugin never sees: nothing the
+    // plugin does in it can release the lock.
+    let state_lock = File::open(dir).map_err(failed)?;
+    state_lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => Failure::InUse { path: dir.clone() },
+        std::fs::TryLockError::Error(e) => failed(e),
+    })?;
+    let disk = DiskUsage::measure(dir, spec.limits.disk).map_err(failed)?;
+
+    let args = std::iter::once(spec.name.as_str()).chain(spec.args.iter().map(String::as_str));
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .args(&args.collect::<Vec<_>>())
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .max_random_size(MAX_RANDOM_BYTES)
+        // File I/O on the plugin's own thread instead of a thread pool: cheaper, and a blocked
+        // file operation on a regular file is short.
+        .allow_blocking_current_thread(true)
+        .preopened_dir(dir, STATE_DIR, FsPerms::ReadWrite)
+        .map_err(|e| Failure::Sandbox(format!("{}: cannot grant: {e}", dir.display())))?;
+    Ok(Grants {
+        wasi: builder.build(),
+        disk,
+        state_lock,
+    })
+}

@@ -1,0 +1,60 @@
+//! The OS's part of containment: the limits a worker process puts on itself before it compiles
+//! anything, and what the OS can tell about a process's memory.
+
+use crate::limits::Limits;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{SigSet, Signal};
+
+/// Limits the calling process, for good (soft and hard limit alike), to what a worker running a
+/// plugin with `limits` may use:
+///
+/// - data (`RLIMIT_DATA`): the plugin's linear memory plus the host's share. It counts writable
+///   private memory, not the address space wasmtime reserves (`RLIMIT_AS` would refuse even a
+///   normal plugin), so it bounds real memory, including what wasmtime-wasi allocates on the
+///   plugin's behalf. Past it an allocation fails and the worker aborts, alone.
+/// - descriptors (`RLIMIT_NOFILE`): the plugin's handles plus the host's share;
+/// - file size (`RLIMIT_FSIZE`): the disk quota, behind the quota's own accounting. `SIGXFSZ`
+///   is blocked so that a write past it fails instead of killing the worker;
+/// - core dumps (`RLIMIT_CORE`): none; a worker that dies leaves no copy of its memory.
+pub(crate) fn restrict(limits: &Limits) -> nix::Result<()> {
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGXFSZ);
+    blocked.thread_block()?;
+    for (resource, value) in [
+        (Resource::RLIMIT_DATA, limits.worker_data_bytes()),
+        (Resource::RLIMIT_NOFILE, limits.worker_open_files()),
+        (Resource::RLIMIT_FSIZE, limits.disk.bytes),
+        (Resource::RLIMIT_CORE, 0),
+    ] {
+        // An unprivileged process may lower its limits but not raise them past the hard limit.
+        let (_, hard) = getrlimit(resource)?;
+        let value = value.min(hard);
+        setrlimit(resource, value, value)?;
+    }
+    Ok(())
+}
+
+/// The peak resident memory of process `pid` ("self" for this one), from `/proc`.
+pub(crate) fn peak_rss(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_a_peak_rss() {
+        let peak = peak_rss("self").unwrap();
+        assert!(peak > 1 << 20, "{peak}");
+    }
+}

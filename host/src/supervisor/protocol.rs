@@ -1,0 +1,59 @@
+//! What the supervisor and a worker say to each other: one JSON value a line, orders on the
+//! worker's stdin and reports on its stdout. The worker's stderr is left to the host's own last
+//! words (a panic, a failed allocation), which the supervisor keeps for the failure report.
+
+use crate::runtime::{Failure, Stream};
+use crate::spec::PluginSpec;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The worker's first line: what to run, on what.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Assignment {
+    pub(crate) spec: PluginSpec,
+    /// The event log, opened read-only.
+    pub(crate) db: PathBuf,
+    pub(crate) follow: bool,
+    pub(crate) grace: Duration,
+}
+
+/// The supervisor's later lines. The end of the worker's stdin means the supervisor is gone:
+/// the worker stops at once.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Order {
+    /// Every plugin of the run is ready: start.
+    Start,
+    /// Finish within the grace period.
+    Stop,
+    /// Stop at once.
+    StopNow,
+}
+
+/// The worker's lines.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Report {
+    /// The plugin is compiled, admitted and linked, and the log is open.
+    Ready,
+    /// The component cannot be run as a plugin: why, naming it.
+    Refused(String),
+    /// A line the plugin printed, already made safe to show.
+    Line { stream: Stream, text: String },
+    /// The plugin's cursor moved.
+    Cursor(u64),
+    /// The plugin's run is over (or never began, if this comes instead of `Ready`).
+    Ended {
+        result: Result<(), Failure>,
+        detail: Option<String>,
+        peak_rss_bytes: Option<u64>,
+    },
+}
+
+/// Writes `message` as one line and flushes it.
+pub(crate) fn send(out: &mut impl Write, message: &impl Serialize) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}

@@ -1,0 +1,150 @@
+//! The worker side: one plugin in a process of its own, under OS limits, driven by the
+//! supervisor through its stdin and stdout (see [`super::protocol`]).
+
+use super::os;
+use super::protocol::{Assignment, Order, Report, send};
+use crate::runtime::{
+    EngineOptions, Failure, OutputSink, Progress, RunOptions, Runtime, StopSignal, Stream,
+};
+use pulsewatch_log::Log;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+/// How often the plugin's cursor is passed on when it moves.
+const CURSOR_REPORTS: Duration = Duration::from_millis(20);
+
+/// Serves one assignment from the supervisor on stdin and stdout, then exits. A binary that
+/// hands its worker subcommand ([`super::WorkerCommand`]) to this function can be a supervisor's
+/// worker. Exit status 2 means the supervisor could not be understood; everything about the
+/// plugin, failures included, is reported on stdout.
+pub fn serve() -> ExitCode {
+    match serve_assignment() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pulsewatch worker: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Sends a report; a supervisor that is gone is noticed on stdin instead.
+fn report(message: &Report) {
+    let _ = send(&mut std::io::stdout().lock(), message);
+}
+
+fn ended(result: Result<(), Failure>, detail: Option<String>) {
+    report(&Report::Ended {
+        result,
+        detail,
+        peak_rss_bytes: os::peak_rss("self"),
+    });
+}
+
+/// Plugin output, passed to the supervisor line by line.
+struct Relay;
+
+impl OutputSink for Relay {
+    fn line(&self, _plugin: &str, stream: Stream, line: &str) {
+        report(&Report::Line {
+            stream,
+            text: line.to_owned(),
+        });
+    }
+}
+
+fn serve_assignment() -> Result<(), String> {
+    let mut first = String::new();
+    match std::io::stdin().read_line(&mut first) {
+        Ok(0) => return Err("no assignment on stdin".into()),
+        Ok(_) => {}
+        Err(e) => return Err(format!("cannot read the assignment: {e}")),
+    }
+    let Assignment {
+        spec,
+        db,
+        follow,
+        grace,
+    } = serde_json::from_str(&first).map_err(|e| format!("bad assignment: {e}"))?;
+
+    // Before anything is compiled: Cranelift's memory counts against the limit too.
+    if let Err(e) = os::restrict(&spec.limits) {
+        ended(
+            Err(Failure::Worker(format!("cannot set its OS limits: {e}"))),
+            None,
+        );
+        return Ok(());
+    }
+    let runtime = Runtime::with_options(EngineOptions {
+        parallel_compilation: false,
+    })
+    .map_err(|e| e.to_string())?;
+    let plugin = match runtime.load(&spec) {
+        Ok(plugin) => plugin,
+        Err(refusal) => {
+            report(&Report::Refused(refusal.to_string()));
+            return Ok(());
+        }
+    };
+    let log = match Log::open_read_only(&db) {
+        Ok(log) => Arc::new(log),
+        Err(e) => {
+            ended(Err(Failure::Log(e.to_string())), None);
+            return Ok(());
+        }
+    };
+    report(&Report::Ready);
+
+    let stop = StopSignal::new();
+    let (start, started) = mpsc::channel();
+    let orders_stop = stop.clone();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines().map_while(Result::ok) {
+            match serde_json::from_str(&line) {
+                Ok(Order::Start) => drop(start.send(())),
+                Ok(Order::Stop) => orders_stop.stop(),
+                Ok(Order::StopNow) | Err(_) => break,
+            }
+        }
+        // The supervisor said so, or is gone: nobody is left to wait for a graceful end.
+        orders_stop.stop_now();
+    });
+    if started.recv().is_err() {
+        return Ok(());
+    }
+
+    let options = RunOptions {
+        follow,
+        stop,
+        grace,
+        progress: Progress::new(),
+    };
+    let cursor = options.progress.track(&spec.name);
+    let sink: Arc<dyn OutputSink> = Arc::new(Relay);
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async executor: {e}"))?;
+    let outcome = executor.block_on(async {
+        let watched = cursor.clone();
+        let reporter = tokio::spawn(async move {
+            let mut reported = None;
+            let mut ticks = tokio::time::interval(CURSOR_REPORTS);
+            loop {
+                ticks.tick().await;
+                let now = watched.load(Ordering::Relaxed);
+                if reported != Some(now) {
+                    report(&Report::Cursor(now));
+                    reported = Some(now);
+                }
+            }
+        });
+        let outcome = runtime.run_async(&plugin, &log, &options, &sink).await;
+        reporter.abort();
+        outcome
+    });
+    report(&Report::Cursor(cursor.load(Ordering::Relaxed)));
+    ended(outcome.result, outcome.detail);
+    Ok(())
+}
