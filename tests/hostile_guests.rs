@@ -42,11 +42,13 @@ enum Host {
     Workers,
 }
 
+/// Runs `hostile` with `args` beside kind-counts; `setup` may change the run and the hostile
+/// plugin's spec first, and `during` runs while they do.
 fn run_beside_a_good_plugin(
     hostile: &str,
     args: &[&str],
     host: Host,
-    adjust: impl FnOnce(&mut PluginSpec),
+    setup: impl FnOnce(&mut Harness, &mut PluginSpec),
     during: impl FnOnce(&Harness),
 ) -> Beside {
     let dir = tempfile::tempdir().unwrap();
@@ -55,7 +57,7 @@ fn run_beside_a_good_plugin(
     harness.options.grace = GRACE;
     let mut spec = harness.spec(hostile);
     spec.args = args.iter().map(|a| (*a).to_owned()).collect();
-    adjust(&mut spec);
+    setup(&mut harness, &mut spec);
     let specs = [spec, harness.spec("kind-counts")];
     let started = Instant::now();
     let mut outcomes = std::thread::scope(|scope| {
@@ -95,7 +97,31 @@ fn run_beside_a_good_plugin(
 }
 
 fn beside(hostile: &str, args: &[&str]) -> Beside {
-    run_beside_a_good_plugin(hostile, args, Host::InProcess, |_| {}, |_| {})
+    run_beside_a_good_plugin(hostile, args, Host::InProcess, |_, _| {}, |_| {})
+}
+
+/// Waits until `plugin`'s run, known to have started, is over: its state directory, locked
+/// while it runs, is free.
+fn wait_until_ended(harness: &Harness, plugin: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(dir) = std::fs::File::open(harness.state_root.join(plugin))
+            && dir.try_lock().is_ok()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{plugin} never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `plugin` has asked for the events after `seq`.
+fn wait_for_cursor(harness: &Harness, plugin: &str, seq: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while harness.options.progress.cursor(plugin) != Some(seq) {
+        assert!(Instant::now() < deadline, "{plugin} never reached {seq}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Waits until `plugin` printed a line starting with `prefix`.
@@ -172,12 +198,24 @@ fn spinning_forever_is_stopped_by_the_cpu_budget() {
 #[test]
 fn computing_between_calls_that_deliver_nothing_is_stopped_by_the_cpu_budget() {
     for call in ["head", "poll", "wait"] {
+        // Following, a `wait` at the head times out instead of closing the feed.
+        let follow = call == "wait";
         let run = run_beside_a_good_plugin(
             "compute-between-calls",
             &[call],
             Host::InProcess,
-            |spec| spec.limits.wall_clock = Some(Duration::from_secs(60)),
-            |_| {},
+            |harness, spec| {
+                harness.options.follow = follow;
+                spec.limits.wall_clock = Some(Duration::from_secs(60));
+            },
+            |harness| {
+                if follow {
+                    wait_for_line(harness, "compute-between-calls", "rounds: ");
+                    wait_until_ended(harness, "compute-between-calls");
+                    wait_for_cursor(harness, "kind-counts", EVENTS);
+                    harness.options.stop.stop();
+                }
+            },
         );
         assert_eq!(
             run.hostile.result,
@@ -244,7 +282,7 @@ fn a_blocked_sleep_is_cancelled_when_the_grace_period_after_the_stop_signal_ends
         "sleep-forever",
         &[],
         Host::InProcess,
-        |_| {},
+        |_, _| {},
         |harness| {
             wait_for_line(harness, "sleep-forever", "sleeping");
             wait_for_line(harness, "kind-counts", "cursor: ");
@@ -267,7 +305,7 @@ fn a_blocked_sleep_is_cancelled_at_its_wall_clock_limit() {
         "sleep-forever",
         &[],
         Host::InProcess,
-        |spec| spec.limits.wall_clock = Some(limit),
+        |_, spec| spec.limits.wall_clock = Some(limit),
         |_| {},
     );
     assert_eq!(run.hostile.result, Err(Failure::WallClock { limit }));
@@ -284,7 +322,7 @@ fn a_blocked_sleep_in_a_worker_is_cancelled_too() {
         "sleep-forever",
         &[],
         Host::Workers,
-        |_| {},
+        |_, _| {},
         |harness| {
             wait_for_line(harness, "sleep-forever", "sleeping");
             wait_for_line(harness, "kind-counts", "cursor: ");
@@ -377,7 +415,7 @@ fn filling_the_disk_is_stopped_by_the_quota() {
         "fill-disk",
         &["bytes"],
         Host::InProcess,
-        |spec| spec.limits.disk.bytes = quota,
+        |_, spec| spec.limits.disk.bytes = quota,
         |_| {},
     );
     assert_eq!(
@@ -398,7 +436,7 @@ fn creating_files_without_end_is_stopped_by_the_quota() {
         "fill-disk",
         &["entries"],
         Host::InProcess,
-        |spec| spec.limits.disk.entries = 100,
+        |_, spec| spec.limits.disk.entries = 100,
         |_| {},
     );
     assert_eq!(
@@ -418,7 +456,7 @@ fn filling_the_disk_from_a_worker_is_stopped_by_the_quota() {
         "fill-disk",
         &["bytes"],
         Host::Workers,
-        |spec| spec.limits.disk.bytes = quota,
+        |_, spec| spec.limits.disk.bytes = quota,
         |_| {},
     );
     assert_eq!(
@@ -440,7 +478,7 @@ fn holding_pollables_without_end_is_stopped_at_the_handle_limit() {
 
 #[test]
 fn holding_files_without_end_is_stopped_at_the_handle_limit() {
-    let run = run_beside_a_good_plugin("hold-files", &[], Host::Workers, |_| {}, |_| {});
+    let run = run_beside_a_good_plugin("hold-files", &[], Host::Workers, |_, _| {}, |_| {});
     assert_eq!(
         run.hostile.result,
         Err(Failure::Handles {
@@ -459,7 +497,7 @@ fn directory_listings_exhaust_only_their_own_worker() {
         &["9000", "500"],
         Host::Workers,
         // Creating the files takes more than one budget's CPU, with no feed call between.
-        |spec| spec.limits.fuel = 20_000_000_000,
+        |_, spec| spec.limits.fuel = 20_000_000_000,
         |_| {},
     );
     let limit = limits().worker_data_bytes();

@@ -168,6 +168,7 @@ pub fn stop_on_signals(stop: &StopSignal, grace: Duration) -> anyhow::Result<()>
 }
 
 /// One line per plugin; exit status 1 if any failed, 130 if the run was stopped at once.
+/// `verbose` adds each worker's peak memory and a failed plugin's WebAssembly backtrace.
 pub fn report(outcomes: &[Outcome], options: &RunOptions, verbose: bool) -> ExitCode {
     let mut failed = false;
     for outcome in outcomes {
@@ -175,6 +176,13 @@ pub fn report(outcomes: &[Outcome], options: &RunOptions, verbose: bool) -> Exit
             .progress
             .cursor(&outcome.plugin)
             .map_or_else(String::new, |seq| format!(" at seq {seq}"));
+        if let (true, Some(peak)) = (verbose, outcome.peak_rss_bytes) {
+            eprintln!(
+                "pulsewatch: plugin {}: worker peak RSS {:.1} MiB",
+                outcome.plugin,
+                peak as f64 / f64::from(1 << 20)
+            );
+        }
         match &outcome.result {
             Ok(()) => eprintln!(
                 "pulsewatch: plugin {} ended cleanly{cursor}",

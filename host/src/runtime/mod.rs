@@ -8,6 +8,7 @@
 //! workers bound that too, with OS limits.
 
 mod admission;
+mod classify;
 mod cpu;
 mod error;
 mod feed;
@@ -23,19 +24,13 @@ pub use grants::STATE_DIR;
 pub use output::{Console, OutputSink, Stream};
 pub use run::{Outcome, Progress, RunOptions, StopSignal};
 
-use crate::limits::Limits;
 use crate::spec::{PluginSpec, check_name};
-use feed::Feed;
-use limiter::TableLimitExceeded;
-use output::Capture;
 use pulsewatch_log::Log;
-use std::collections::BTreeSet;
+use run::execute_reported;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 use store::Sandbox;
-use wasmtime::component::{Component, Linker, ResourceTableError};
-use wasmtime::{Config, Engine, Trap, WasmBacktrace};
-use wasmtime_wasi::I32Exit;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 /// A compiled, admitted plugin, ready to be run any number of times.
@@ -217,213 +212,4 @@ impl Runtime {
     ) -> Outcome {
         execute_reported(&self.engine, plugin, log, options, sink).await
     }
-}
-
-async fn execute_reported(
-    engine: &Engine,
-    plugin: &Plugin,
-    log: &Arc<Log>,
-    options: &RunOptions,
-    sink: &Arc<dyn OutputSink>,
-) -> Outcome {
-    let limits = &plugin.spec.limits;
-    let name = plugin.name();
-    let stdout = Capture::new(name, Stream::Stdout, limits.output_bytes, sink.clone());
-    let stderr = Capture::new(name, Stream::Stderr, limits.output_bytes, sink.clone());
-    let (result, refusals) = execute(engine, plugin, log, options, &stdout, &stderr).await;
-    stdout.finish();
-    stderr.finish();
-    let (result, detail) = match result {
-        Ok(()) => (Ok(()), None),
-        Err((failure, detail)) => {
-            let refusals = Refusals {
-                out_of_memory: stderr.said_out_of_memory(),
-                ..refusals
-            };
-            (Err(refusals.blame(failure, limits)), detail)
-        }
-    };
-    Outcome {
-        plugin: name.to_owned(),
-        result,
-        detail,
-        peak_rss_bytes: None,
-    }
-}
-
-/// How a run's race ended.
-enum Ended {
-    Returned(wasmtime::Result<Result<(), ()>>),
-    WallClock(Duration),
-    Cancelled(Duration),
-}
-
-/// What the host refused a plugin during its run.
-#[derive(Debug, Default, Clone, Copy)]
-struct Refusals {
-    /// Memory growth past this limit.
-    memory: Option<usize>,
-    /// Disk past its quota.
-    disk: Option<QuotaBreach>,
-    /// The plugin's runtime said it ran out of memory.
-    out_of_memory: bool,
-}
-
-impl Refusals {
-    /// A plugin that failed in its own way (a trap, an error exit) after the host refused it
-    /// memory or disk failed because of that refusal, whatever its language runtime made of
-    /// it; so did one whose runtime said it ran out of memory (a request larger than any
-    /// 32-bit memory never reaches the host).
-    fn blame(self, failure: Failure, limits: &Limits) -> Failure {
-        if !matches!(failure, Failure::Trap(_) | Failure::Exit(_)) {
-            return failure;
-        }
-        match self {
-            Refusals {
-                memory: Some(limit),
-                ..
-            } => Failure::Memory { limit },
-            Refusals {
-                disk: Some(breach), ..
-            } => Failure::DiskQuota(breach),
-            Refusals {
-                out_of_memory: true,
-                ..
-            } => Failure::Memory {
-                limit: limits.memory_bytes,
-            },
-            _ => failure,
-        }
-    }
-}
-
-async fn execute(
-    engine: &Engine,
-    plugin: &Plugin,
-    log: &Arc<Log>,
-    options: &RunOptions,
-    stdout: &Capture,
-    stderr: &Capture,
-) -> (Result<(), (Failure, Option<String>)>, Refusals) {
-    let spec = &plugin.spec;
-    let grants = match grants::grant(spec, stdout, stderr) {
-        Ok(grants) => grants,
-        Err(failure) => return (Err((failure, None)), Refusals::default()),
-    };
-    let feed = Feed {
-        log: log.clone(),
-        poll_limits: spec.limits.poll,
-        follow: options.follow,
-        stop: options.stop.clone(),
-        cursor: options.progress.track(&spec.name),
-    };
-    let mut store = match store::new_store(engine, &spec.limits, grants, feed) {
-        Ok(store) => store,
-        Err(e) => return (Err(classify(e, &spec.limits)), Refusals::default()),
-    };
-    let ended = {
-        let run = async {
-            let command = plugin.pre.instantiate_async(&mut store).await?;
-            command.wasi_cli_run().call_run(&mut store).await
-        };
-        let wall_clock = async {
-            match spec.limits.wall_clock {
-                Some(limit) => {
-                    tokio::time::sleep(limit).await;
-                    limit
-                }
-                None => std::future::pending().await,
-            }
-        };
-        // Dropping the losing futures cancels the plugin wherever it is: in its own code (at
-        // its next yield point) or in a host call (sleep, wait, a stream).
-        tokio::select! {
-            result = run => Ended::Returned(result),
-            limit = wall_clock => Ended::WallClock(limit),
-            grace = options.stop.cancelled(options.grace) => Ended::Cancelled(grace),
-        }
-    };
-    let refusals = Refusals {
-        memory: store.data().limiter.refused(),
-        disk: store.data().disk.breach(),
-        out_of_memory: false,
-    };
-    let result = match ended {
-        Ended::Returned(Ok(Ok(()))) => Ok(()),
-        // `main` returned an error: Rust's runtime has printed it to stderr.
-        Ended::Returned(Ok(Err(()))) => Err((Failure::Exit(1), None)),
-        Ended::Returned(Err(e)) => match classify(e, &spec.limits) {
-            // `exit(0)` ends a plugin as cleanly as returning from `main`.
-            (Failure::Exit(0), _) => Ok(()),
-            failure => Err(failure),
-        },
-        Ended::WallClock(limit) => Err((Failure::WallClock { limit }, None)),
-        Ended::Cancelled(grace) => Err((Failure::Cancelled { grace }, None)),
-    };
-    (result, refusals)
-}
-
-/// The address at which a guest's stack pointer lands when the stack it keeps in linear memory
-/// overflows: a Rust guest's stack grows down from 1 MiB towards 0, and one frame more wraps
-/// it to just under 4 GiB, far outside any memory a plugin is allowed.
-const WRAPPED_STACK_FLOOR: u64 = (1 << 32) - (64 << 20);
-
-/// The address of an out-of-bounds access, from wasmtime's description of the fault (there is
-/// none when a bulk memory operation checked its bounds itself).
-fn fault_address(error: &wasmtime::Error) -> Option<u64> {
-    error.chain().find_map(|cause| {
-        let text = cause.to_string();
-        let hex = text
-            .strip_prefix("memory fault at wasm address 0x")?
-            .split(' ')
-            .next()?;
-        u64::from_str_radix(hex, 16).ok()
-    })
-}
-
-/// Functions a backtrace may cycle through and still read as one recursion.
-const RECURSION_CYCLE: usize = 4;
-
-/// Whether the trap came at the bottom of a recursion: the backtrace is as deep as wasmtime
-/// records, and cycles through a few functions.
-fn in_deep_recursion(error: &wasmtime::Error) -> bool {
-    let Some(backtrace) = error.downcast_ref::<WasmBacktrace>() else {
-        return false;
-    };
-    let frames = backtrace.frames();
-    let functions: BTreeSet<u32> = frames.iter().map(|f| f.func_index()).collect();
-    frames.len() >= MAX_BACKTRACE_FRAMES && functions.len() <= RECURSION_CYCLE
-}
-
-/// wasmtime's default depth of a recorded backtrace.
-const MAX_BACKTRACE_FRAMES: usize = 20;
-
-/// Names the reason for a failed run, with the full error for `--verbose`.
-fn classify(error: wasmtime::Error, limits: &Limits) -> (Failure, Option<String>) {
-    let failure = if let Some(exit) = error.downcast_ref::<I32Exit>() {
-        return (Failure::Exit(exit.0), None);
-    } else if let Some(TableLimitExceeded { limit }) = error.downcast_ref() {
-        Failure::Table { limit: *limit }
-    } else if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
-        Failure::Handles {
-            limit: limits.handles,
-        }
-    } else if let Some(trap) = error.downcast_ref::<Trap>() {
-        match trap {
-            Trap::OutOfFuel => Failure::CpuBudget { fuel: limits.fuel },
-            Trap::StackOverflow => Failure::StackOverflow,
-            // A Rust or C guest keeps its stack in linear memory; overflowing it is an access
-            // below address 0, which wraps to the top of the 32-bit space.
-            Trap::MemoryOutOfBounds
-                if fault_address(&error).is_some_and(|a| a >= WRAPPED_STACK_FLOOR)
-                    || in_deep_recursion(&error) =>
-            {
-                Failure::StackOverflow
-            }
-            other => Failure::Trap(other.to_string()),
-        }
-    } else {
-        Failure::Trap(error.root_cause().to_string())
-    };
-    (failure, Some(format!("{error:?}")))
 }

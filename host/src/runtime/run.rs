@@ -1,13 +1,19 @@
-//! What a run of plugins is given and what it reports: options, the stop signal, progress and
-//! outcomes.
+//! Running and stopping: what a run of plugins is given (options, the stop signal), what it
+//! reports (progress, outcomes), and the run itself, raced against the stop signal and the
+//! plugin's wall-clock limit.
 
-use super::Failure;
+use super::classify::{Refusals, classify};
+use super::feed::Feed;
+use super::output::{Capture, OutputSink, Stream};
+use super::{Failure, Plugin, grants, store};
 use crate::limits::DEFAULT_GRACE;
+use pulsewatch_log::Log;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
+use wasmtime::Engine;
 
 /// How to run plugins.
 #[derive(Debug, Clone)]
@@ -154,4 +160,109 @@ pub struct Outcome {
     pub detail: Option<String>,
     /// The peak resident memory of its worker process, when it ran in one.
     pub peak_rss_bytes: Option<u64>,
+}
+
+pub(crate) async fn execute_reported(
+    engine: &Engine,
+    plugin: &Plugin,
+    log: &Arc<Log>,
+    options: &RunOptions,
+    sink: &Arc<dyn OutputSink>,
+) -> Outcome {
+    let limits = &plugin.spec.limits;
+    let name = plugin.name();
+    let stdout = Capture::new(name, Stream::Stdout, limits.output_bytes, sink.clone());
+    let stderr = Capture::new(name, Stream::Stderr, limits.output_bytes, sink.clone());
+    let (result, refusals) = execute(engine, plugin, log, options, &stdout, &stderr).await;
+    stdout.finish();
+    stderr.finish();
+    let (result, detail) = match result {
+        Ok(()) => (Ok(()), None),
+        Err((failure, detail)) => {
+            let refusals = Refusals {
+                out_of_memory: stderr.said_out_of_memory(),
+                ..refusals
+            };
+            (Err(refusals.blame(failure, limits)), detail)
+        }
+    };
+    Outcome {
+        plugin: name.to_owned(),
+        result,
+        detail,
+        peak_rss_bytes: None,
+    }
+}
+
+/// How a run's race ended.
+enum Ended {
+    Returned(wasmtime::Result<Result<(), ()>>),
+    WallClock(Duration),
+    Cancelled(Duration),
+}
+
+async fn execute(
+    engine: &Engine,
+    plugin: &Plugin,
+    log: &Arc<Log>,
+    options: &RunOptions,
+    stdout: &Capture,
+    stderr: &Capture,
+) -> (Result<(), (Failure, Option<String>)>, Refusals) {
+    let spec = &plugin.spec;
+    let grants = match grants::grant(spec, stdout, stderr) {
+        Ok(grants) => grants,
+        Err(failure) => return (Err((failure, None)), Refusals::default()),
+    };
+    let feed = Feed {
+        log: log.clone(),
+        poll_limits: spec.limits.poll,
+        follow: options.follow,
+        stop: options.stop.clone(),
+        cursor: options.progress.track(&spec.name),
+    };
+    let mut store = match store::new_store(engine, &spec.limits, grants, feed) {
+        Ok(store) => store,
+        Err(e) => return (Err(classify(e, &spec.limits)), Refusals::default()),
+    };
+    let ended = {
+        let run = async {
+            let command = plugin.pre.instantiate_async(&mut store).await?;
+            command.wasi_cli_run().call_run(&mut store).await
+        };
+        let wall_clock = async {
+            match spec.limits.wall_clock {
+                Some(limit) => {
+                    tokio::time::sleep(limit).await;
+                    limit
+                }
+                None => std::future::pending().await,
+            }
+        };
+        // Dropping the losing futures cancels the plugin wherever it is: in its own code (at
+        // its next yield point) or in a host call (sleep, wait, a stream).
+        tokio::select! {
+            result = run => Ended::Returned(result),
+            limit = wall_clock => Ended::WallClock(limit),
+            grace = options.stop.cancelled(options.grace) => Ended::Cancelled(grace),
+        }
+    };
+    let refusals = Refusals {
+        memory: store.data().limiter.refused(),
+        disk: store.data().disk.breach(),
+        out_of_memory: false,
+    };
+    let result = match ended {
+        Ended::Returned(Ok(Ok(()))) => Ok(()),
+        // `main` returned an error: Rust's runtime has printed it to stderr.
+        Ended::Returned(Ok(Err(()))) => Err((Failure::Exit(1), None)),
+        Ended::Returned(Err(e)) => match classify(e, &spec.limits) {
+            // `exit(0)` ends a plugin as cleanly as returning from `main`.
+            (Failure::Exit(0), _) => Ok(()),
+            failure => Err(failure),
+        },
+        Ended::WallClock(limit) => Err((Failure::WallClock { limit }, None)),
+        Ended::Cancelled(grace) => Err((Failure::Cancelled { grace }, None)),
+    };
+    (result, refusals)
 }

@@ -155,6 +155,7 @@ impl Supervisor {
         options: &RunOptions,
         sink: &Arc<dyn OutputSink>,
     ) -> Result<Vec<Outcome>, SuperviseError> {
+        os::raise_open_files();
         let mut workers = Vec::with_capacity(specs.len());
         for spec in specs {
             workers.push(self.spawn(spec, db, options).await?);
