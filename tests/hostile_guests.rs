@@ -506,8 +506,10 @@ fn directory_listings_exhaust_only_their_own_worker() {
         .hostile
         .peak_rss_bytes
         .expect("the worker's RSS was sampled");
+    // RSS also counts what the data limit does not: the executable's code (tens of MiB in a
+    // debug build) and the stacks. Unbounded, the listings would take 600 MiB.
     assert!(
-        peak <= limit,
+        peak <= limit + (64 << 20),
         "worker peak RSS {} MiB against a data limit of {} MiB",
         peak >> 20,
         limit >> 20
