@@ -24,15 +24,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bundle;
 pub mod limits;
 pub mod runtime;
 mod spec;
 pub mod supervisor;
 
+pub use bundle::{BundleError, bundle};
 pub use limits::{DiskQuota, Limits};
 pub use pulsewatch_log::redb;
 pub use pulsewatch_log::{
-    Batch, Change, ChangeKind, Event, Log, OpenError, PollLimits, ReadError, WriteError, now_ms,
+    Batch, Change, ChangeKind, Event, Log, OpenError, PollLimits, ReadError, SnapshotError,
+    SnapshotInfo, WriteError, now_ms,
 };
 pub use runtime::{
     Console, EngineOptions, Failure, LoadError, Outcome, OutputSink, Plugin, Progress, QuotaBreach,

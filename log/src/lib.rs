@@ -24,7 +24,9 @@ pub mod codec;
 mod event;
 mod log;
 mod poll;
+pub mod provider;
 pub mod schema;
+mod snapshot;
 
 /// The storage engine, for applications that commit their own tables with events
 /// ([`Log::append_in`]).
@@ -34,3 +36,4 @@ pub use codec::DecodeError;
 pub use event::{Change, ChangeKind, Event, UnknownKind, now_ms};
 pub use log::{AppendedSince, CROSS_PROCESS_RECHECK, Log, OpenError, ReadError, WriteError};
 pub use poll::{Batch, BatchBuilder, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits};
+pub use snapshot::{SnapshotError, SnapshotInfo};

@@ -9,8 +9,8 @@ use crate::event::{Change, Event};
 use crate::poll::{Batch, BatchBuilder, PollLimits};
 use crate::schema::{EVENTS, FORMAT_KEY, FORMAT_VERSION, META};
 use redb::{
-    Builder, ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction,
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError, WriteTransaction,
+    Builder, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableError, WriteTransaction,
 };
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -156,9 +156,15 @@ pub struct Log {
     appended: Appended,
 }
 
+/// The builder every open of a log uses. Natively, `SingleWriter`: one writer process and any
+/// number of reader processes on one file, with byte-range locks. WASI has no file locks, and
+/// redb refuses that mode there; a reader under WASI (a provider component) opens in the
+/// default mode, and so can only read a file no writer has open: a snapshot.
 fn builder() -> Builder {
+    #[cfg_attr(target_os = "wasi", allow(unused_mut))]
     let mut builder = Builder::new();
-    builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    #[cfg(not(target_os = "wasi"))]
+    builder.set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
     builder
 }
 
@@ -176,7 +182,7 @@ fn open_error(path: &Path, err: DatabaseError) -> OpenError {
     }
 }
 
-fn db_error(path: &Path, source: impl Into<redb::Error>) -> OpenError {
+pub(crate) fn db_error(path: &Path, source: impl Into<redb::Error>) -> OpenError {
     OpenError::Database {
         path: path.to_path_buf(),
         source: source.into(),
@@ -234,7 +240,7 @@ impl Log {
 
     /// Creates the tables in a file that has none. A file with tables is left to
     /// [`Log::check_format`], which tells a pulsewatch log from someone else's database.
-    fn init(path: &Path, db: &Database) -> Result<(), OpenError> {
+    pub(crate) fn init(path: &Path, db: &Database) -> Result<(), OpenError> {
         let txn = db.begin_write().map_err(|e| db_error(path, e))?;
         // Multimap tables count too: any table at all means someone else's database.
         let empty = txn
@@ -293,7 +299,7 @@ impl Log {
         }
     }
 
-    fn begin_read(&self) -> Result<ReadTransaction, redb::Error> {
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, redb::Error> {
         match &self.db {
             Db::Writer(db) => db.begin_read(),
             Db::Reader(db) => db.begin_read(),

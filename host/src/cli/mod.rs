@@ -5,6 +5,7 @@
 mod demo;
 mod jsonl;
 mod run;
+mod standalone;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use pulsewatch::Log;
@@ -33,6 +34,10 @@ enum Command {
     Tail(jsonl::TailArgs),
     /// Repair a database left unclean by a writer that stopped abruptly.
     Repair(RepairArgs),
+    /// Copy a database, as of one moment, to a file a plugin can read under `wasmtime run`.
+    Snapshot(standalone::SnapshotArgs),
+    /// Compose a plugin with the feed provider into a component that runs under `wasmtime run`.
+    Bundle(standalone::BundleArgs),
     /// Run one plugin for a supervisor (`pulsewatch run` starts these itself).
     #[command(hide = true)]
     Worker,
@@ -48,6 +53,8 @@ pub fn main() -> ExitCode {
         Command::Import(args) => jsonl::import(&args),
         Command::Tail(args) => jsonl::tail(&args),
         Command::Repair(args) => repair(&args),
+        Command::Snapshot(args) => standalone::snapshot(&args),
+        Command::Bundle(args) => standalone::bundle(&args),
         Command::Worker => return pulsewatch::supervisor::serve(),
     };
     match result {

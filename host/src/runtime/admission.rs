@@ -24,6 +24,12 @@ const RUN_EXPORT: &str = "wasi:cli/run";
 /// a component is version 0x0d layer 1.
 const MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 1, 0];
+
+/// Whether `bytes` begin as a component does.
+pub(crate) fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[..4] == MAGIC && bytes[4..8] == COMPONENT_VERSION
+}
 
 /// Classifies bytes that are not a component before asking the compiler about them.
 pub(crate) fn check_preamble(name: &str, bytes: &[u8]) -> Result<(), LoadError> {

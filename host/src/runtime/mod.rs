@@ -19,7 +19,9 @@ mod quota;
 mod run;
 mod store;
 
+pub(crate) use admission::is_component;
 pub use error::{Failure, LoadError, QuotaBreach, SetupError};
+pub(crate) use feed::FEED_INTERFACE;
 pub use grants::STATE_DIR;
 pub use output::{Console, OutputSink, Stream};
 pub use run::{Outcome, Progress, RunOptions, StopSignal};

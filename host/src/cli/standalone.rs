@@ -1,0 +1,106 @@
+//! `pulsewatch snapshot` and `pulsewatch bundle`: what a plugin needs to run where pulsewatch
+//! is not installed, under the stock `wasmtime run`.
+
+use anyhow::{Context, bail};
+use clap::Args as ClapArgs;
+use pulsewatch::Log;
+use pulsewatch_log::provider::DEFAULT_DB_PATH;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Arguments of `pulsewatch snapshot`.
+#[derive(ClapArgs)]
+pub struct SnapshotArgs {
+    /// The live database, opened read-only (a writer may go on appending).
+    #[arg(long)]
+    db: PathBuf,
+    /// The snapshot file to write.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Copy only the events after this seq.
+    #[arg(long, default_value_t = 0)]
+    since: u64,
+    /// Copy only the events up to this seq [default: the head].
+    #[arg(long)]
+    until: Option<u64>,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Arguments of `pulsewatch bundle`.
+#[derive(ClapArgs)]
+pub struct BundleArgs {
+    /// The plugin component.
+    plugin: PathBuf,
+    /// The standalone component to write.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Where the bundled provider finds the snapshot, as the plugin's WASI host preopens it.
+    #[arg(long, default_value = DEFAULT_DB_PATH)]
+    db_path: String,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
+    let log = Log::open_read_only(&args.db)?;
+    let until = args.until.unwrap_or(u64::MAX);
+    if args.since >= until {
+        bail!("--since {} is not below --until {until}", args.since);
+    }
+    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let started = Instant::now();
+    let info = log
+        .snapshot(&args.output, args.since + 1..=until, args.force)
+        .map_err(|e| match e {
+            pulsewatch::SnapshotError::Exists { .. } => {
+                anyhow::anyhow!("{e} (pass --force to replace it)")
+            }
+            other => other.into(),
+        })?;
+    let range = match (info.first, info.last) {
+        (Some(first), Some(last)) => format!("seq {first} to {last}"),
+        _ => "no events".into(),
+    };
+    eprintln!(
+        "{}: {} events, {range} ({} ms)",
+        args.output.display(),
+        info.events,
+        started.elapsed().as_millis()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
+    if !args.force && args.output.exists() {
+        bail!(
+            "{}: already exists (pass --force to replace it)",
+            args.output.display()
+        );
+    }
+    let bytes = std::fs::read(&args.plugin)
+        .with_context(|| format!("{}: cannot read", args.plugin.display()))?;
+    let name = args.plugin.file_stem().map_or_else(
+        || args.plugin.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let bundled = pulsewatch::bundle(&name, &bytes, &args.db_path)?;
+    std::fs::write(&args.output, &bundled)
+        .with_context(|| format!("{}: cannot write", args.output.display()))?;
+    eprintln!(
+        "{}: {name} with the feed provider ({} bytes); run it with\n   wasmtime run --dir SNAPSHOT_DIR::{} --dir STATE_DIR::/state {}",
+        args.output.display(),
+        bundled.len(),
+        std::path::Path::new(&args.db_path)
+            .parent()
+            .map_or_else(|| "/".into(), |p| p.display().to_string()),
+        args.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
