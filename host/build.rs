@@ -12,7 +12,8 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
     let guest = root.join("guest");
-    for watched in ["guest", "wit"] {
+    // The provider component is built from `log/` too.
+    for watched in ["guest", "wit", "log"] {
         println!("cargo::rerun-if-changed={}", root.join(watched).display());
     }
 

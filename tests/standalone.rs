@@ -118,6 +118,19 @@ fn lines_of(stdout: &str, plugin: &str) -> Vec<String> {
         .collect()
 }
 
+/// `pulsewatch snapshot --db DB -o OUT` with `extra` flags.
+fn snapshot(db: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "snapshot",
+        "--db",
+        db.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    pulsewatch(&args)
+}
+
 fn bundle(plugin: &str, dir: &Path) -> PathBuf {
     let bundled = dir.join(format!("{plugin}.standalone.wasm"));
     ok(pulsewatch(&[
@@ -146,13 +159,7 @@ fn a_snapshot_is_consistent_while_a_writer_appends_and_refuses_to_overwrite() {
     let mut heads = Vec::new();
     for i in 0..5 {
         let snap = dir.path().join(format!("snap-{i}.redb"));
-        ok(pulsewatch(&[
-            "snapshot",
-            "--db",
-            db.to_str().unwrap(),
-            "-o",
-            snap.to_str().unwrap(),
-        ]));
+        ok(snapshot(&db, &snap, &[]));
         let tail = ok(pulsewatch(&["tail", "--db", snap.to_str().unwrap()]));
         let seqs: Vec<u64> = text(&tail.stdout)
             .lines()
@@ -174,31 +181,18 @@ fn a_snapshot_is_consistent_while_a_writer_appends_and_refuses_to_overwrite() {
     assert!(heads.windows(2).all(|w| w[0] <= w[1]), "{heads:?}");
 
     let snap = dir.path().join("snap-0.redb");
-    let out = pulsewatch(&[
-        "snapshot",
-        "--db",
-        db.to_str().unwrap(),
-        "-o",
-        snap.to_str().unwrap(),
-    ]);
+    let out = snapshot(&db, &snap, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("already exists"),
         "{}",
         text(&out.stderr)
     );
-    let out = ok(pulsewatch(&[
-        "snapshot",
-        "--db",
-        db.to_str().unwrap(),
-        "-o",
-        snap.to_str().unwrap(),
-        "--since",
-        "2000",
-        "--until",
-        "2050",
-        "--force",
-    ]));
+    let out = ok(snapshot(
+        &db,
+        &snap,
+        &["--since", "2000", "--until", "2050", "--force"],
+    ));
     assert!(
         text(&out.stderr).contains("50 events, seq 2001 to 2050"),
         "{}",
@@ -245,14 +239,8 @@ fn bundled_plugins_under_wasmtime_match_pulsewatch_run() {
     import(&db, &changes(0, 3_000));
     let snapshot_dir = dir.path().join("snap");
     std::fs::create_dir_all(&snapshot_dir).unwrap();
-    let snapshot = snapshot_dir.join("events.redb");
-    ok(pulsewatch(&[
-        "snapshot",
-        "--db",
-        db.to_str().unwrap(),
-        "-o",
-        snapshot.to_str().unwrap(),
-    ]));
+    let snapshot_file = snapshot_dir.join("events.redb");
+    ok(snapshot(&db, &snapshot_file, &[]));
     let kind_counts = bundle("kind-counts", dir.path());
     let filter_jsonl = bundle("filter-jsonl", dir.path());
 
@@ -260,7 +248,7 @@ fn bundled_plugins_under_wasmtime_match_pulsewatch_run() {
     let native = ok(pulsewatch(&[
         "run",
         "--db",
-        snapshot.to_str().unwrap(),
+        snapshot_file.to_str().unwrap(),
         "--state-dir",
         native_state.to_str().unwrap(),
         "--arg",
@@ -306,14 +294,7 @@ fn bundled_plugins_under_wasmtime_match_pulsewatch_run() {
     // The log grows; a new snapshot. kind-counts resumes under wasmtime from the cursor
     // `pulsewatch run` committed, and then under `pulsewatch run` from wasmtime's.
     import(&db, &changes(3_000, 500));
-    ok(pulsewatch(&[
-        "snapshot",
-        "--db",
-        db.to_str().unwrap(),
-        "-o",
-        snapshot.to_str().unwrap(),
-        "--force",
-    ]));
+    ok(snapshot(&db, &snapshot_file, &["--force"]));
     let resumed = wasmtime_run(
         &wasmtime,
         &kind_counts,
@@ -323,18 +304,11 @@ fn bundled_plugins_under_wasmtime_match_pulsewatch_run() {
     );
     assert!(resumed.contains(&"cursor: 3500".to_owned()), "{resumed:?}");
     import(&db, &changes(3_500, 10));
-    ok(pulsewatch(&[
-        "snapshot",
-        "--db",
-        db.to_str().unwrap(),
-        "-o",
-        snapshot.to_str().unwrap(),
-        "--force",
-    ]));
+    ok(snapshot(&db, &snapshot_file, &["--force"]));
     let again = ok(pulsewatch(&[
         "run",
         "--db",
-        snapshot.to_str().unwrap(),
+        snapshot_file.to_str().unwrap(),
         "--state-dir",
         native_state.to_str().unwrap(),
         guest("kind-counts").to_str().unwrap(),

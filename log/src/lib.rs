@@ -27,6 +27,7 @@ mod poll;
 pub mod provider;
 pub mod schema;
 mod snapshot;
+pub mod wit;
 
 /// The storage engine, for applications that commit their own tables with events
 /// ([`Log::append_in`]).

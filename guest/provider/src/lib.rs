@@ -7,7 +7,7 @@
 //! else is an `unavailable` error that says why.
 
 use pulsewatch_log::provider::{DB_PATH_SLOT, DEFAULT_DB_PATH, db_path_in, db_path_slot};
-use pulsewatch_log::{Change, ChangeKind, Event, Log, OpenError, PollLimits, ReadError};
+use pulsewatch_log::{Log, OpenError, PollLimits};
 use std::sync::OnceLock;
 
 wit_bindgen::generate!({
@@ -51,42 +51,7 @@ fn log() -> Result<&'static Log, wit::PollError> {
     .map_err(|why| wit::PollError::Unavailable(why.clone()))
 }
 
-fn poll_error(err: ReadError) -> wit::PollError {
-    match err {
-        ReadError::Undecodable { seq, .. } => wit::PollError::Undecodable(seq),
-        other => wit::PollError::Unavailable(other.to_string()),
-    }
-}
-
-fn uuid(id: u128) -> wit::Uuid {
-    wit::Uuid {
-        hi: (id >> 64) as u64,
-        lo: id as u64,
-    }
-}
-
-fn to_wit(event: Event) -> wit::Event {
-    let Change {
-        kind,
-        entity,
-        collective,
-        timestamp_ms,
-        payload,
-    } = event.change;
-    wit::Event {
-        seq: event.seq,
-        kind: match kind {
-            ChangeKind::Created => wit::ChangeKind::Created,
-            ChangeKind::Updated => wit::ChangeKind::Updated,
-            ChangeKind::Archived => wit::ChangeKind::Archived,
-            ChangeKind::Deleted => wit::ChangeKind::Deleted,
-        },
-        entity: uuid(entity),
-        collective: uuid(collective),
-        timestamp_ms,
-        payload,
-    }
-}
+pulsewatch_log::feed_conversions!();
 
 struct Provider;
 

@@ -3,9 +3,7 @@
 
 use super::StopSignal;
 use super::store::Sandbox;
-use pulsewatch_log::{
-    CROSS_PROCESS_RECHECK, Change, ChangeKind, Event, Log, PollLimits, ReadError,
-};
+use pulsewatch_log::{CROSS_PROCESS_RECHECK, Log, PollLimits};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -87,43 +85,7 @@ impl Feed {
     }
 }
 
-fn poll_error(err: ReadError) -> wit::PollError {
-    match err {
-        ReadError::Undecodable { seq, .. } => wit::PollError::Undecodable(seq),
-        other => wit::PollError::Unavailable(other.to_string()),
-    }
-}
-
-fn uuid(id: u128) -> wit::Uuid {
-    wit::Uuid {
-        hi: (id >> 64) as u64,
-        lo: id as u64,
-    }
-}
-
-/// Moves a log event into its WIT form; the payload is moved, not copied.
-fn to_wit(event: Event) -> wit::Event {
-    let Change {
-        kind,
-        entity,
-        collective,
-        timestamp_ms,
-        payload,
-    } = event.change;
-    wit::Event {
-        seq: event.seq,
-        kind: match kind {
-            ChangeKind::Created => wit::ChangeKind::Created,
-            ChangeKind::Updated => wit::ChangeKind::Updated,
-            ChangeKind::Archived => wit::ChangeKind::Archived,
-            ChangeKind::Deleted => wit::ChangeKind::Deleted,
-        },
-        entity: uuid(entity),
-        collective: uuid(collective),
-        timestamp_ms,
-        payload,
-    }
-}
+pulsewatch_log::feed_conversions!();
 
 /// Sets the plugin's fuel after a feed call: a full grant if the call delivered events,
 /// otherwise what it earned while idle.
