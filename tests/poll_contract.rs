@@ -117,6 +117,12 @@ fn a_guest_sees_the_same_contract() {
             .remove(0);
         assert!(outcome.result.is_ok(), "{outcome:?}");
         let line = |prefix| harness.lines.value("poll-once", prefix).unwrap();
+        assert_eq!(
+            line("packed="),
+            line("events="),
+            "the packed read says the same"
+        );
+        assert_eq!(line("same="), "true", "field for field");
         (line("events="), line("head="))
     };
     let (events, head) = ask(0, 3);
@@ -137,22 +143,30 @@ fn a_guest_sees_the_same_contract() {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
-    /// Any log, any request, any limits: the batch is what the contract's plain reading says.
+    /// Any log, written in any pattern of appends, any request, any limits: the typed and the
+    /// packed read return what the contract's plain reading says, and the same.
     #[test]
     fn every_poll_matches_the_contract(
-        payload_sizes in proptest::collection::vec(0usize..300, 0..60),
-        since in 0u64..70,
-        limit in 0u32..80,
-        max_events in 1u32..50,
-        max_bytes in 1usize..2_000,
+        appends in proptest::collection::vec(proptest::collection::vec(0usize..2_000, 1..8), 0..20),
+        since in 0u64..130,
+        limit in 0u32..150,
+        max_events in 1u32..120,
+        max_bytes in 1usize..60_000,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::create(dir.path().join("db")).unwrap();
-        let changes: Vec<Change> = payload_sizes
-            .iter()
-            .map(|&n| Change::new(ChangeKind::Created, 1, 2).at(0).with_payload(vec![1; n]))
-            .collect();
-        log.append_batch(&changes).unwrap();
+        let mut payload_sizes = Vec::new();
+        for sizes in &appends {
+            let changes: Vec<Change> = sizes
+                .iter()
+                .map(|&n| {
+                    let i = payload_sizes.len() + sizes.len();
+                    Change::new(ChangeKind::ALL[i % 4], i as u128, 2).at(i as u64).with_payload(vec![i as u8; n])
+                })
+                .collect();
+            payload_sizes.extend_from_slice(sizes);
+            log.append_batch(&changes).unwrap();
+        }
         let limits = PollLimits { max_events, max_bytes };
         let batch = log.poll_within(since, limit, &limits).unwrap();
 
@@ -174,5 +188,17 @@ proptest::proptest! {
         let got: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
         proptest::prop_assert_eq!(&got, &expected);
         proptest::prop_assert_eq!(batch.last_seq, expected.last().copied().unwrap_or(since));
+        let sizes: Vec<usize> = batch.events.iter().map(|e| e.change.payload.len()).collect();
+        let expected_sizes: Vec<usize> = expected.iter().map(|&s| payload_sizes[s as usize - 1]).collect();
+        proptest::prop_assert_eq!(sizes, expected_sizes);
+
+        let mut packed = Vec::new();
+        let read = log.poll_packed(since, limit, &limits, &mut packed).unwrap();
+        proptest::prop_assert_eq!(read.last_seq, batch.last_seq);
+        proptest::prop_assert_eq!(read.events, batch.events.len());
+        let mut entries = pulsewatch_log::codec::Entries::new(&packed);
+        let unpacked: Vec<pulsewatch::Event> = entries.by_ref().map(|e| e.to_event()).collect();
+        proptest::prop_assert!(entries.error().is_none());
+        proptest::prop_assert_eq!(unpacked, batch.events);
     }
 }

@@ -20,21 +20,36 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "store")]
+mod changes;
 pub mod codec;
 mod event;
+#[cfg(feature = "store")]
 mod log;
 mod poll;
 pub mod provider;
+#[cfg(feature = "store")]
+mod read;
+#[cfg(feature = "store")]
 pub mod schema;
+#[cfg(feature = "store")]
 mod snapshot;
+#[cfg(feature = "store")]
 pub mod wit;
 
 /// The storage engine, for applications that commit their own tables with events
 /// ([`Log::append_in`]).
+#[cfg(feature = "store")]
 pub use redb;
 
-pub use codec::DecodeError;
+#[cfg(feature = "store")]
+pub use changes::{AppendedSince, CROSS_PROCESS_RECHECK};
+pub use codec::{DecodeError, EntryRef};
 pub use event::{Change, ChangeKind, Event, UnknownKind, now_ms};
-pub use log::{AppendedSince, CROSS_PROCESS_RECHECK, Log, OpenError, ReadError, WriteError};
-pub use poll::{Batch, BatchBuilder, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits};
+#[cfg(feature = "store")]
+pub use log::{Log, OpenError, ReadError, WriteError};
+pub use poll::{Batch, BatchBuilder, Budget, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits};
+#[cfg(feature = "store")]
+pub use read::Packed;
+#[cfg(feature = "store")]
 pub use snapshot::{SnapshotError, SnapshotInfo};

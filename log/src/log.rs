@@ -3,28 +3,22 @@
 //! One process writes ([`Log::create`] / [`Log::open`]); any number of processes read
 //! ([`Log::open_read_only`]) at the same time. Both use redb's `SingleWriter` concurrency mode,
 //! in which a reader sees each new commit on its next read transaction without reopening.
+//! Events are stored in checksummed batches ([`crate::codec`]); reads are in `read.rs`.
 
-use crate::codec::{self, DecodeError};
-use crate::event::{Change, Event};
-use crate::poll::{Batch, BatchBuilder, PollLimits};
-use crate::schema::{EVENTS, FORMAT_KEY, FORMAT_VERSION, META};
+use crate::changes::{self, AppendedSince, Changes};
+use crate::codec::{self, BatchWriter, CheckedBatch, DecodeError};
+use crate::event::Change;
+use crate::schema::{BATCHES, EVENTS_V1, FORMAT_KEY, FORMAT_VERSION, META};
 use redb::{
     Builder, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, TableError, WriteTransaction,
+    ReadableTable, TableError, WriteTransaction,
 };
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
-
-/// How often a waiter looks at the file for commits made by another process. Commits made
-/// through this `Log` wake waiters at once.
-pub const CROSS_PROCESS_RECHECK: Duration = Duration::from_millis(20);
+use std::sync::{Arc, Mutex};
 
 /// Why a log could not be opened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// There is no file at the path.
     #[error("{}: no such database file", path.display())]
@@ -39,7 +33,7 @@ pub enum OpenError {
         path: PathBuf,
     },
     /// The file was left unclean by a writer that crashed; a read-only open cannot repair it.
-    #[error("{}: database was not closed cleanly (its writer stopped abruptly) and needs a repair: run `pulsewatch repair --db {}` or open it for writing once", path.display(), path.display())]
+    #[error("{}: database was not closed cleanly (its writer stopped abruptly) and needs a repair, which opening it for writing once does", path.display())]
     NeedsRepair {
         /// The path asked for.
         path: PathBuf,
@@ -50,8 +44,8 @@ pub enum OpenError {
         /// The path asked for.
         path: PathBuf,
     },
-    /// The file's layout is one this build does not know.
-    #[error("{}: event-log format {found}, this build reads format {FORMAT_VERSION}", path.display())]
+    /// The file's layout is one this build does not read.
+    #[error("{}: event-log format {found}, this build reads format {FORMAT_VERSION}{}", path.display(), if *found < FORMAT_VERSION { " (an older log: upgrade it first)" } else { "" })]
     UnsupportedFormat {
         /// The path asked for.
         path: PathBuf,
@@ -70,22 +64,24 @@ pub enum OpenError {
 
 /// Why a read of the log failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// The storage engine failed; nothing was consumed.
     #[error("cannot read the event log: {0}")]
     Storage(#[from] redb::Error),
-    /// A stored event could not be decoded.
+    /// A stored event could not be read: its batch is damaged, or of a newer version.
     #[error("event {seq} cannot be decoded: {source}")]
     Undecodable {
-        /// The event's seq.
+        /// The first seq asked for that could not be read.
         seq: u64,
-        /// Why decoding failed.
+        /// Why.
         source: DecodeError,
     },
 }
 
 /// Why an append failed. Nothing of a failed append is stored.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WriteError {
     /// The log was opened read-only.
     #[error("the event log is open read-only")]
@@ -96,6 +92,14 @@ pub enum WriteError {
     /// All `u64` sequence numbers are used.
     #[error("the event log has used every sequence number")]
     SeqExhausted,
+    /// The last stored batch is damaged, so the next seq is not known for sure.
+    #[error("cannot append: the last stored batch, from seq {first}, is damaged: {source}")]
+    Damaged {
+        /// The key of the damaged batch.
+        first: u64,
+        /// What is wrong with it.
+        source: DecodeError,
+    },
 }
 
 enum Db {
@@ -103,57 +107,18 @@ enum Db {
     Reader(ReadOnlyDatabase),
 }
 
-/// Wakes in-process waiters when this process appends: threads blocked in [`Log::wait`] and
-/// tasks awaiting [`Log::appended`]. A generation count, not a flag, so that a waiter that checks
-/// the log and then sleeps cannot miss an append made in between.
-#[derive(Default)]
-struct Appended {
-    state: Mutex<Generation>,
-    cond: Condvar,
-}
-
-#[derive(Default)]
-struct Generation {
-    count: u64,
-    /// Tasks to wake on the next append. No async runtime is assumed: any executor's wakers work.
-    wakers: Vec<Waker>,
-}
-
-impl Appended {
-    fn lock(&self) -> MutexGuard<'_, Generation> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A future that completes with the new generation once this process appends to the log after
-/// the generation it was created with; see [`Log::appended`].
-#[must_use = "futures do nothing unless awaited"]
-pub struct AppendedSince<'a> {
-    appended: &'a Appended,
-    seen: u64,
-}
-
-impl Future for AppendedSince<'_> {
-    type Output = u64;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
-        let mut state = self.appended.lock();
-        if state.count != self.seen {
-            return Poll::Ready(state.count);
-        }
-        // One entry per waiting task: a task polled again replaces its own waker.
-        match state.wakers.iter_mut().find(|w| w.will_wake(cx.waker())) {
-            Some(waker) => waker.clone_from(cx.waker()),
-            None => state.wakers.push(cx.waker().clone()),
-        }
-        Poll::Pending
-    }
+/// The head a reader last read, and the change count it read it at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KnownHead {
+    pub(crate) head: u64,
+    pub(crate) at: u64,
 }
 
 /// A change-event log stored in a redb file.
 pub struct Log {
     db: Db,
-    appended: Appended,
+    pub(crate) changes: Arc<Changes>,
+    pub(crate) known: Mutex<Option<KnownHead>>,
 }
 
 /// The builder every open of a log uses. Natively, `SingleWriter`: one writer process and any
@@ -189,13 +154,19 @@ pub(crate) fn db_error(path: &Path, source: impl Into<redb::Error>) -> OpenError
     }
 }
 
-fn storage<E: Into<redb::Error>>(err: E) -> redb::Error {
+pub(crate) fn storage<E: Into<redb::Error>>(err: E) -> redb::Error {
     err.into()
 }
 
-/// The seq of the newest event in `table`, 0 if it is empty.
-fn last_seq(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, redb::Error> {
-    Ok(table.last()?.map_or(0, |(seq, _)| seq.value()))
+/// The seq of the newest event in `table`, 0 if it is empty, from the last batch's header.
+pub(crate) fn last_seq(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, ReadError> {
+    let Some((first, batch)) = table.last().map_err(storage)? else {
+        return Ok(0);
+    };
+    let first = first.value();
+    let batch = CheckedBatch::new(first, batch.value())
+        .map_err(|source| ReadError::Undecodable { seq: first, source })?;
+    Ok(batch.last())
 }
 
 impl Log {
@@ -209,7 +180,7 @@ impl Log {
             other => open_error(path, other),
         })?;
         Self::init(path, &db)?;
-        Ok(Self::with_db(Db::Writer(db)))
+        Ok(Self::with_db(path, Db::Writer(db)))
     }
 
     /// Opens an existing log for writing.
@@ -217,7 +188,7 @@ impl Log {
         let path = path.as_ref();
         let db = builder().open(path).map_err(|e| open_error(path, e))?;
         Self::check_format(path, &db)?;
-        Ok(Self::with_db(Db::Writer(db)))
+        Ok(Self::with_db(path, Db::Writer(db)))
     }
 
     /// Opens an existing log for reading only. Any number of readers may share the file with one
@@ -228,13 +199,16 @@ impl Log {
             .open_read_only(path)
             .map_err(|e| open_error(path, e))?;
         Self::check_format(path, &db)?;
-        Ok(Self::with_db(Db::Reader(db)))
+        Ok(Self::with_db(path, Db::Reader(db)))
     }
 
-    fn with_db(db: Db) -> Log {
+    fn with_db(path: &Path, db: Db) -> Log {
+        let changes = Arc::new(Changes::default());
+        changes::watch(path, &changes);
         Log {
             db,
-            appended: Appended::default(),
+            changes,
+            known: Mutex::new(None),
         }
     }
 
@@ -258,7 +232,7 @@ impl Log {
             meta.insert(FORMAT_KEY, FORMAT_VERSION)
                 .map_err(|e| db_error(path, e))?;
             drop(meta);
-            txn.open_table(EVENTS).map_err(|e| db_error(path, e))?;
+            txn.open_table(BATCHES).map_err(|e| db_error(path, e))?;
             txn.commit().map_err(|e| db_error(path, e))?;
         } else {
             // Nothing to write: spare the commit's two fsyncs.
@@ -267,27 +241,86 @@ impl Log {
         Self::check_format(path, db)
     }
 
-    fn check_format(path: &Path, db: &impl ReadableDatabase) -> Result<(), OpenError> {
+    /// The format version stored in the file, or `NotALog`.
+    fn format(path: &Path, db: &impl ReadableDatabase) -> Result<u64, OpenError> {
         let txn = db.begin_read().map_err(|e| db_error(path, e))?;
+        let not_a_log = || OpenError::NotALog {
+            path: path.to_path_buf(),
+        };
         let meta = match txn.open_table(META) {
             Ok(meta) => meta,
-            Err(TableError::TableDoesNotExist(_)) => {
-                return Err(OpenError::NotALog {
-                    path: path.to_path_buf(),
-                });
-            }
+            Err(TableError::TableDoesNotExist(_)) => return Err(not_a_log()),
             Err(e) => return Err(db_error(path, e)),
         };
-        match meta.get(FORMAT_KEY).map_err(|e| db_error(path, e))? {
-            Some(v) if v.value() == FORMAT_VERSION => Ok(()),
-            Some(v) => Err(OpenError::UnsupportedFormat {
+        let format = meta.get(FORMAT_KEY).map_err(|e| db_error(path, e))?;
+        format.map(|v| v.value()).ok_or_else(not_a_log)
+    }
+
+    fn check_format(path: &Path, db: &impl ReadableDatabase) -> Result<(), OpenError> {
+        match Self::format(path, db)? {
+            FORMAT_VERSION => Ok(()),
+            found => Err(OpenError::UnsupportedFormat {
                 path: path.to_path_buf(),
-                found: v.value(),
-            }),
-            None => Err(OpenError::NotALog {
-                path: path.to_path_buf(),
+                found,
             }),
         }
+    }
+
+    /// Rewrites a log of format 1 (one unchecksummed record per event) in this build's format,
+    /// in one transaction: every event keeps its seq and content, or nothing changes. Returns
+    /// the number of events rewritten, 0 for a log already in this format.
+    pub fn upgrade(path: impl AsRef<Path>) -> Result<u64, OpenError> {
+        let path = path.as_ref();
+        let db = builder().open(path).map_err(|e| open_error(path, e))?;
+        match Self::format(path, &db)? {
+            FORMAT_VERSION => return Ok(0),
+            1 => {}
+            found => {
+                return Err(OpenError::UnsupportedFormat {
+                    path: path.to_path_buf(),
+                    found,
+                });
+            }
+        }
+        let fail = |e: redb::Error| db_error(path, e);
+        let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+        let mut upgraded = 0;
+        {
+            let old = txn.open_table(EVENTS_V1).map_err(|e| fail(e.into()))?;
+            let mut new = txn.open_table(BATCHES).map_err(|e| fail(e.into()))?;
+            let mut batch = BatchWriter::new();
+            let mut first = 0;
+            for entry in old.iter().map_err(|e| fail(e.into()))? {
+                let (seq, record) = entry.map_err(|e| fail(e.into()))?;
+                let seq = seq.value();
+                let change = codec::decode_v1(record.value()).map_err(|e| {
+                    db_error(
+                        path,
+                        redb::StorageError::Corrupted(format!("event {seq}: {e}")),
+                    )
+                })?;
+                if !batch.has_room_for(change.payload.len()) {
+                    let full = std::mem::take(&mut batch).finish();
+                    new.insert(first, full.as_slice())
+                        .map_err(|e| fail(e.into()))?;
+                }
+                if batch.is_empty() {
+                    first = seq;
+                }
+                batch.push(seq, &change);
+                upgraded += 1;
+            }
+            if !batch.is_empty() {
+                new.insert(first, batch.finish().as_slice())
+                    .map_err(|e| fail(e.into()))?;
+            }
+            let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
+            meta.insert(FORMAT_KEY, FORMAT_VERSION)
+                .map_err(|e| fail(e.into()))?;
+        }
+        txn.delete_table(EVENTS_V1).map_err(|e| fail(e.into()))?;
+        txn.commit().map_err(|e| fail(e.into()))?;
+        Ok(upgraded)
     }
 
     /// The underlying database, for applications that commit their own tables together with
@@ -322,7 +355,7 @@ impl Log {
         let txn = db.begin_write().map_err(storage)?;
         let head = Self::append_in(&txn, changes)?;
         txn.commit().map_err(storage)?;
-        self.notify_appended();
+        self.changes.bump();
         Ok(head)
     }
 
@@ -331,133 +364,63 @@ impl Log {
     /// from the head as this transaction sees it, so they stay gap-free whichever transaction
     /// commits. Returns the seq of the last change appended, or the head if there were none.
     ///
-    /// Waiters in this process notice the commit within about 20 ms; they are not woken at once
-    /// as they are by [`Log::append_batch`].
+    /// New events go into the last stored batch while it has room (rewriting it), so that a log
+    /// written one event at a time is read as fast as one written in bulk. Waiters in this
+    /// process notice the commit through the file (at once on Linux, within about 20 ms
+    /// elsewhere); [`Log::append_batch`] wakes them at once everywhere.
     pub fn append_in<'a>(
         txn: &WriteTransaction,
         changes: impl IntoIterator<Item = &'a Change>,
     ) -> Result<u64, WriteError> {
-        let mut table = txn.open_table(EVENTS).map_err(storage)?;
-        let mut head = last_seq(&table)?;
-        let mut record = Vec::new();
+        let mut table = txn.open_table(BATCHES).map_err(storage)?;
+        let mut changes = changes.into_iter().peekable();
+        if changes.peek().is_none() {
+            return last_seq(&table).map_err(|e| match e {
+                ReadError::Storage(e) => WriteError::Storage(e),
+                ReadError::Undecodable { seq, source } => {
+                    WriteError::Damaged { first: seq, source }
+                }
+            });
+        }
+        // Go on from the last batch, if there is one with room.
+        let (mut first, mut batch, mut head) = match table.last().map_err(storage)? {
+            None => (1, BatchWriter::new(), 0),
+            Some((key, stored)) => {
+                let key = key.value();
+                let last = CheckedBatch::new(key, stored.value())
+                    .map_err(|source| WriteError::Damaged { first: key, source })?;
+                (key, BatchWriter::extending(&last), last.last())
+            }
+        };
         for change in changes {
             head = head.checked_add(1).ok_or(WriteError::SeqExhausted)?;
-            record.clear();
-            codec::encode_into(change, &mut record);
-            table.insert(head, record.as_slice()).map_err(storage)?;
+            if !batch.has_room_for(change.payload.len()) {
+                let full = std::mem::take(&mut batch).finish();
+                table.insert(first, full.as_slice()).map_err(storage)?;
+            }
+            if batch.is_empty() {
+                first = head;
+            }
+            batch.push(head, change);
         }
+        table
+            .insert(first, batch.finish().as_slice())
+            .map_err(storage)?;
         Ok(head)
     }
 
-    fn notify_appended(&self) {
-        let mut state = self.appended.lock();
-        state.count = state.count.wrapping_add(1);
-        let wakers = std::mem::take(&mut state.wakers);
-        drop(state);
-        self.appended.cond.notify_all();
-        wakers.into_iter().for_each(Waker::wake);
-    }
-
-    /// How many appends this `Log` has made; pass it to [`Log::appended`].
+    /// How many changes this `Log` has seen (its appends, and on Linux every write to the file by
+    /// any process); pass it to [`Log::appended`].
     pub fn generation(&self) -> u64 {
-        self.appended.lock().count
+        self.changes.count()
     }
 
-    /// Completes once this `Log` appends after `generation` (read it before checking the head,
-    /// so that an append in between is not missed). For async waiters: commits made by another
-    /// process do not complete it; recheck the head every [`CROSS_PROCESS_RECHECK`] for those.
+    /// Completes once the log changes after `generation` (read it before checking the head, so
+    /// that a change in between is not missed). Appends through this `Log` complete it at once,
+    /// and on Linux so do commits by other processes; elsewhere, recheck the head every
+    /// [`changes::CROSS_PROCESS_RECHECK`] for those.
     pub fn appended(&self, generation: u64) -> AppendedSince<'_> {
-        AppendedSince {
-            appended: &self.appended,
-            seen: generation,
-        }
-    }
-
-    /// The seq of the newest event, 0 when the log is empty.
-    pub fn head(&self) -> Result<u64, ReadError> {
-        let txn = self.begin_read()?;
-        Ok(last_seq(&txn.open_table(EVENTS).map_err(storage)?)?)
-    }
-
-    /// The number of events stored.
-    pub fn len(&self) -> Result<u64, ReadError> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(EVENTS).map_err(storage)?;
-        Ok(table.len().map_err(storage)?)
-    }
-
-    /// Whether the log holds no event.
-    pub fn is_empty(&self) -> Result<bool, ReadError> {
-        Ok(self.len()? == 0)
-    }
-
-    /// The events after `since`, at most `limit` of them and within the default [`PollLimits`],
-    /// by an O(k) range scan. See [`Batch`] for the returned cursor.
-    pub fn poll(&self, since: u64, limit: u32) -> Result<Batch, ReadError> {
-        self.poll_within(since, limit, &PollLimits::default())
-    }
-
-    /// The events after `since`, at most `limit` of them and within `limits`.
-    ///
-    /// An event that cannot be decoded ends the batch before it; if it is the first event asked
-    /// for, the poll fails with [`ReadError::Undecodable`].
-    pub fn poll_within(
-        &self,
-        since: u64,
-        limit: u32,
-        limits: &PollLimits,
-    ) -> Result<Batch, ReadError> {
-        let mut batch = BatchBuilder::new(since, limit, limits);
-        let Some(first) = batch.first_wanted() else {
-            return Ok(batch.finish());
-        };
-        let txn = self.begin_read()?;
-        let table = txn.open_table(EVENTS).map_err(storage)?;
-        for entry in table.range(first..).map_err(storage)? {
-            let (seq, record) = entry.map_err(storage)?;
-            let seq = seq.value();
-            let change = match codec::decode(record.value()) {
-                Ok(change) => change,
-                Err(source) if batch.is_empty() => {
-                    return Err(ReadError::Undecodable { seq, source });
-                }
-                Err(_) => break,
-            };
-            if !batch.push(Event { seq, change }) {
-                break;
-            }
-        }
-        Ok(batch.finish())
-    }
-
-    /// Blocks until the head passes `since` or `timeout` has passed; returns the head.
-    ///
-    /// Appends through this `Log` wake the waiter at once; commits by another process are seen
-    /// within about 20 ms.
-    pub fn wait(&self, since: u64, timeout: Duration) -> Result<u64, ReadError> {
-        // A timeout too large to represent is as good as forever.
-        let deadline = Instant::now().checked_add(timeout);
-        loop {
-            let generation = self.generation();
-            let head = self.head()?;
-            let now = Instant::now();
-            if head > since || deadline.is_some_and(|d| now >= d) {
-                return Ok(head);
-            }
-            let guard = self.appended.lock();
-            if guard.count != generation {
-                continue;
-            }
-            let slice = deadline.map_or(CROSS_PROCESS_RECHECK, |d| {
-                (d - now).min(CROSS_PROCESS_RECHECK)
-            });
-            drop(
-                self.appended
-                    .cond
-                    .wait_timeout(guard, slice)
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
-        }
+        self.changes.after(generation)
     }
 }
 

@@ -1,5 +1,6 @@
-//! Poll semantics shared by every backend: limit clamping, the byte budget and the returned
-//! cursor. A backend supplies events in seq order; [`BatchBuilder`] decides where the batch ends.
+//! Poll semantics shared by every backend and by both forms of a batch (typed events, packed
+//! bytes): limit clamping, the byte budget and the returned cursor. A backend offers events in
+//! seq order; [`Budget`] decides where the batch ends.
 
 use crate::event::Event;
 
@@ -28,7 +29,100 @@ impl Default for PollLimits {
     }
 }
 
-/// The answer to a poll: the events after `since`, and the cursor to pass next time.
+/// Where one batch ends, whatever form it takes.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    max_events: usize,
+    max_bytes: usize,
+    events: usize,
+    bytes: usize,
+    last_seq: u64,
+}
+
+impl Budget {
+    /// The budget of a batch of the events after `since`, asked for with `limit`.
+    pub fn new(since: u64, limit: u32, limits: &PollLimits) -> Self {
+        Budget {
+            max_events: limit.min(limits.max_events) as usize,
+            max_bytes: limits.max_bytes,
+            events: 0,
+            bytes: 0,
+            last_seq: since,
+        }
+    }
+
+    /// The most events the batch may hold.
+    pub fn max_events(&self) -> usize {
+        self.max_events
+    }
+
+    /// The first seq a backend should read, or `None` if nothing is to be read: the limit is 0,
+    /// or `since` is `u64::MAX` and nothing can follow it.
+    pub fn first_wanted(&self) -> Option<u64> {
+        // Only the limit: the byte budget never keeps out the first event.
+        if self.events >= self.max_events {
+            return None;
+        }
+        self.last_seq.checked_add(1)
+    }
+
+    /// Offers the next event in seq order, by its seq and payload length. Returns whether it is
+    /// in the batch: it is left out if the batch is full, or if its payload would take the batch
+    /// past the byte budget (unless it is the first). Once an event is left out, or
+    /// [`Budget::has_room`] says no, the backend stops reading.
+    pub fn admit(&mut self, seq: u64, payload_len: usize) -> bool {
+        if self.events >= self.max_events {
+            return false;
+        }
+        let bytes = self.bytes.saturating_add(payload_len);
+        if bytes > self.max_bytes && self.events > 0 {
+            return false;
+        }
+        self.bytes = bytes;
+        self.events += 1;
+        self.last_seq = seq;
+        true
+    }
+
+    /// Whether `events` more events, with `payload_bytes` of payload between them, would all be
+    /// admitted one by one, with room left for more: the limit takes them and their payloads
+    /// stay below the byte budget (reaching it exactly ends the batch at that event).
+    pub fn fits_all(&self, events: usize, payload_bytes: usize) -> bool {
+        self.events.saturating_add(events) <= self.max_events
+            && self.bytes.saturating_add(payload_bytes) < self.max_bytes
+    }
+
+    /// Admits `events` events at once, of which the last has `last_seq`: what
+    /// [`Budget::admit`] would have done for each, when [`Budget::fits_all`] says so.
+    pub fn admit_all(&mut self, events: usize, payload_bytes: usize, last_seq: u64) {
+        self.events += events;
+        self.bytes += payload_bytes;
+        self.last_seq = last_seq;
+    }
+
+    /// Whether the batch can take another event: it is below its limit and its byte budget is
+    /// not spent (a spent budget ends the batch here, rather than after reading one more event).
+    pub fn has_room(&self) -> bool {
+        self.events < self.max_events && self.bytes < self.max_bytes
+    }
+
+    /// Whether the batch holds no event yet.
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
+    /// How many events the batch holds.
+    pub fn len(&self) -> usize {
+        self.events
+    }
+
+    /// The cursor to return: the seq of the last event admitted, or `since` if none was.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+}
+
+/// The answer to a typed poll: the events after `since`, and the cursor to pass next time.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Batch {
     /// Events in ascending seq order, without gaps.
@@ -37,71 +131,45 @@ pub struct Batch {
     pub last_seq: u64,
 }
 
-/// Accumulates one batch under a requested limit and [`PollLimits`].
+/// Accumulates one typed batch under a [`Budget`].
 #[derive(Debug)]
 pub struct BatchBuilder {
-    max_events: usize,
-    max_bytes: usize,
-    bytes: usize,
-    batch: Batch,
+    budget: Budget,
+    events: Vec<Event>,
 }
 
 impl BatchBuilder {
     /// Starts a batch of the events after `since`, asked for with `limit`.
     pub fn new(since: u64, limit: u32, limits: &PollLimits) -> Self {
-        let max_events = limit.min(limits.max_events) as usize;
+        let budget = Budget::new(since, limit, limits);
         BatchBuilder {
-            max_events,
-            max_bytes: limits.max_bytes,
-            bytes: 0,
-            batch: Batch {
-                // The clamp bounds this allocation; a small limit costs a small batch.
-                events: Vec::with_capacity(max_events.min(1024)),
-                last_seq: since,
-            },
+            // The clamp bounds this allocation; a small limit costs a small batch.
+            events: Vec::with_capacity(budget.max_events().min(1024)),
+            budget,
         }
     }
 
-    /// The first seq a backend should read, or `None` if nothing is to be read: the limit is 0,
-    /// or `since` is `u64::MAX` and nothing can follow it.
-    pub fn first_wanted(&self) -> Option<u64> {
-        if self.is_full() {
-            return None;
-        }
-        self.batch.last_seq.checked_add(1)
+    /// The budget, for [`Budget::first_wanted`] and [`Budget::is_empty`].
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
-    /// Whether the batch has reached its event limit.
-    pub fn is_full(&self) -> bool {
-        self.batch.events.len() >= self.max_events
-    }
-
-    /// Whether the batch holds no event yet.
-    pub fn is_empty(&self) -> bool {
-        self.batch.events.is_empty()
-    }
-
-    /// Offers the next event in seq order; it is left out if the batch is full or its payload
-    /// would take the batch past the byte budget. Returns whether the batch can take more: once
-    /// it returns `false` the backend should stop reading.
+    /// Offers the next event in seq order. Returns whether the batch can take more: once it
+    /// returns `false` the backend should stop reading.
     pub fn push(&mut self, event: Event) -> bool {
-        if self.is_full() {
+        if !self.budget.admit(event.seq, event.change.payload.len()) {
             return false;
         }
-        let bytes = self.bytes.saturating_add(event.change.payload.len());
-        if bytes > self.max_bytes && !self.is_empty() {
-            return false;
-        }
-        self.bytes = bytes;
-        self.batch.last_seq = event.seq;
-        self.batch.events.push(event);
-        // A spent budget ends the batch here rather than after decoding one more event.
-        !self.is_full() && self.bytes < self.max_bytes
+        self.events.push(event);
+        self.budget.has_room()
     }
 
     /// The finished batch.
     pub fn finish(self) -> Batch {
-        self.batch
+        Batch {
+            last_seq: self.budget.last_seq(),
+            events: self.events,
+        }
     }
 }
 
@@ -127,14 +195,14 @@ mod tests {
     #[test]
     fn limit_zero_reads_nothing_and_returns_since() {
         let builder = BatchBuilder::new(7, 0, &PollLimits::default());
-        assert_eq!(builder.first_wanted(), None);
+        assert_eq!(builder.budget().first_wanted(), None);
         assert_eq!(builder.finish().last_seq, 7);
     }
 
     #[test]
     fn nothing_follows_u64_max() {
         assert_eq!(
-            BatchBuilder::new(u64::MAX, 10, &PollLimits::default()).first_wanted(),
+            Budget::new(u64::MAX, 10, &PollLimits::default()).first_wanted(),
             None
         );
     }
@@ -142,7 +210,7 @@ mod tests {
     #[test]
     fn limit_is_clamped_to_max_events() {
         let mut builder = BatchBuilder::new(0, 100, &limits(3, usize::MAX));
-        assert_eq!(builder.first_wanted(), Some(1));
+        assert_eq!(builder.budget().first_wanted(), Some(1));
         assert!(builder.push(event(1, 0)));
         assert!(builder.push(event(2, 0)));
         assert!(!builder.push(event(3, 0)), "full after the third");
@@ -168,12 +236,11 @@ mod tests {
 
     #[test]
     fn first_event_is_returned_even_above_the_budget() {
-        let mut builder = BatchBuilder::new(0, 100, &limits(100, 10));
-        assert!(
-            !builder.push(event(1, 1000)),
-            "kept, and the budget is spent"
-        );
-        assert!(!builder.push(event(2, 0)), "left out");
-        assert_eq!(builder.finish().last_seq, 1);
+        let mut budget = Budget::new(0, 100, &limits(100, 10));
+        assert!(budget.admit(1, 1000), "kept");
+        assert!(!budget.has_room(), "and the budget is spent");
+        assert!(!budget.admit(2, 0), "left out");
+        assert_eq!(budget.last_seq(), 1);
+        assert_eq!(budget.len(), 1);
     }
 }

@@ -2,8 +2,11 @@
 
 use redb::TableDefinition;
 
-/// Events by sequence number; values are [`crate::codec`] records.
-pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("pulsewatch.events");
+/// Event batches by the seq of their first event; values are [`crate::codec`] batches.
+pub const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("pulsewatch.batches");
+
+/// Format 1's table: one record per event, by seq. Read only by [`crate::Log::upgrade`].
+pub const EVENTS_V1: TableDefinition<u64, &[u8]> = TableDefinition::new("pulsewatch.events");
 
 /// Facts about the file itself, such as [`FORMAT_KEY`].
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("pulsewatch.meta");
@@ -11,5 +14,7 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("pulsewatch.me
 /// The key in [`META`] under which the file's layout version is stored.
 pub const FORMAT_KEY: &str = "format";
 
-/// The layout version this build writes and reads: the tables above, keyed by seq from 1.
-pub const FORMAT_VERSION: u64 = 1;
+/// The layout version this build writes and reads: the tables above, events in checksummed
+/// batches keyed by the seq of their first event, seqs from 1. (Format 1 stored one record per
+/// event in [`EVENTS_V1`].)
+pub const FORMAT_VERSION: u64 = 2;

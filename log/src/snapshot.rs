@@ -2,15 +2,16 @@
 //! no writer holds. It is what a reader without file locks (a provider component under WASI)
 //! can open, and what can be carried elsewhere to replay.
 
-use crate::log::{Log, OpenError, db_error};
-use crate::schema::EVENTS;
-use redb::Builder;
+use crate::codec::{BatchWriter, CheckedBatch};
+use crate::log::{Log, OpenError, ReadError, db_error, storage};
+use crate::schema::BATCHES;
+use redb::{Builder, Database};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
-/// Events copied per write transaction, so that a large snapshot does not hold every dirty page
-/// of the copy in memory at once.
-const EVENTS_PER_TRANSACTION: usize = 100_000;
+/// Batches copied per write transaction, so that a large snapshot does not hold every dirty
+/// page of the copy in memory at once.
+const BATCHES_PER_TRANSACTION: usize = 256;
 
 /// Why a snapshot could not be written. Nothing is left at the destination when it fails.
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +23,9 @@ pub enum SnapshotError {
         /// The destination.
         path: PathBuf,
     },
-    /// The log could not be read.
-    #[error("cannot read the event log: {0}")]
-    Read(#[from] redb::Error),
+    /// The log could not be read (or holds a damaged batch, which is not copied).
+    #[error(transparent)]
+    Read(#[from] ReadError),
     /// The copy could not be created or written.
     #[error(transparent)]
     Write(#[from] OpenError),
@@ -36,6 +37,12 @@ pub enum SnapshotError {
         /// What the OS reported.
         source: std::io::Error,
     },
+}
+
+impl From<redb::Error> for SnapshotError {
+    fn from(error: redb::Error) -> Self {
+        SnapshotError::Read(ReadError::Storage(error))
+    }
 }
 
 /// What a snapshot holds.
@@ -50,11 +57,11 @@ pub struct SnapshotInfo {
 }
 
 impl Log {
-    /// Copies the events with a seq in `seqs` (as stored: no decoding) to a new log file at
-    /// `path`, all as of one read transaction, so that a writer may go on appending meanwhile.
-    /// The copy is written beside `path` and renamed into place once closed cleanly: a reader
-    /// never sees half a snapshot, and a failure leaves nothing behind. An existing `path` is
-    /// replaced only if `overwrite`.
+    /// Copies the events with a seq in `seqs` to a new log file at `path`, all as of one read
+    /// transaction, so that a writer may go on appending meanwhile; every batch is checked on
+    /// the way. The copy is written beside `path` and renamed into place once closed cleanly:
+    /// a reader never sees half a snapshot, and a failure leaves nothing behind. An existing
+    /// `path` is replaced only if `overwrite`.
     pub fn snapshot(
         &self,
         path: &Path,
@@ -94,30 +101,71 @@ impl Log {
         let copy = Builder::new().create(path).map_err(|e| db_error(path, e))?;
         Log::init(path, &copy)?;
         let source = self.begin_read()?;
-        let events = source.open_table(EVENTS).map_err(redb::Error::from)?;
+        let table = source.open_table(BATCHES).map_err(storage)?;
+        let (low, high) = (*seqs.start(), *seqs.end());
+        let start = match table.range(..=low).map_err(storage)?.next_back() {
+            Some(entry) => entry.map_err(storage)?.0.value(),
+            None => low,
+        };
         let mut info = SnapshotInfo {
             first: None,
             last: None,
             events: 0,
         };
-        let mut entries = events.range(seqs).map_err(redb::Error::from)?.peekable();
-        while entries.peek().is_some() {
-            let txn = copy.begin_write().map_err(|e| db_error(path, e))?;
-            {
-                let mut table = txn.open_table(EVENTS).map_err(|e| db_error(path, e))?;
-                for entry in entries.by_ref().take(EVENTS_PER_TRANSACTION) {
-                    let (seq, record) = entry.map_err(redb::Error::from)?;
-                    let seq = seq.value();
-                    table
-                        .insert(seq, record.value())
-                        .map_err(|e| db_error(path, e))?;
-                    info.first.get_or_insert(seq);
-                    info.last = Some(seq);
-                    info.events += 1;
+        let mut finished = Vec::new();
+        let mut writer = BatchWriter::new();
+        let mut first_in_writer = 0;
+        'batches: for item in table.range(start..=high).map_err(storage)? {
+            let (key, stored) = item.map_err(storage)?;
+            let key = key.value();
+            let undecodable = |source| ReadError::Undecodable { seq: key, source };
+            let batch = CheckedBatch::new(key, stored.value()).map_err(undecodable)?;
+            for entry in batch.entries() {
+                let entry = entry.map_err(undecodable)?;
+                let seq = entry.seq();
+                if seq < low {
+                    continue;
                 }
+                if seq > high {
+                    break 'batches;
+                }
+                if !writer.has_room_for(entry.payload().len()) {
+                    finished.push((first_in_writer, std::mem::take(&mut writer).finish()));
+                    if finished.len() >= BATCHES_PER_TRANSACTION {
+                        write_batches(&copy, path, &mut finished)?;
+                    }
+                }
+                if writer.is_empty() {
+                    first_in_writer = seq;
+                }
+                writer.push_entry(&entry);
+                info.first.get_or_insert(seq);
+                info.last = Some(seq);
+                info.events += 1;
             }
-            txn.commit().map_err(|e| db_error(path, e))?;
         }
+        if !writer.is_empty() {
+            finished.push((first_in_writer, writer.finish()));
+        }
+        write_batches(&copy, path, &mut finished)?;
         Ok(info)
     }
+}
+
+/// Writes `batches` to the copy in one transaction and empties the list.
+fn write_batches(
+    copy: &Database,
+    path: &Path,
+    batches: &mut Vec<(u64, Vec<u8>)>,
+) -> Result<(), OpenError> {
+    let txn = copy.begin_write().map_err(|e| db_error(path, e))?;
+    {
+        let mut table = txn.open_table(BATCHES).map_err(|e| db_error(path, e))?;
+        for (first, bytes) in batches.drain(..) {
+            table
+                .insert(first, bytes.as_slice())
+                .map_err(|e| db_error(path, e))?;
+        }
+    }
+    txn.commit().map_err(|e| db_error(path, e))
 }

@@ -10,12 +10,19 @@ use pulsewatch_log::provider::{DB_PATH_SLOT, DEFAULT_DB_PATH, db_path_in, db_pat
 use pulsewatch_log::{Log, OpenError, PollLimits};
 use std::sync::OnceLock;
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "pulse:watch/provider",
-});
+/// The generated bindings, and the exports' glue, which is unsafe code wit-bindgen writes.
+#[allow(unsafe_code, missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "pulse:watch/provider",
+    });
 
-use exports::pulse::watch::feed::{self as wit, Guest};
+    use super::Provider;
+    export!(Provider with_types_in self);
+}
+
+use bindings::exports::pulse::watch::feed::{self as wit, Guest};
 
 /// The snapshot's path; `pulsewatch bundle --db-path` rewrites these bytes in the compiled
 /// component.
@@ -24,6 +31,7 @@ static DB_PATH: [u8; DB_PATH_SLOT] = match db_path_slot(DEFAULT_DB_PATH.as_bytes
     None => panic!("the default path fits its slot"),
 };
 
+#[allow(unsafe_code)]
 fn db_path() -> String {
     // A volatile read: the bytes may be changed after compilation, so the compiler must not
     // fold the default into the code.
@@ -66,6 +74,14 @@ impl Guest for Provider {
         ))
     }
 
+    fn poll_packed(since: u64, limit: u32) -> Result<(Vec<u8>, u64), wit::PollError> {
+        let mut bytes = Vec::new();
+        let packed = log()?
+            .poll_packed(since, limit, &PollLimits::default(), &mut bytes)
+            .map_err(poll_error)?;
+        Ok((bytes, packed.last_seq))
+    }
+
     fn head() -> Result<u64, wit::PollError> {
         log()?.head().map_err(poll_error)
     }
@@ -81,5 +97,3 @@ impl Guest for Provider {
         }
     }
 }
-
-export!(Provider);

@@ -3,13 +3,14 @@
 //! A plugin is a WASI 0.2 command (an ordinary `fn main` built for `wasm32-wasip2`) that reads
 //! the host's change feed through the `pulse:watch/feed` import. This crate gives it:
 //!
-//! - [`ChangePoller`]: holds the plugin's cursor and polls the events after it;
+//! - [`ChangePoller`]: holds the plugin's cursor and polls the events after it, as a packed
+//!   [`Batch`] read in place through [`EventRef`] views, or as owned [`Event`]s;
 //! - [`Checkpoint`]: commits the cursor, with the plugin's own state, to `/state` so that a
 //!   restarted plugin resumes after the last batch it committed (at-least-once delivery);
 //! - [`run`]: the whole loop (resume, poll, process, commit, wait) around a [`Plugin`].
 //!
 //! ```no_run
-//! use pulsewatch_guest::{Event, Plugin};
+//! use pulsewatch_guest::{Batch, Plugin};
 //!
 //! #[derive(Default)]
 //! struct Count(u64);
@@ -19,7 +20,7 @@
 //!         let n = state.map(|s| String::from_utf8_lossy(s).parse()).transpose()?;
 //!         Ok(Count(n.unwrap_or(0)))
 //!     }
-//!     fn process(&mut self, events: &[Event]) -> Result<(), pulsewatch_guest::Error> {
+//!     fn process(&mut self, events: &Batch) -> Result<(), pulsewatch_guest::Error> {
 //!         self.0 += events.len() as u64;
 //!         Ok(())
 //!     }
@@ -33,11 +34,13 @@
 //! }
 //! ```
 
+mod batch;
 mod checkpoint;
 mod poller;
 mod runner;
 
-/// Bindings generated from `wit/feed.wit`, the contract with the host.
+/// Bindings generated from `wit/feed.wit`, the contract with the host (documented there).
+#[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -45,6 +48,7 @@ pub mod bindings {
     });
 }
 
+pub use batch::{Batch, EventRef};
 pub use bindings::pulse::watch::feed::{ChangeKind, Event, PollError, Uuid, WaitError};
 pub use checkpoint::{Checkpoint, Saved};
 pub use poller::{ChangePoller, DEFAULT_BATCH_LIMIT};

@@ -1,7 +1,7 @@
 //! The plugin's cursor over the feed.
 
 use crate::bindings::pulse::watch::feed;
-use crate::{Event, PollError, WaitError};
+use crate::{Batch, Event, PollError, WaitError};
 use std::time::Duration;
 
 /// Maximum number of events [`ChangePoller::poll`] asks for unless told otherwise.
@@ -45,12 +45,21 @@ impl ChangePoller {
         self.last_seq
     }
 
-    /// The events after the cursor, in seq order, and advances the cursor past them.
-    /// An empty batch means the plugin has caught up with the head.
+    /// The events after the cursor, in seq order, as owned values, and advances the cursor
+    /// past them. An empty batch means the plugin has caught up with the head.
     pub fn poll(&mut self) -> Result<Vec<Event>, PollError> {
-        let (events, seq) = feed::poll(self.last_seq, self.batch_limit)?;
+        Ok(self.poll_batch()?.to_events())
+    }
+
+    /// The events after the cursor as one packed [`Batch`], read in place without an
+    /// allocation per event, and advances the cursor past them. An empty batch means the
+    /// plugin has caught up with the head.
+    pub fn poll_batch(&mut self) -> Result<Batch, PollError> {
+        let (bytes, seq) = feed::poll_packed(self.last_seq, self.batch_limit)?;
+        // Events are gap-free: the cursor's move is the count.
+        let len = usize::try_from(seq.saturating_sub(self.last_seq)).unwrap_or(usize::MAX);
         self.last_seq = seq;
-        Ok(events)
+        Ok(Batch::from_host(bytes, len))
     }
 
     /// Blocks until events after the cursor exist or `timeout` passes; returns whether there

@@ -1,6 +1,6 @@
 //! The plugin loop: resume, poll, process, commit, wait.
 
-use crate::{ChangePoller, Checkpoint, DEFAULT_BATCH_LIMIT, Error, Event, PollError, WaitError};
+use crate::{Batch, ChangePoller, Checkpoint, DEFAULT_BATCH_LIMIT, Error, PollError, WaitError};
 use std::time::Duration;
 
 /// How long one wait for new events lasts before the loop asks again. Short enough that a
@@ -16,8 +16,9 @@ pub trait Plugin: Sized {
     /// Rebuilds the plugin from the state it last committed, or from scratch (`None`).
     fn restore(state: Option<&[u8]>) -> Result<Self, Error>;
 
-    /// Processes one batch, in seq order.
-    fn process(&mut self, events: &[Event]) -> Result<(), Error>;
+    /// Processes one batch, in seq order: iterate it for [`crate::EventRef`] views, which
+    /// borrow from the batch and allocate nothing.
+    fn process(&mut self, events: &Batch) -> Result<(), Error>;
 
     /// The state to commit together with the cursor after each batch.
     fn snapshot(&self) -> Vec<u8>;
@@ -61,10 +62,10 @@ pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Resul
     plugin.finish(poller.last_sequence())
 }
 
-fn poll_with_retries(poller: &mut ChangePoller) -> Result<Vec<Event>, PollError> {
+fn poll_with_retries(poller: &mut ChangePoller) -> Result<Batch, PollError> {
     let mut pause = Duration::from_millis(100);
     for _ in 0..RETRIES {
-        match poller.poll() {
+        match poller.poll_batch() {
             Err(PollError::Unavailable(why)) => {
                 eprintln!("pulsewatch-guest: feed unavailable ({why}); retrying in {pause:?}");
                 std::thread::sleep(pause);
@@ -73,5 +74,5 @@ fn poll_with_retries(poller: &mut ChangePoller) -> Result<Vec<Event>, PollError>
             other => return other,
         }
     }
-    poller.poll()
+    poller.poll_batch()
 }

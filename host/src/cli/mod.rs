@@ -8,7 +8,7 @@ mod run;
 mod standalone;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use pulsewatch::Log;
+use pulsewatch::{Log, OpenError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +34,8 @@ enum Command {
     Tail(jsonl::TailArgs),
     /// Repair a database left unclean by a writer that stopped abruptly.
     Repair(RepairArgs),
+    /// Rewrite a log of an older format (pulsewatch 0.1's first release) in this format.
+    Upgrade(RepairArgs),
     /// Copy a database, as of one moment, to a file a plugin can read under `wasmtime run`.
     Snapshot(standalone::SnapshotArgs),
     /// Compose a plugin with the feed provider into a component that runs under `wasmtime run`.
@@ -53,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => jsonl::import(&args),
         Command::Tail(args) => jsonl::tail(&args),
         Command::Repair(args) => repair(&args),
+        Command::Upgrade(args) => upgrade(&args),
         Command::Snapshot(args) => standalone::snapshot(&args),
         Command::Bundle(args) => standalone::bundle(&args),
         Command::Worker => return pulsewatch::supervisor::serve(),
@@ -60,18 +63,46 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {error:#}{}", hint(&error));
             ExitCode::from(2)
         }
     }
 }
 
-/// Arguments of `pulsewatch repair`.
+/// The command that fixes what `error` reports, when there is one.
+fn hint(error: &anyhow::Error) -> String {
+    match error.chain().find_map(|e| e.downcast_ref::<OpenError>()) {
+        Some(OpenError::NeedsRepair { path }) => {
+            format!("; run `pulsewatch repair --db {}`", path.display())
+        }
+        Some(OpenError::UnsupportedFormat { path, found: 1 }) => {
+            format!("; run `pulsewatch upgrade --db {}`", path.display())
+        }
+        _ => String::new(),
+    }
+}
+
+/// Arguments of `pulsewatch repair` and `pulsewatch upgrade`.
 #[derive(ClapArgs)]
 pub struct RepairArgs {
     /// The database file.
     #[arg(long)]
     db: PathBuf,
+}
+
+/// Rewrites an older log in place, in one transaction.
+pub fn upgrade(args: &RepairArgs) -> anyhow::Result<ExitCode> {
+    let events = Log::upgrade(&args.db)?;
+    eprintln!(
+        "{}: {}",
+        args.db.display(),
+        if events == 0 {
+            "already in this format".to_owned()
+        } else {
+            format!("rewrote {events} events in this format")
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Opening for writing repairs a file a crashed writer left; readers can open it again after.

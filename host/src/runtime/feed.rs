@@ -19,7 +19,7 @@ use pulse::watch::feed as wit;
 
 /// The interface the functions are linked under, as in wit/feed.wit. Admission accepts imports
 /// of its package at any version semver-compatible with this one.
-pub(crate) const FEED_INTERFACE: &str = "pulse:watch/feed@0.1.0";
+pub(crate) const FEED_INTERFACE: &str = "pulse:watch/feed@0.1.1";
 
 /// What one plugin's feed calls read from.
 pub(crate) struct Feed {
@@ -46,6 +46,19 @@ impl Feed {
             batch.events.into_iter().map(to_wit).collect(),
             batch.last_seq,
         ))
+    }
+
+    fn poll_packed(&self, since: u64, limit: u32) -> Result<(Vec<u8>, u64), wit::PollError> {
+        self.cursor.store(since, Ordering::Relaxed);
+        let mut bytes = Vec::new();
+        if self.stop.is_stopped() {
+            return Ok((bytes, since));
+        }
+        let packed = self
+            .log
+            .poll_packed(since, limit, &self.poll_limits, &mut bytes)
+            .map_err(poll_error)?;
+        Ok((bytes, packed.last_seq))
     }
 
     async fn wait(&self, since: u64, timeout: Duration) -> Result<u64, wit::WaitError> {
@@ -108,6 +121,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
     feed.func_wrap("poll", |mut store, (since, limit): (u64, u32)| {
         let result = store.data().feed.poll(since, limit);
         let delivered = matches!(&result, Ok((events, _)) if !events.is_empty());
+        grant_cpu(&mut store, delivered)?;
+        Ok((result,))
+    })?;
+    feed.func_wrap("poll-packed", |mut store, (since, limit): (u64, u32)| {
+        let result = store.data().feed.poll_packed(since, limit);
+        let delivered = matches!(&result, Ok((bytes, _)) if !bytes.is_empty());
         grant_cpu(&mut store, delivered)?;
         Ok((result,))
     })?;

@@ -7,7 +7,7 @@
 //! The committed state is the length of the output file: on restart the file is cut back to
 //! it, so events processed after the last commit are not written twice.
 
-use pulsewatch_guest::{Error, Event, Plugin};
+use pulsewatch_guest::{Batch, Error, EventRef, Plugin};
 use serde_json::value::RawValue;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -57,16 +57,16 @@ impl Filter {
         Ok(filter)
     }
 
-    fn matches(&self, event: &Event) -> bool {
-        self.kinds.iter().any(|k| k == event.kind.as_str())
+    fn matches(&self, event: &EventRef<'_>) -> bool {
+        self.kinds.iter().any(|k| k == event.kind().as_str())
             && self
                 .collective
                 .as_ref()
-                .is_none_or(|c| *c == event.collective.to_string())
+                .is_none_or(|c| *c == event.collective().to_string())
             && self
                 .entity
                 .as_ref()
-                .is_none_or(|e| *e == event.entity.to_string())
+                .is_none_or(|e| *e == event.entity().to_string())
     }
 }
 
@@ -104,21 +104,21 @@ impl Plugin for FilterJsonl {
         })
     }
 
-    fn process(&mut self, events: &[Event]) -> Result<(), Error> {
+    fn process(&mut self, events: &Batch) -> Result<(), Error> {
         for event in events.iter().filter(|e| self.filter.matches(e)) {
-            let payload = std::str::from_utf8(&event.payload)
+            let payload = std::str::from_utf8(event.payload())
                 .ok()
                 .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
             let line = Line {
-                seq: event.seq,
-                kind: event.kind.as_str(),
-                entity: event.entity.to_string(),
-                collective: event.collective.to_string(),
-                timestamp_ms: event.timestamp_ms,
+                seq: event.seq(),
+                kind: event.kind().as_str(),
+                entity: event.entity().to_string(),
+                collective: event.collective().to_string(),
+                timestamp_ms: event.timestamp_ms(),
                 payload,
                 payload_text: payload
                     .is_none()
-                    .then(|| String::from_utf8_lossy(&event.payload)),
+                    .then(|| String::from_utf8_lossy(event.payload())),
             };
             let mut bytes = serde_json::to_vec(&line)?;
             bytes.push(b'\n');

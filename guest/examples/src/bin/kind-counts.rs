@@ -3,7 +3,7 @@
 //! The counts are committed with the cursor after every batch, so a restarted run continues
 //! the totals instead of starting over.
 
-use pulsewatch_guest::{ChangeKind, Error, Event, Plugin};
+use pulsewatch_guest::{Batch, ChangeKind, Error, Plugin};
 use std::collections::BTreeMap;
 
 /// Counts indexed by [`ChangeKind`] in declaration order.
@@ -43,13 +43,13 @@ impl Plugin for KindCounts {
             .unwrap_or_default())
     }
 
-    fn process(&mut self, events: &[Event]) -> Result<(), Error> {
+    fn process(&mut self, events: &Batch) -> Result<(), Error> {
         for event in events {
             let counts = self
                 .per_collective
-                .entry(event.collective.to_string())
+                .entry(event.collective().to_string())
                 .or_default();
-            counts[index(event.kind)] += 1;
+            counts[index(event.kind())] += 1;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ fn main() {
             loop {
                 file.write_all(&chunk).expect("write");
                 written += 1;
-                if written % 64 == 0 {
+                if written.is_multiple_of(64) {
                     println!("wrote {written} MiB");
                 }
             }

@@ -2,8 +2,10 @@
 //! host must refuse it, naming the import. (A draft version, so that the component linker does
 //! not try to merge this stub with the real wasi:http 0.2 it knows.)
 
-wit_bindgen::generate!({
-    inline: r#"
+#[allow(missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        inline: r#"
         package test:forbidden-http;
 
         world forbidden-http {
@@ -16,13 +18,14 @@ wit_bindgen::generate!({
             }
         }
     "#,
-    world: "test:forbidden-http/forbidden-http",
-    generate_all,
-});
+        world: "test:forbidden-http/forbidden-http",
+        generate_all,
+    });
+}
 
 fn main() {
     println!(
         "{}",
-        wasi::http::outgoing_handler::handle("http://127.0.0.1/")
+        bindings::wasi::http::outgoing_handler::handle("http://127.0.0.1/")
     );
 }

@@ -1,8 +1,10 @@
 //! Hostile: imports an interface the host does not grant (`wasi:keyvalue/store`, a WASI
 //! proposal outside the 0.2 command world). The host must refuse it, naming the import.
 
-wit_bindgen::generate!({
-    inline: r#"
+#[allow(missing_docs)]
+mod bindings {
+    wit_bindgen::generate!({
+        inline: r#"
         package test:forbidden;
 
         world forbidden {
@@ -15,10 +17,11 @@ wit_bindgen::generate!({
             }
         }
     "#,
-    world: "test:forbidden/forbidden",
-    generate_all,
-});
+        world: "test:forbidden/forbidden",
+        generate_all,
+    });
+}
 
 fn main() {
-    println!("{:?}", wasi::keyvalue::store::get("secret"));
+    println!("{:?}", bindings::wasi::keyvalue::store::get("secret"));
 }

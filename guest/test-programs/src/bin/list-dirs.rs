@@ -2,7 +2,9 @@
 //! of which the host reads whole into its own memory. Arguments: files (default 10,000),
 //! listings (default 500).
 fn main() {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("number"));
+    let mut args = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<usize>().expect("number"));
     let files = args.next().unwrap_or(10_000);
     let listings = args.next().unwrap_or(500);
     let dir = std::path::Path::new("/state/names");

@@ -1,7 +1,6 @@
 //! Well-behaved: waits for events that do not come, doing a little work every 100 ms, the way a
 //! plugin flushing a buffer or renewing a lease does. Argument: loop iterations per round
 //! (default 200,000). Prints the rounds it did when the feed closes.
-use pulsewatch_guest::WaitError;
 use pulsewatch_guest::bindings::pulse::watch::feed;
 
 fn main() {
@@ -11,11 +10,8 @@ fn main() {
     let head = feed::head().expect("head");
     let mut rounds = 0u64;
     let mut x = 1u64;
-    loop {
-        match feed::wait(head, 100) {
-            Ok(_) => {}
-            Err(WaitError::Closed) => break,
-        }
+    // Until the host closes the feed.
+    while feed::wait(head, 100).is_ok() {
         for _ in 0..work {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }

@@ -1,7 +1,11 @@
 //! Benchmark guest: reads the whole feed in batches and reports, with the guest's monotonic
-//! clock, the median time of one `poll` call (lifting and lowering included) and events/s.
-//! Arguments: batch limit (default 1000), then how many caught-up polls to time (default 10000).
+//! clock, the median time of one poll (the call, lifting and lowering, and for the packed read
+//! the SDK's check of the batch) and events/s, touching every event's seq and payload.
+//! Arguments: batch limit (default 1000), how many caught-up polls to time (default 10000),
+//! and `typed` (`poll`, owned records; the default) or `packed` (`poll-packed` through the
+//! SDK's `Batch` and `EventRef` views).
 
+use pulsewatch_guest::ChangePoller;
 use pulsewatch_guest::bindings::pulse::watch::feed;
 use std::time::Instant;
 
@@ -10,12 +14,33 @@ fn median_ns(samples: &mut [u128]) -> u128 {
     samples.get(samples.len() / 2).copied().unwrap_or(0)
 }
 
+/// One poll from `since`: (events, cursor, checksum of what was touched).
+fn poll(packed: bool, since: u64, limit: u32) -> (u64, u64, u64) {
+    if packed {
+        let mut poller = ChangePoller::from_sequence(since).with_batch_limit(limit as usize);
+        let batch = poller.poll_batch().expect("poll-packed");
+        let sum = batch.iter().fold(0u64, |s, e| {
+            s.wrapping_add(e.seq() ^ e.payload().len() as u64)
+        });
+        (batch.len() as u64, poller.last_sequence(), sum)
+    } else {
+        let (events, seq) = feed::poll(since, limit).expect("poll");
+        let sum = events
+            .iter()
+            .fold(0u64, |s, e| s.wrapping_add(e.seq ^ e.payload.len() as u64));
+        (events.len() as u64, seq, sum)
+    }
+}
+
 fn main() {
-    let mut args = std::env::args()
-        .skip(1)
-        .map(|a| a.parse::<u64>().expect("numeric argument"));
-    let limit = args.next().unwrap_or(1000) as u32;
-    let idle_polls = args.next().unwrap_or(10_000);
+    let mut args = std::env::args().skip(1);
+    let limit: u32 = args.next().map_or(1000, |a| a.parse().expect("a limit"));
+    let idle_polls: u64 = args.next().map_or(10_000, |a| a.parse().expect("a count"));
+    let packed = match args.next().as_deref() {
+        None | Some("typed") => false,
+        Some("packed") => true,
+        Some(other) => panic!("unknown mode {other}: typed or packed"),
+    };
 
     let mut since = 0;
     let mut events_total = 0u64;
@@ -24,16 +49,13 @@ fn main() {
     let start = Instant::now();
     loop {
         let t = Instant::now();
-        let (events, seq) = feed::poll(since, limit).expect("poll");
+        let (events, seq, sum) = poll(packed, since, limit);
         per_call.push(t.elapsed().as_nanos());
-        if events.is_empty() {
+        if events == 0 {
             break;
         }
-        // Touch every event so the work cannot be skipped.
-        for e in &events {
-            checksum = checksum.wrapping_add(e.seq ^ e.payload.len() as u64);
-        }
-        events_total += events.len() as u64;
+        checksum = checksum.wrapping_add(sum);
+        events_total += events;
         since = seq;
     }
     let elapsed = start.elapsed();
@@ -43,7 +65,8 @@ fn main() {
     let mut idle: Vec<u128> = (0..idle_polls)
         .map(|_| {
             let t = Instant::now();
-            let _ = feed::poll(since, limit).expect("poll");
+            let (events, _, _) = poll(packed, since, limit);
+            assert_eq!(events, 0);
             t.elapsed().as_nanos()
         })
         .collect();

@@ -1,7 +1,7 @@
 //! Checks delivery: every batch must start right after the cursor and be gap-free. Prints what
 //! it received in this run. Argument: the batch limit (default 1000).
 
-use pulsewatch_guest::{Error, Event, Plugin};
+use pulsewatch_guest::{Batch, Error, Plugin};
 
 #[derive(Default)]
 struct SeqCheck {
@@ -23,13 +23,13 @@ impl Plugin for SeqCheck {
         })
     }
 
-    fn process(&mut self, events: &[Event]) -> Result<(), Error> {
+    fn process(&mut self, events: &Batch) -> Result<(), Error> {
         for event in events {
-            if Some(event.seq) != self.next {
-                return Err(format!("expected seq {:?}, got {}", self.next, event.seq).into());
+            if Some(event.seq()) != self.next {
+                return Err(format!("expected seq {:?}, got {}", self.next, event.seq()).into());
             }
-            self.first.get_or_insert(event.seq);
-            self.next = Some(event.seq + 1);
+            self.first.get_or_insert(event.seq());
+            self.next = Some(event.seq() + 1);
             self.received += 1;
         }
         Ok(())

@@ -1,0 +1,171 @@
+//! How a `Log` learns that the file changed: a count of changes, bumped at once by appends made
+//! through it and, on Linux, by inotify when any process writes the file. Waiters (threads in
+//! [`crate::Log::wait`], tasks awaiting [`crate::Log::appended`]) wake on each bump, and a reader
+//! that knows the count has not moved since it last read the head can answer a caught-up poll
+//! without a read transaction.
+//!
+//! A missed or late notification only costs latency: waiters also recheck the file every
+//! [`CROSS_PROCESS_RECHECK`], and a stale "caught up" answer delivers nothing, it consumes
+//! nothing.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// How often a waiter looks at the file for commits it was not told of.
+pub const CROSS_PROCESS_RECHECK: Duration = Duration::from_millis(20);
+
+#[derive(Default)]
+struct Count {
+    value: u64,
+    /// Tasks to wake on the next change. No async runtime is assumed: any executor's wakers.
+    wakers: Vec<Waker>,
+}
+
+/// The change count of one `Log` and everything waiting on it.
+#[derive(Default)]
+pub(crate) struct Changes {
+    count: Mutex<Count>,
+    cond: Condvar,
+    /// Whether every change to the file bumps the count (an inotify watch is in place, or no
+    /// other process can write it); if not, the count says nothing about other processes.
+    complete: std::sync::atomic::AtomicBool,
+}
+
+impl Changes {
+    fn lock(&self) -> MutexGuard<'_, Count> {
+        self.count.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current count.
+    pub(crate) fn count(&self) -> u64 {
+        self.lock().value
+    }
+
+    /// Whether the count moves with every change to the file, so that an unchanged count means
+    /// an unchanged file.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.complete.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn set_complete(&self, complete: bool) {
+        self.complete
+            .store(complete, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Records a change and wakes everyone waiting.
+    pub(crate) fn bump(&self) {
+        let mut count = self.lock();
+        count.value = count.value.wrapping_add(1);
+        let wakers = std::mem::take(&mut count.wakers);
+        drop(count);
+        self.cond.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Blocks until the count moves past `seen` or `timeout` passes.
+    pub(crate) fn wait(&self, seen: u64, timeout: Duration) {
+        let count = self.lock();
+        if count.value != seen {
+            return;
+        }
+        drop(
+            self.cond
+                .wait_timeout(count, timeout)
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+    }
+
+    /// A future that completes once the count moves past `seen`.
+    pub(crate) fn after(&self, seen: u64) -> AppendedSince<'_> {
+        AppendedSince {
+            changes: self,
+            seen,
+        }
+    }
+}
+
+/// A future that completes with the new change count once the log changes after the count it
+/// was created with; see [`crate::Log::appended`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct AppendedSince<'a> {
+    changes: &'a Changes,
+    seen: u64,
+}
+
+impl Future for AppendedSince<'_> {
+    type Output = u64;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
+        let mut count = self.changes.lock();
+        if count.value != self.seen {
+            return Poll::Ready(count.value);
+        }
+        // One entry per waiting task: a task polled again replaces its own waker.
+        match count.wakers.iter_mut().find(|w| w.will_wake(cx.waker())) {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => count.wakers.push(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+/// Bumps `changes` whenever any process writes the file at `path`, for as long as `changes`
+/// is alive; marks it complete once the watch is in place. Where inotify is not available the
+/// count stays incomplete and readers fall back to read transactions and rechecks.
+pub(crate) fn watch(path: &Path, changes: &Arc<Changes>) {
+    #[cfg(target_os = "linux")]
+    if inotify_watch(path, Arc::downgrade(changes)).is_ok() {
+        changes.set_complete(true);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (path, changes);
+}
+
+#[cfg(target_os = "linux")]
+fn inotify_watch(path: &Path, changes: std::sync::Weak<Changes>) -> std::io::Result<()> {
+    use inotify::{Inotify, WatchMask};
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+
+    // How often the watching thread looks whether its log is still open.
+    let liveness = PollTimeout::from(1000u16);
+
+    let mut inotify = Inotify::init()?;
+    inotify.watches().add(path, WatchMask::MODIFY)?;
+    std::thread::Builder::new()
+        .name("pulsewatch-log-watch".into())
+        .spawn(move || {
+            let mut buffer = [0u8; 4096];
+            loop {
+                let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+                if poll(&mut fds, liveness).is_err() {
+                    // Without the watch, nobody may trust the count for other processes' writes.
+                    if let Some(changes) = changes.upgrade() {
+                        changes.set_complete(false);
+                    }
+                    return;
+                }
+                let Some(changes) = changes.upgrade() else {
+                    return;
+                };
+                match inotify.read_events(&mut buffer) {
+                    Ok(mut events) => {
+                        if events.next().is_some() {
+                            changes.bump();
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        changes.set_complete(false);
+                        return;
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}

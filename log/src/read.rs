@@ -1,0 +1,322 @@
+//! Reading the log: the head, and polls in two forms, typed events and packed bytes, through
+//! one scan and one [`Budget`]. A caught-up poll is answered without a read transaction when
+//! the log is known not to have changed since the head was last read.
+
+use crate::changes::CROSS_PROCESS_RECHECK;
+use crate::codec::{CheckedBatch, DecodeError, Entries, EntryRef, batch, entry};
+use crate::log::{KnownHead, Log, ReadError, last_seq, storage};
+use crate::poll::{Batch, Budget, PollLimits};
+use crate::schema::BATCHES;
+use redb::ReadableTable;
+use std::time::{Duration, Instant};
+
+/// What a packed poll appended to its buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packed {
+    /// How many entries.
+    pub events: usize,
+    /// The cursor to pass next time: the seq of the last entry, or the `since` asked for.
+    pub last_seq: u64,
+}
+
+/// Where the entry of `seq` begins in a batch that holds it, reading the entries before it.
+fn offset_of(batch: &CheckedBatch<'_>, seq: u64) -> Result<usize, DecodeError> {
+    let bytes = batch.as_bytes();
+    let mut offset = batch::ENTRIES;
+    for due in batch.first()..seq {
+        let (entry, _) = EntryRef::split(&bytes[offset..])?;
+        if entry.seq() != due {
+            return Err(DecodeError::Malformed(format!(
+                "seq {} where {due} was due",
+                entry.seq()
+            )));
+        }
+        offset += entry.as_bytes().len();
+    }
+    Ok(offset)
+}
+
+impl Log {
+    /// The seq of the newest event, 0 when the log is empty.
+    pub fn head(&self) -> Result<u64, ReadError> {
+        let at = self.changes.count();
+        let txn = self.begin_read()?;
+        let head = last_seq(&txn.open_table(BATCHES).map_err(storage)?)?;
+        self.remember(head, at);
+        Ok(head)
+    }
+
+    /// Records that the head was at most `at_most` when the change count was `at`.
+    fn remember(&self, at_most: u64, at: u64) {
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(KnownHead { head: at_most, at });
+    }
+
+    /// Whether there is certainly nothing at or after `seq`: the head read last was below it,
+    /// and the log has not changed since (which only a complete change count can tell).
+    fn known_below(&self, seq: u64) -> bool {
+        if !self.changes.is_complete() {
+            return false;
+        }
+        let known = *self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.is_some_and(|k| k.head < seq && k.at == self.changes.count())
+    }
+
+    /// The number of events stored.
+    pub fn len(&self) -> Result<u64, ReadError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(BATCHES).map_err(storage)?;
+        let Some((first, _)) = table.first().map_err(storage)? else {
+            return Ok(0);
+        };
+        Ok(last_seq(&table)? - first.value() + 1)
+    }
+
+    /// Whether the log holds no event.
+    pub fn is_empty(&self) -> Result<bool, ReadError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The events after `since`, at most `limit` of them and within the default [`PollLimits`],
+    /// by an O(k) range scan. See [`Batch`] for the returned cursor.
+    pub fn poll(&self, since: u64, limit: u32) -> Result<Batch, ReadError> {
+        self.poll_within(since, limit, &PollLimits::default())
+    }
+
+    /// The events after `since`, at most `limit` of them and within `limits`.
+    ///
+    /// A damaged batch ends the poll before it; if it holds the first event asked for, the poll
+    /// fails with [`ReadError::Undecodable`] at that seq.
+    pub fn poll_within(
+        &self,
+        since: u64,
+        limit: u32,
+        limits: &PollLimits,
+    ) -> Result<Batch, ReadError> {
+        let mut events = Vec::new();
+        let mut broken = None;
+        let budget = self.scan(since, limit, limits, |bytes| {
+            if broken.is_some() {
+                return;
+            }
+            let mut entries = Entries::new(bytes);
+            events.extend(entries.by_ref().map(|entry| entry.to_event()));
+            // A batch that passed its checksum but holds a malformed entry was written so by a
+            // faulty writer: nothing from it on is delivered.
+            broken = entries.error().cloned();
+        })?;
+        if let Some(source) = broken {
+            let seq = events.last().map_or(since, |e| e.seq) + 1;
+            if events.is_empty() {
+                return Err(ReadError::Undecodable { seq, source });
+            }
+            return Ok(Batch {
+                last_seq: seq - 1,
+                events,
+            });
+        }
+        Ok(Batch {
+            events,
+            last_seq: budget.last_seq(),
+        })
+    }
+
+    /// The same events as [`Log::poll_within`], appended to `out` as they are stored: entries
+    /// back to back, in the layout of [`crate::codec`]. No event is decoded and nothing is
+    /// allocated per event.
+    pub fn poll_packed(
+        &self,
+        since: u64,
+        limit: u32,
+        limits: &PollLimits,
+        out: &mut Vec<u8>,
+    ) -> Result<Packed, ReadError> {
+        let budget = self.scan(since, limit, limits, |entries| {
+            out.extend_from_slice(entries)
+        })?;
+        Ok(Packed {
+            events: budget.len(),
+            last_seq: budget.last_seq(),
+        })
+    }
+
+    /// Reads the events after `since` within a [`Budget`], handing `take` the checked entries
+    /// of each batch it reads, as one slice of stored bytes.
+    fn scan(
+        &self,
+        since: u64,
+        limit: u32,
+        limits: &PollLimits,
+        mut take: impl FnMut(&[u8]),
+    ) -> Result<Budget, ReadError> {
+        let mut budget = Budget::new(since, limit, limits);
+        let Some(first) = budget.first_wanted() else {
+            return Ok(budget);
+        };
+        if self.known_below(first) {
+            return Ok(budget);
+        }
+        let at = self.changes.count();
+        let txn = self.begin_read()?;
+        let table = txn.open_table(BATCHES).map_err(storage)?;
+        // The batch holding `first` is the last one stored at or before it.
+        let start = match table.range(..=first).map_err(storage)?.next_back() {
+            Some(entry) => entry.map_err(storage)?.0.value(),
+            None => first,
+        };
+        let mut expected = None;
+        let mut head = None;
+        let mut stopped = false;
+        for item in table.range(start..).map_err(storage)? {
+            let (key, stored) = item.map_err(storage)?;
+            let key = key.value();
+            let stored = stored.value();
+            let undecodable = |source| ReadError::Undecodable {
+                seq: key.max(first),
+                source,
+            };
+            let checked = CheckedBatch::new(key, stored).and_then(|batch| match expected {
+                Some(seq) if seq != key => Err(DecodeError::Malformed(format!(
+                    "a batch from seq {key} where {seq} was due"
+                ))),
+                _ => Ok(batch),
+            });
+            let batch = match checked {
+                Ok(batch) => batch,
+                Err(source) if budget.is_empty() => return Err(undecodable(source)),
+                Err(_) => {
+                    stopped = true;
+                    break;
+                }
+            };
+            expected = batch.last().checked_add(1);
+            head = Some(batch.last());
+            if batch.last() < first {
+                // The batch stored before `first` ends before it.
+                continue;
+            }
+            // Where the wanted part of the batch begins: the batch holding `first` is read from
+            // it; later batches whole.
+            let (mut offset, from) = if batch.first() >= first {
+                (batch::ENTRIES, batch.first())
+            } else {
+                match offset_of(&batch, first) {
+                    Ok(offset) => (offset, first),
+                    Err(source) if budget.is_empty() => return Err(undecodable(source)),
+                    Err(_) => {
+                        stopped = true;
+                        break;
+                    }
+                }
+            };
+            // The common case: the rest of the batch fits the budget outright, and is admitted
+            // and handed over at once, without reading its entries one by one.
+            let rest = (batch.last() - from + 1) as usize;
+            let rest_payload = rest
+                .checked_mul(entry::PAYLOAD)
+                .and_then(|headers| (stored.len() - offset).checked_sub(headers));
+            if let Some(payload) = rest_payload.filter(|&p| budget.fits_all(rest, p)) {
+                match EntryRef::split(&stored[offset..]) {
+                    Ok((entry, _)) if entry.seq() == from => {}
+                    Ok(_) | Err(_) if !budget.is_empty() => {
+                        stopped = true;
+                        break;
+                    }
+                    Ok((entry, _)) => {
+                        return Err(undecodable(DecodeError::Malformed(format!(
+                            "seq {} where {from} was due",
+                            entry.seq()
+                        ))));
+                    }
+                    Err(source) => return Err(undecodable(source)),
+                }
+                budget.admit_all(rest, payload, batch.last());
+                take(&stored[offset..]);
+                if !budget.has_room() {
+                    stopped = true;
+                    break;
+                }
+                continue;
+            }
+            // Otherwise entries are admitted one by one; the batch's share is handed over as one
+            // slice, and only once it read well.
+            let before = budget.clone();
+            let mut span: Option<(usize, usize)> = None;
+            let mut broken = None;
+            let mut rest_bytes = &stored[offset..];
+            let mut due = from;
+            while !rest_bytes.is_empty() {
+                let entry = match EntryRef::split(rest_bytes) {
+                    Ok((entry, _)) if entry.seq() != due => {
+                        broken = Some(DecodeError::Malformed(format!(
+                            "seq {} where {due} was due",
+                            entry.seq()
+                        )));
+                        break;
+                    }
+                    Ok((entry, after)) => {
+                        rest_bytes = after;
+                        entry
+                    }
+                    Err(source) => {
+                        broken = Some(source);
+                        break;
+                    }
+                };
+                due += 1;
+                let end = offset + entry.as_bytes().len();
+                if !budget.admit(entry.seq(), entry.payload().len()) {
+                    stopped = true;
+                    break;
+                }
+                span.get_or_insert((offset, end)).1 = end;
+                offset = end;
+                if !budget.has_room() {
+                    stopped = true;
+                    break;
+                }
+            }
+            if let Some(source) = broken {
+                budget = before;
+                if budget.is_empty() {
+                    return Err(undecodable(source));
+                }
+                stopped = true;
+                break;
+            }
+            if let Some((from, to)) = span {
+                take(&stored[from..to]);
+            }
+            if stopped {
+                break;
+            }
+        }
+        if !stopped {
+            // Read to the end: the head was the last entry seen, or (nothing at or after
+            // `first`) below `first`.
+            self.remember(head.unwrap_or(first - 1).max(budget.last_seq()), at);
+        }
+        Ok(budget)
+    }
+
+    /// Blocks until the head passes `since` or `timeout` has passed; returns the head.
+    ///
+    /// Appends through this `Log` wake the waiter at once, and so (on Linux) do commits by
+    /// other processes; elsewhere those are seen within about 20 ms.
+    pub fn wait(&self, since: u64, timeout: Duration) -> Result<u64, ReadError> {
+        // A timeout too large to represent is as good as forever.
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let seen = self.changes.count();
+            let head = self.head()?;
+            let now = Instant::now();
+            if head > since || deadline.is_some_and(|d| now >= d) {
+                return Ok(head);
+            }
+            let slice = deadline.map_or(CROSS_PROCESS_RECHECK, |d| {
+                (d - now).min(CROSS_PROCESS_RECHECK)
+            });
+            self.changes.wait(seen, slice);
+        }
+    }
+}

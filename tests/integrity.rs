@@ -1,0 +1,203 @@
+//! What is stored is what is delivered, or nothing: a damaged batch is reported as undecodable
+//! at the first seq wanted from it, by the typed and the packed read, through a guest, and by
+//! `pulsewatch tail`; events before it are still delivered. A log of the previous format is
+//! refused with both versions named until it is upgraded, after which it reads the same.
+
+mod common;
+
+use common::{Harness, pulsewatch, text};
+use pulsewatch::redb::{self, ReadableTable};
+use pulsewatch::{Change, ChangeKind, Log, PollLimits, ReadError};
+use pulsewatch_log::codec;
+use pulsewatch_log::schema::{BATCHES, EVENTS_V1, FORMAT_KEY, META};
+use std::path::Path;
+use std::sync::Arc;
+
+/// 300 events with 300-byte payloads: four batches (about 90 events each).
+fn log_of_several_batches(path: &Path) {
+    let log = Log::create(path).unwrap();
+    let changes: Vec<Change> = (0..300u64)
+        .map(|i| {
+            Change::new(ChangeKind::ALL[(i % 4) as usize], u128::from(i), 9)
+                .at(i)
+                .with_payload(vec![(i % 251) as u8; 300])
+        })
+        .collect();
+    log.append_batch(&changes).unwrap();
+}
+
+/// The keys of the stored batches.
+fn batch_keys(path: &Path) -> Vec<u64> {
+    let db = redb::Database::open(path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let table = txn.open_table(BATCHES).unwrap();
+    table
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap().0.value())
+        .collect()
+}
+
+/// Flips one byte of the batch stored under `key`, at `at` (counted from its end if negative).
+fn flip(path: &Path, key: u64, at: isize) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(BATCHES).unwrap();
+        let mut bytes = table.get(key).unwrap().unwrap().value().to_vec();
+        let at = if at < 0 {
+            bytes.len() - at.unsigned_abs()
+        } else {
+            at as usize
+        };
+        bytes[at] ^= 0x40;
+        table.insert(key, bytes.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+fn undecodable_at(result: Result<impl std::fmt::Debug, ReadError>) -> u64 {
+    match result {
+        Err(ReadError::Undecodable { seq, .. }) => seq,
+        other => panic!("expected undecodable, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_damaged_batch_is_undecodable_at_the_first_seq_wanted_by_both_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    log_of_several_batches(&path);
+    let keys = batch_keys(&path);
+    assert!(keys.len() >= 3, "{keys:?}");
+    let (damaged, next) = (keys[1], keys[2]);
+    // The version byte, the checksum, the count, an entry's seq, kind and payload length, a
+    // payload byte, the last byte.
+    for at in [0, 1, 5, 9, 17, 58, 100, -1] {
+        let copy = dir.path().join(format!("damaged-{at}.redb"));
+        std::fs::copy(&path, &copy).unwrap();
+        flip(&copy, damaged, at);
+        let log = Log::open_read_only(&copy).unwrap();
+        let limits = PollLimits::default();
+        let mut bytes = Vec::new();
+
+        // Everything before the damaged batch is delivered; the poll ends before it.
+        let batch = log.poll(0, 1000).unwrap();
+        assert_eq!(batch.last_seq, damaged - 1, "flip at {at}");
+        let packed = log.poll_packed(0, 1000, &limits, &mut bytes).unwrap();
+        assert_eq!(packed.last_seq, damaged - 1);
+        assert_eq!(packed.events as u64, damaged - 1);
+
+        // A poll wanting an event of the damaged batch fails there, naming that event.
+        for since in [damaged - 1, damaged + 5] {
+            assert_eq!(
+                undecodable_at(log.poll(since, 10)),
+                since + 1,
+                "flip at {at}"
+            );
+            assert_eq!(
+                undecodable_at(log.poll_packed(since, 10, &limits, &mut bytes)),
+                since + 1
+            );
+        }
+        // After it, the log reads on.
+        assert_eq!(log.poll(next - 1, 1).unwrap().last_seq, next);
+    }
+}
+
+#[test]
+fn tail_and_a_guest_name_the_damaged_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    log_of_several_batches(&path);
+    let damaged = batch_keys(&path)[1];
+    flip(&path, damaged, 200);
+
+    let out = pulsewatch(&[
+        "tail",
+        "--db",
+        path.to_str().unwrap(),
+        "--since",
+        &(damaged - 1).to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(&format!("event {damaged} cannot be decoded")),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let log = Arc::new(Log::open_read_only(&path).unwrap());
+    let harness = Harness::new(dir.path());
+    let probe = harness.load_with("poll-once", &[&(damaged - 1).to_string(), "10"]);
+    let outcome = harness.run_all(&[probe], &log).remove(0);
+    assert!(outcome.result.is_ok(), "{outcome:?}");
+    let line = |prefix| harness.lines.value("poll-once", prefix).unwrap();
+    let named = format!("Undecodable({damaged})");
+    assert!(line("error=").contains(&named), "{}", line("error="));
+    assert!(
+        line("packed-error=").contains(&named),
+        "{}",
+        line("packed-error=")
+    );
+}
+
+/// Writes a log as the previous format held it: one varint record per event, format 1.
+fn previous_format_log(path: &Path, changes: &[Change]) {
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(META).unwrap();
+        meta.insert(FORMAT_KEY, 1).unwrap();
+        let mut events = txn.open_table(EVENTS_V1).unwrap();
+        for (i, change) in changes.iter().enumerate() {
+            events
+                .insert(i as u64 + 1, codec::encode_v1(change).as_slice())
+                .unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_log_of_the_previous_format_is_refused_until_upgraded_and_then_reads_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.redb");
+    let changes: Vec<Change> = (0..2_500u64)
+        .map(|i| {
+            Change::new(ChangeKind::ALL[(i % 4) as usize], u128::from(i), 3)
+                .at(1_700_000_000_000 + i)
+                .with_payload(format!("{{\"i\":{i}}}"))
+        })
+        .collect();
+    previous_format_log(&path, &changes);
+
+    let refused = Log::open_read_only(&path).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("format 1, this build reads format 2"),
+        "{refused}"
+    );
+    let out = pulsewatch(&["tail", "--db", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("pulsewatch upgrade --db"), "{stderr}");
+
+    let out = pulsewatch(&["upgrade", "--db", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("rewrote 2500 events"));
+    let log = Log::open(&path).unwrap();
+    let read = log.poll(0, 10_000).unwrap();
+    assert_eq!(read.last_seq, 2_500);
+    assert!(
+        read.events
+            .iter()
+            .zip(&changes)
+            .all(|(event, change)| event.change == *change)
+    );
+    assert_eq!(log.append(&changes[0]).unwrap(), 2_501, "it writes on");
+    drop(log);
+    let again = pulsewatch(&["upgrade", "--db", path.to_str().unwrap()]);
+    assert!(text(&again.stderr).contains("already in this format"));
+}
