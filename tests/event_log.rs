@@ -173,3 +173,35 @@ fn a_second_writer_is_refused() {
         OpenError::Locked { .. }
     ));
 }
+
+/// A caught-up reader answers from what it knows while the log has not changed; a commit by
+/// another process (here, `pulsewatch append`) is noticed, and its event delivered, with no
+/// wait call in between.
+#[test]
+fn a_caught_up_reader_notices_another_process_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    Log::create(&path).unwrap().append(&change(1)).unwrap();
+    let reader = Log::open_read_only(&path).unwrap();
+    assert_eq!(reader.poll(0, 10).unwrap().last_seq, 1);
+    for _ in 0..100 {
+        assert!(reader.poll(1, 10).unwrap().events.is_empty());
+    }
+    let appended = std::process::Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(["append", "--db", path.to_str().unwrap(), "--kind", "deleted"])
+        .args(["--entity", "00000000-0000-0000-0000-000000000002"])
+        .args(["--collective", "00000000-0000-0000-0000-000000000007"])
+        .output()
+        .unwrap();
+    assert!(appended.status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let batch = loop {
+        let batch = reader.poll(1, 10).unwrap();
+        if !batch.events.is_empty() || std::time::Instant::now() > deadline {
+            break batch;
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(batch.last_seq, 2, "the other process's commit was noticed");
+    assert_eq!(batch.events[0].change.kind, ChangeKind::Deleted);
+}

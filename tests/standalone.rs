@@ -273,6 +273,18 @@ fn bundled_plugins_under_wasmtime_match_pulsewatch_run() {
         &standalone_state.join("filter-jsonl"),
         &["kind=deleted"],
     );
+    // The provider's two reads agree with each other, as the host's do.
+    let probe = bundle("poll-once", dir.path());
+    for (since, limit) in [("0", "1000"), ("2990", "100"), ("3000", "10")] {
+        let said = wasmtime_run(
+            &wasmtime,
+            &probe,
+            &snapshot_dir,
+            &dir.path().join("probe-state"),
+            &[since, limit],
+        );
+        assert!(said.contains(&"same=true".to_owned()), "{said:?}");
+    }
     assert_eq!(standalone_kc, lines_of(&native_out, "kind-counts"));
     assert_eq!(standalone_fj, lines_of(&native_out, "filter-jsonl"));
     assert!(
