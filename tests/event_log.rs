@@ -188,7 +188,13 @@ fn a_caught_up_reader_notices_another_process_commit() {
         assert!(reader.poll(1, 10).unwrap().events.is_empty());
     }
     let appended = std::process::Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-        .args(["append", "--db", path.to_str().unwrap(), "--kind", "deleted"])
+        .args([
+            "append",
+            "--db",
+            path.to_str().unwrap(),
+            "--kind",
+            "deleted",
+        ])
         .args(["--entity", "00000000-0000-0000-0000-000000000002"])
         .args(["--collective", "00000000-0000-0000-0000-000000000007"])
         .output()
