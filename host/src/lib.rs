@@ -26,6 +26,7 @@
 
 pub mod bundle;
 pub mod limits;
+pub mod manifest;
 pub mod runtime;
 mod spec;
 pub mod supervisor;

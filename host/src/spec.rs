@@ -6,6 +6,44 @@ use crate::runtime::LoadError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Where a plugin without a committed cursor starts reading. The host passes it to the plugin as
+/// the environment variable [`START_VARIABLE`]; the guest SDK starts there when it finds no
+/// checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum StartPosition {
+    /// From the first event.
+    #[default]
+    Beginning,
+    /// From the events appended after it starts.
+    Head,
+    /// From the events after this seq.
+    After(u64),
+}
+
+pub use pulsewatch_log::START_VARIABLE;
+
+impl std::fmt::Display for StartPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartPosition::Beginning => f.write_str("beginning"),
+            StartPosition::Head => f.write_str("head"),
+            StartPosition::After(seq) => write!(f, "{seq}"),
+        }
+    }
+}
+
+/// What a supervisor does when a plugin that follows the feed fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Start it again from its committed cursor, after a growing pause; quarantine it if it keeps
+    /// failing at the same place.
+    #[default]
+    OnFailure,
+    /// Leave it stopped.
+    Never,
+}
+
 /// One plugin to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginSpec {
@@ -13,8 +51,17 @@ pub struct PluginSpec {
     pub name: String,
     /// The component file.
     pub component: PathBuf,
+    /// The component's sha256 (lower-case hex), when known: what a compile cache is keyed by,
+    /// and what a manifest pins.
+    pub sha256: Option<String>,
     /// Arguments after `argv[0]`, which is the plugin's name.
     pub args: Vec<String>,
+    /// Environment variables, with explicit values: nothing is inherited.
+    pub env: Vec<(String, String)>,
+    /// Where it starts without a committed cursor.
+    pub start: StartPosition,
+    /// What happens when it fails while following.
+    pub restart: RestartPolicy,
     /// What it may consume.
     pub limits: Limits,
     /// The host directory it sees as `/state`, created if missing.
@@ -48,10 +95,24 @@ impl PluginSpec {
             state_dir: state_root.join(&name),
             name,
             component: component.into(),
+            sha256: None,
             args: Vec::new(),
+            env: Vec::new(),
+            start: StartPosition::default(),
+            restart: RestartPolicy::default(),
             limits: Limits::default(),
         })
     }
+}
+
+/// The sha256 of `bytes`, in lower-case hex: how a manifest pins a component and a compile
+/// cache finds it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A name labels output and usually names the state directory: one plain path component, not

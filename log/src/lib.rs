@@ -37,6 +37,11 @@ mod snapshot;
 #[cfg(feature = "store")]
 pub mod wit;
 
+/// The environment variable a host sets to tell a plugin where to start when it has no committed
+/// cursor: `beginning`, `head`, or a seq (start after it). Part of the contract between a host
+/// and the guest SDK beside the WIT.
+pub const START_VARIABLE: &str = "PULSEWATCH_START";
+
 /// The storage engine, for applications that commit their own tables with events
 /// ([`Log::append_in`]).
 #[cfg(feature = "store")]

@@ -32,6 +32,11 @@ impl ChangePoller {
         }
     }
 
+    /// A poller at the head: it returns only events appended from now on.
+    pub fn from_head() -> Result<Self, PollError> {
+        Ok(Self::from_sequence(feed::head()?))
+    }
+
     /// Sets the most events one poll asks for. The host may return fewer: it clamps the limit
     /// to its own maximum and to a byte budget. 0 is raised to 1: a poller that asks for nothing
     /// could never catch up.

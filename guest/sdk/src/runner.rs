@@ -1,6 +1,7 @@
 //! The plugin loop: resume, poll, process, commit, wait.
 
 use crate::{Batch, ChangePoller, Checkpoint, DEFAULT_BATCH_LIMIT, Error, PollError, WaitError};
+use pulsewatch_log::START_VARIABLE;
 use std::time::Duration;
 
 /// How long one wait for new events lasts before the loop asks again. Short enough that a
@@ -46,8 +47,11 @@ pub fn run<P: Plugin>() -> Result<(), Error> {
 pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Result<(), Error> {
     let saved = checkpoint.load()?;
     let mut plugin = P::restore(saved.as_ref().map(|s| s.state.as_slice()))?;
-    let mut poller =
-        ChangePoller::from_sequence(saved.map_or(0, |s| s.seq)).with_batch_limit(batch_limit);
+    let start = match &saved {
+        Some(saved) => saved.seq,
+        None => start_position()?,
+    };
+    let mut poller = ChangePoller::from_sequence(start).with_batch_limit(batch_limit);
     loop {
         let events = poll_with_retries(&mut poller)?;
         if events.is_empty() {
@@ -60,6 +64,18 @@ pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Resul
         checkpoint.commit(poller.last_sequence(), &plugin.snapshot())?;
     }
     plugin.finish(poller.last_sequence())
+}
+
+/// Where a plugin without a checkpoint starts, as the host says in [`START_VARIABLE`]: from the
+/// beginning unless told otherwise.
+fn start_position() -> Result<u64, Error> {
+    match std::env::var(START_VARIABLE).as_deref() {
+        Err(_) | Ok("beginning") => Ok(0),
+        Ok("head") => Ok(ChangePoller::from_head()?.last_sequence()),
+        Ok(seq) => seq.parse().map_err(|_| {
+            format!("{START_VARIABLE}={seq:?}: expected beginning, head or a seq").into()
+        }),
+    }
 }
 
 fn poll_with_retries(poller: &mut ChangePoller) -> Result<Batch, PollError> {

@@ -40,6 +40,16 @@ pub enum LoadError {
         /// The plugin.
         name: String,
     },
+    /// The component is not the one its spec pins.
+    #[error("{name}: the component changed: expected sha256 {expected}, found {actual}")]
+    Changed {
+        /// The plugin.
+        name: String,
+        /// The sha256 the spec pins.
+        expected: String,
+        /// The file's.
+        actual: String,
+    },
     /// The component does not validate or compile.
     #[error("{name}: invalid component: {reason}")]
     Invalid {
@@ -191,6 +201,16 @@ pub enum Failure {
     HostMemory {
         /// The worker's data limit, in bytes.
         limit: u64,
+    },
+    /// It failed too often without its cursor moving, and is not started again until released.
+    #[error("quarantined: failed {failures} times at seq {seq} (its last failure: {last})")]
+    Quarantined {
+        /// The cursor it kept failing at.
+        seq: u64,
+        /// How many times in a row.
+        failures: u32,
+        /// Its last failure.
+        last: String,
     },
     /// Its worker process could not be started, died, or broke the protocol.
     #[error("its worker process failed: {0}")]

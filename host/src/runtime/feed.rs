@@ -2,10 +2,10 @@
 //! it CPU for them ([`super::cpu`]).
 
 use super::StopSignal;
+use super::run::{Resources, Tracker};
 use super::store::Sandbox;
 use pulsewatch_log::{CROSS_PROCESS_RECHECK, Log, PollLimits};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
@@ -28,13 +28,13 @@ pub(crate) struct Feed {
     /// Keep waiting for new events once caught up, instead of closing the feed.
     pub(crate) follow: bool,
     pub(crate) stop: StopSignal,
-    /// The `since` of the latest call, published for [`super::Progress`].
-    pub(crate) cursor: Arc<AtomicU64>,
+    /// Where the `since` of the latest call is published, for [`super::Progress`].
+    pub(crate) tracker: Arc<Tracker>,
 }
 
 impl Feed {
     fn poll(&self, since: u64, limit: u32) -> Result<(Vec<wit::Event>, u64), wit::PollError> {
-        self.cursor.store(since, Ordering::Relaxed);
+        self.tracker.set_cursor(since);
         if self.stop.is_stopped() {
             return Ok((Vec::new(), since));
         }
@@ -49,7 +49,7 @@ impl Feed {
     }
 
     fn poll_packed(&self, since: u64, limit: u32) -> Result<(Vec<u8>, u64), wit::PollError> {
-        self.cursor.store(since, Ordering::Relaxed);
+        self.tracker.set_cursor(since);
         let mut bytes = Vec::new();
         if self.stop.is_stopped() {
             return Ok((bytes, since));
@@ -62,7 +62,7 @@ impl Feed {
     }
 
     async fn wait(&self, since: u64, timeout: Duration) -> Result<u64, wit::WaitError> {
-        self.cursor.store(since, Ordering::Relaxed);
+        self.tracker.set_cursor(since);
         // A timeout too large to represent is as good as forever.
         let deadline = Instant::now().checked_add(timeout);
         // What to answer on a timeout: the head last read, or `since` if none could be read.
@@ -100,9 +100,9 @@ impl Feed {
 
 pulsewatch_log::feed_conversions!();
 
-/// Sets the plugin's fuel after a feed call: a full grant if the call delivered events,
-/// otherwise what it earned while idle.
-fn grant_cpu(store: &mut StoreContextMut<'_, Sandbox>, delivered: bool) -> wasmtime::Result<()> {
+/// After a feed call: sets the plugin's fuel (a full grant if the call delivered events,
+/// otherwise what it earned while idle) and publishes what it holds of its limits.
+fn after_call(store: &mut StoreContextMut<'_, Sandbox>, delivered: bool) -> wasmtime::Result<()> {
     let now = Instant::now();
     let fuel = if delivered {
         store.data_mut().cpu.delivered(now)
@@ -110,6 +110,13 @@ fn grant_cpu(store: &mut StoreContextMut<'_, Sandbox>, delivered: bool) -> wasmt
         let remaining = store.get_fuel()?;
         store.data_mut().cpu.idle(remaining, now)
     };
+    let sandbox = store.data();
+    let (disk_bytes, disk_entries) = sandbox.disk.counts();
+    sandbox.feed.tracker.set_resources(Resources {
+        memory_bytes: sandbox.limiter.memory_used() as u64,
+        disk_bytes,
+        disk_entries,
+    });
     store.set_fuel(fuel)
 }
 
@@ -121,18 +128,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
     feed.func_wrap("poll", |mut store, (since, limit): (u64, u32)| {
         let result = store.data().feed.poll(since, limit);
         let delivered = matches!(&result, Ok((events, _)) if !events.is_empty());
-        grant_cpu(&mut store, delivered)?;
+        after_call(&mut store, delivered)?;
         Ok((result,))
     })?;
     feed.func_wrap("poll-packed", |mut store, (since, limit): (u64, u32)| {
         let result = store.data().feed.poll_packed(since, limit);
         let delivered = matches!(&result, Ok((bytes, _)) if !bytes.is_empty());
-        grant_cpu(&mut store, delivered)?;
+        after_call(&mut store, delivered)?;
         Ok((result,))
     })?;
     feed.func_wrap("head", |mut store, (): ()| {
         let result = store.data().feed.log.head().map_err(poll_error);
-        grant_cpu(&mut store, false)?;
+        after_call(&mut store, false)?;
         Ok((result,))
     })?;
     feed.func_wrap_async("wait", |mut store, (since, timeout_ms): (u64, u32)| {
@@ -140,7 +147,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
             let feed = store.data().feed.clone();
             let timeout = Duration::from_millis(u64::from(timeout_ms));
             let result = feed.wait(since, timeout).await;
-            grant_cpu(&mut store, false)?;
+            after_call(&mut store, false)?;
             Ok((result,))
         })
     })?;

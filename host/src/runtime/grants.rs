@@ -1,11 +1,12 @@
-//! What a plugin is granted for a run, all in one place: its arguments, its output streams and
-//! its state directory, locked for the run and measured for its quota. Everything else is
-//! denied: no environment, stdin closed, no network, no other file.
+//! What a plugin is granted for a run, all in one place: its arguments, the environment
+//! variables its spec gives (and its start position), its output streams and its state
+//! directory, locked for the run and measured for its quota. Everything else is denied: no
+//! inherited environment, stdin closed, no network, no other file.
 
 use super::Failure;
 use super::output::Capture;
 use super::quota::DiskUsage;
-use crate::spec::PluginSpec;
+use crate::spec::{PluginSpec, START_VARIABLE, StartPosition};
 use std::fs::File;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
@@ -48,8 +49,12 @@ pub(crate) fn grant(
 
     let args = std::iter::once(spec.name.as_str()).chain(spec.args.iter().map(String::as_str));
     let mut builder = WasiCtxBuilder::new();
+    builder.args(&args.collect::<Vec<_>>()).envs(&spec.env);
+    // Only when there is something to say: by default a plugin sees no environment at all.
+    if spec.start != StartPosition::Beginning {
+        builder.env(START_VARIABLE, spec.start.to_string());
+    }
     builder
-        .args(&args.collect::<Vec<_>>())
         .stdout(stdout.clone())
         .stderr(stderr.clone())
         .allow_tcp(false)

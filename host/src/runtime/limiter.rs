@@ -37,6 +37,11 @@ impl Limiter {
         }
     }
 
+    /// The linear memory the plugin holds, all memories together.
+    pub(crate) fn memory_used(&self) -> usize {
+        self.memory_used
+    }
+
     /// The memory limit, if growing past it was refused.
     pub(crate) fn refused(&self) -> Option<usize> {
         self.memory_refused.then_some(self.memory_limit)

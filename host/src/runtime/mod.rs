@@ -8,6 +8,7 @@
 //! workers bound that too, with OS limits.
 
 mod admission;
+mod cache;
 mod classify;
 mod cpu;
 mod error;
@@ -20,13 +21,15 @@ mod run;
 mod store;
 
 pub(crate) use admission::is_component;
+pub use cache::CompileCache;
 pub use error::{Failure, LoadError, QuotaBreach, SetupError};
 pub(crate) use feed::FEED_INTERFACE;
 pub use grants::STATE_DIR;
 pub use output::{Console, OutputSink, Stream};
-pub use run::{Outcome, Progress, RunOptions, StopSignal};
+pub(crate) use run::Tracker;
+pub use run::{Outcome, Progress, ReloadSignal, Resources, RunOptions, StopSignal};
 
-use crate::spec::{PluginSpec, check_name};
+use crate::spec::{PluginSpec, check_name, sha256_hex};
 use pulsewatch_log::Log;
 use run::execute_reported;
 use std::sync::{Arc, OnceLock};
@@ -40,9 +43,15 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 pub struct Plugin {
     spec: PluginSpec,
     pre: CommandPre<Sandbox>,
+    compiled: bool,
 }
 
 impl Plugin {
+    /// Whether loading it compiled the component (rather than taking it from the cache).
+    pub fn compiled(&self) -> bool {
+        self.compiled
+    }
+
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.spec.name
@@ -85,6 +94,7 @@ pub struct Runtime {
     /// Drives the blocking API ([`Runtime::run`], [`Runtime::run_all`]); made on first use, so
     /// that a caller with an executor of its own ([`Runtime::run_async`]) starts no threads.
     executor: OnceLock<tokio::runtime::Runtime>,
+    cache: Option<CompileCache>,
 }
 
 impl Runtime {
@@ -108,7 +118,14 @@ impl Runtime {
             engine,
             linker,
             executor: OnceLock::new(),
+            cache: None,
         })
+    }
+
+    /// This runtime, keeping compiled components in `cache` and taking them from it.
+    pub fn with_cache(mut self, cache: CompileCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Loads the plugin `spec` describes: reads, checks, compiles, admits and pre-links its
@@ -121,11 +138,30 @@ impl Runtime {
             source,
         })?;
         admission::check_preamble(name, &bytes)?;
-        let component = Component::new(&self.engine, &bytes).map_err(|e| LoadError::Invalid {
-            name: name.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
+        let sha256 = sha256_hex(&bytes);
+        if let Some(expected) = spec.sha256.as_ref().filter(|e| **e != sha256) {
+            return Err(LoadError::Changed {
+                name: name.to_owned(),
+                expected: expected.clone(),
+                actual: sha256,
+            });
+        }
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, &sha256));
+        let compiled = cached.is_none();
+        let component = match cached {
+            Some(component) => component,
+            None => Component::new(&self.engine, &bytes).map_err(|e| LoadError::Invalid {
+                name: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?,
+        };
         admission::admit(name, &component, &self.engine)?;
+        if let (true, Some(cache)) = (compiled, &self.cache) {
+            cache.store(&self.engine, &sha256, &component);
+        }
         let link_error = |e: wasmtime::Error| LoadError::Link {
             name: name.to_owned(),
             reason: format!("{e:#}"),
@@ -138,6 +174,7 @@ impl Runtime {
         Ok(Plugin {
             spec: spec.clone(),
             pre,
+            compiled,
         })
     }
 
@@ -190,8 +227,7 @@ impl Runtime {
                 outcomes.push(task.await.unwrap_or_else(|_| Outcome {
                     plugin: plugin.name().to_owned(),
                     result: Err(Failure::Trap("the host panicked while running it".into())),
-                    detail: None,
-                    peak_rss_bytes: None,
+                    ..Outcome::default()
                 }));
             }
             outcomes

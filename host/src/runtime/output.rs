@@ -21,10 +21,16 @@ pub enum Stream {
     Stderr,
 }
 
-/// Where plugin output lines go.
+/// Where plugin output lines go, and the host's notices about the run.
 pub trait OutputSink: Send + Sync {
     /// One line (without its newline) printed by `plugin`.
     fn line(&self, plugin: &str, stream: Stream, line: &str);
+
+    /// Something the host has to say about the run (a reload that failed, say). Printed to
+    /// stderr as `pulsewatch: ...` unless the sink says otherwise.
+    fn notice(&self, text: &str) {
+        eprintln!("pulsewatch: {text}");
+    }
 }
 
 /// Prints each line to the host's stdout or stderr as `[plugin] line`.

@@ -84,6 +84,12 @@ impl DiskUsage {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The bytes and entries counted (an estimate that errs high between measurements).
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let usage = self.lock();
+        (usage.bytes, usage.entries)
+    }
+
     /// The first refusal, if any.
     pub(crate) fn breach(&self) -> Option<QuotaBreach> {
         self.lock().breach

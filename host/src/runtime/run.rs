@@ -28,6 +28,8 @@ pub struct RunOptions {
     pub grace: Duration,
     /// Updated with each plugin's cursor as it runs.
     pub progress: Progress,
+    /// Asks a supervisor that can read its plugins again (from a manifest) to do so.
+    pub reload: ReloadSignal,
 }
 
 impl Default for RunOptions {
@@ -38,6 +40,7 @@ impl Default for RunOptions {
             stop: StopSignal::new(),
             grace: DEFAULT_GRACE,
             progress: Progress::new(),
+            reload: ReloadSignal::default(),
         }
     }
 }
@@ -124,11 +127,92 @@ impl StopSignal {
     }
 }
 
-/// Where each plugin of a run is in the feed: the `since` of its latest `poll` or `wait`, so
-/// every event up to it has been processed (and, with the guest SDK, committed). Lets a host
-/// watch consumers' lag while they run. Cloning shares it.
+/// Asks a supervisor to read its plugins again (SIGHUP, for `pulsewatch run`). Cloning shares
+/// the signal; any thread may give it; requests given while one is being handled make one more.
 #[derive(Debug, Clone, Default)]
-pub struct Progress(Arc<Mutex<BTreeMap<String, Arc<AtomicU64>>>>);
+pub struct ReloadSignal(Arc<ReloadState>);
+
+#[derive(Debug, Default)]
+struct ReloadState {
+    pending: std::sync::atomic::AtomicBool,
+    requested: Notify,
+}
+
+impl ReloadSignal {
+    /// Asks for a reload.
+    pub fn request(&self) {
+        self.0.pending.store(true, Ordering::SeqCst);
+        self.0.requested.notify_waiters();
+    }
+
+    /// Completes when a reload is asked for, and takes the request.
+    pub async fn requested(&self) {
+        loop {
+            let requested = self.0.requested.notified();
+            let mut requested = std::pin::pin!(requested);
+            requested.as_mut().enable();
+            if self.0.pending.swap(false, Ordering::SeqCst) {
+                return;
+            }
+            requested.await;
+        }
+    }
+}
+
+/// Where each plugin of a run is in the feed and what it uses: its cursor (the `since` of its
+/// latest `poll` or `wait`, so every event up to it has been processed and, with the guest SDK,
+/// committed), its linear memory and its disk. Lets a host watch consumers' lag while they
+/// run. Cloning shares it.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<Mutex<BTreeMap<String, Arc<Tracker>>>>);
+
+/// The live figures of one plugin.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    /// The cursor, plus one: 0 until the plugin calls the feed.
+    cursor: AtomicU64,
+    pub(crate) memory_bytes: AtomicU64,
+    pub(crate) disk_bytes: AtomicU64,
+    pub(crate) disk_entries: AtomicU64,
+}
+
+impl Tracker {
+    pub(crate) fn set_cursor(&self, seq: u64) {
+        self.cursor.store(seq.saturating_add(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn cursor(&self) -> Option<u64> {
+        self.cursor.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    pub(crate) fn resources(&self) -> Resources {
+        Resources {
+            memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
+            disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
+            disk_entries: self.disk_entries.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn set_resources(&self, resources: Resources) {
+        self.memory_bytes
+            .store(resources.memory_bytes, Ordering::Relaxed);
+        self.disk_bytes
+            .store(resources.disk_bytes, Ordering::Relaxed);
+        self.disk_entries
+            .store(resources.disk_entries, Ordering::Relaxed);
+    }
+}
+
+/// What a plugin holds of its limits, as last seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// Its linear memory, all memories together.
+    pub memory_bytes: u64,
+    /// The bytes in its `/state` (the quota's count, which may err high between measurements).
+    pub disk_bytes: u64,
+    /// The entries in its `/state`, likewise.
+    pub disk_entries: u64,
+}
 
 impl Progress {
     /// A record of no plugin yet.
@@ -138,14 +222,23 @@ impl Progress {
 
     /// The cursor `plugin` last asked from, if it has called the feed in a run using this record.
     pub fn cursor(&self, plugin: &str) -> Option<u64> {
-        let cursors = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cursors.get(plugin).map(|c| c.load(Ordering::Relaxed))
+        self.get(plugin)?.cursor()
     }
 
-    /// The counter `plugin`'s feed calls update; created at 0 for a plugin seen first.
-    pub(crate) fn track(&self, plugin: &str) -> Arc<AtomicU64> {
-        let mut cursors = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        cursors.entry(plugin.to_owned()).or_default().clone()
+    /// What `plugin` holds of its limits, if it ran with this record.
+    pub fn resources(&self, plugin: &str) -> Option<Resources> {
+        Some(self.get(plugin)?.resources())
+    }
+
+    fn get(&self, plugin: &str) -> Option<Arc<Tracker>> {
+        let trackers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        trackers.get(plugin).cloned()
+    }
+
+    /// The figures `plugin`'s run updates; created for a plugin seen first.
+    pub(crate) fn track(&self, plugin: &str) -> Arc<Tracker> {
+        let mut trackers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        trackers.entry(plugin.to_owned()).or_default().clone()
     }
 }
 
@@ -160,6 +253,23 @@ pub struct Outcome {
     pub detail: Option<String>,
     /// The peak resident memory of its worker process, when it ran in one.
     pub peak_rss_bytes: Option<u64>,
+    /// How many times a supervisor started it again after a failure.
+    pub restarts: u32,
+    /// Whether its component was compiled for this run (not taken from a compile cache).
+    pub compiled: bool,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            plugin: String::new(),
+            result: Ok(()),
+            detail: None,
+            peak_rss_bytes: None,
+            restarts: 0,
+            compiled: false,
+        }
+    }
 }
 
 pub(crate) async fn execute_reported(
@@ -190,7 +300,8 @@ pub(crate) async fn execute_reported(
         plugin: name.to_owned(),
         result,
         detail,
-        peak_rss_bytes: None,
+        compiled: plugin.compiled(),
+        ..Outcome::default()
     }
 }
 
@@ -219,7 +330,7 @@ async fn execute(
         poll_limits: spec.limits.poll,
         follow: options.follow,
         stop: options.stop.clone(),
-        cursor: options.progress.track(&spec.name),
+        tracker: options.progress.track(&spec.name),
     };
     let mut store = match store::new_store(engine, &spec.limits, grants, feed) {
         Ok(store) => store,

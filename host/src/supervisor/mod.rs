@@ -3,36 +3,52 @@
 //! blows up dies alone and is reported with the reason. The supervisor holds no plugin state:
 //! it starts the workers, waits until every plugin is admitted, relays output and progress,
 //! passes the stop signal on, and reports how each plugin ended.
+//!
+//! With a home ([`Home`], the state root's `.pulsewatch/`), it also keeps compiled components
+//! in a compile cache (identical components are compiled once), restarts a following plugin
+//! that fails (from its committed cursor, after a pause that doubles from 100 ms to 30 s),
+//! quarantines one that keeps failing at the same place, and writes the run's status every
+//! second for `pulsewatch status`.
 
 mod os;
+mod process;
 mod protocol;
+mod status;
 mod worker;
 
+pub use status::{
+    HOME_DIR, Home, PluginState, PluginStatus, Quarantine, RunStatus, Usage as PluginUsage,
+};
 pub use worker::serve;
 
-use crate::runtime::{Failure, Outcome, OutputSink, RunOptions};
-use crate::spec::PluginSpec;
-use protocol::{Assignment, Order, Report};
+use crate::runtime::{Failure, Outcome, OutputSink, RunOptions, StopSignal, Tracker};
+use crate::spec::{PluginSpec, RestartPolicy, sha256_hex};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use process::{Admission, Watch, Worker};
+use protocol::Report;
+use status::fingerprint;
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
 
-/// How long after a worker should have ended on its own (its grace period or wall-clock limit
-/// is over, and it cancels its plugin then) the supervisor kills it.
-const KILL_MARGIN: Duration = Duration::from_secs(1);
+/// The pause before the first restart of a failed plugin; it doubles with each failure in a row.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
-/// How often a worker's peak memory is read while it runs, for a worker that dies before it can
-/// report its own.
-const RSS_SAMPLES: Duration = Duration::from_millis(250);
+/// The longest pause before a restart.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The last bytes of a worker's stderr kept for the report of its death.
-const STDERR_TAIL: usize = 2048;
+/// A run this long counts as healthy: the next failure starts the pauses over.
+pub const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Failures in a row without the cursor moving after which a plugin is quarantined.
+pub const QUARANTINE_AFTER: u32 = 5;
+
+/// How often the run's status is written.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// The program a worker process runs: a binary whose `args` lead to [`serve`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,47 +100,97 @@ pub enum SuperviseError {
 #[derive(Debug, Clone)]
 pub struct Supervisor {
     worker: WorkerCommand,
+    home: Option<Home>,
 }
 
-/// One worker process, as the supervisor holds it.
-struct Worker {
+/// Reads the plugins of a run again (a manifest, when the run is told to reload).
+pub type Reload<'a> = &'a (dyn Fn() -> Result<Vec<PluginSpec>, String> + Sync);
+
+/// A plugin of the run: its spec, its status, and a stop signal of its own (the run's, passed on,
+/// or its removal from the manifest).
+struct Entry {
     spec: PluginSpec,
-    child: Child,
-    orders: ChildStdin,
-    reports: Lines<BufReader<ChildStdout>>,
-    last_words: tokio::task::JoinHandle<String>,
-    pid: String,
+    status: Mutex<PluginStatus>,
+    stop: StopSignal,
+    tracker: Arc<Tracker>,
+    /// The spec to start once this one has stopped (it changed in the manifest).
+    replacement: Mutex<Option<PluginSpec>>,
 }
 
-impl Worker {
-    async fn order(&mut self, order: Order) {
-        let mut line = Vec::new();
-        // A worker that is gone cannot be told anything; its end is reported from its status.
-        if protocol::send(&mut line, &order).is_ok() {
-            let _ = self.orders.write_all(&line).await;
+impl Entry {
+    fn new(spec: PluginSpec, options: &RunOptions) -> Arc<Entry> {
+        let stop = StopSignal::new();
+        if options.stop.is_stopped_now() {
+            stop.stop_now();
+        } else if options.stop.is_stopped() {
+            stop.stop();
+        }
+        Arc::new(Entry {
+            status: Mutex::new(PluginStatus {
+                name: spec.name.clone(),
+                state: PluginState::Starting,
+                cursor: None,
+                restarts: 0,
+                last_error: None,
+                usage: PluginUsage::default(),
+                limits: spec.limits,
+                quarantine: None,
+            }),
+            tracker: options.progress.track(&spec.name),
+            spec,
+            stop,
+            replacement: Mutex::new(None),
+        })
+    }
+
+    fn status(&self) -> MutexGuard<'_, PluginStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_state(&self, state: PluginState) {
+        self.status().state = state;
+    }
+}
+
+impl Watch for Entry {
+    fn progress(&self, report: &Report) {
+        if let Report::Progress { cursor, resources } = report {
+            if let Some(seq) = cursor {
+                self.tracker.set_cursor(*seq);
+            }
+            self.tracker.set_resources(*resources);
+            let mut status = self.status();
+            status.cursor = *cursor;
+            status.usage.memory_bytes = resources.memory_bytes;
+            status.usage.disk_bytes = resources.disk_bytes;
+            status.usage.disk_entries = resources.disk_entries;
         }
     }
 
-    /// The next report, or `None` once the worker's stdout closes (or says something that is
-    /// not a report, which a worker never does).
-    async fn next_report(&mut self) -> Option<Report> {
-        let line = self.reports.next_line().await.ok()??;
-        serde_json::from_str(&line).ok()
+    fn sampled(&self, cpu_ms: u64, rss_bytes: u64) {
+        let mut status = self.status();
+        status.usage.cpu_ms = cpu_ms;
+        status.usage.rss_bytes = rss_bytes;
     }
 }
 
-/// How a worker's first report went.
-enum Admission {
-    Ready,
-    Refused(String),
-    /// It never became ready: how it ended instead.
-    Ended(Outcome),
+/// The sha256 of a spec's component, as pinned or as read.
+fn digest(spec: &PluginSpec) -> Option<String> {
+    spec.sha256
+        .clone()
+        .or_else(|| std::fs::read(&spec.component).ok().map(|b| sha256_hex(&b)))
 }
 
 impl Supervisor {
     /// A supervisor starting workers with `worker`.
     pub fn new(worker: WorkerCommand) -> Self {
-        Supervisor { worker }
+        Supervisor { worker, home: None }
+    }
+
+    /// This supervisor, keeping its compile cache, quarantine records and status in `home`.
+    pub fn with_home(mut self, home: Home) -> Self {
+        self.home = Some(home);
+        self
     }
 
     /// Runs every plugin in a worker process of its own over the log at `db`, blocking the
@@ -132,7 +198,8 @@ impl Supervisor {
     /// in the order given.
     ///
     /// No plugin starts until every one is admitted: a component that cannot be run as a plugin
-    /// stops the run before it begins.
+    /// stops the run before it begins. With `options.follow`, a plugin that fails is restarted
+    /// as its [`RestartPolicy`] says.
     pub fn run(
         &self,
         specs: &[PluginSpec],
@@ -140,256 +207,382 @@ impl Supervisor {
         options: &RunOptions,
         sink: &Arc<dyn OutputSink>,
     ) -> Result<Vec<Outcome>, SuperviseError> {
+        self.run_reloading(specs, db, options, sink, None)
+    }
+
+    /// [`Supervisor::run`], reading the plugins again with `reload` each time
+    /// `options.reload` is requested: new plugins start, removed ones stop within their grace
+    /// period, changed ones are stopped and started again; a reload that fails changes nothing
+    /// and is reported.
+    pub fn run_reloading(
+        &self,
+        specs: &[PluginSpec],
+        db: &Path,
+        options: &RunOptions,
+        sink: &Arc<dyn OutputSink>,
+        reload: Option<Reload<'_>>,
+    ) -> Result<Vec<Outcome>, SuperviseError> {
         let executor = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(SuperviseError::Executor)?;
-        executor.block_on(self.run_async(specs, db, options, sink))
+        executor.block_on(self.run_async(specs, db, options, sink, reload))
     }
 
-    /// [`Supervisor::run`] on the caller's tokio executor.
+    /// [`Supervisor::run_reloading`] on the caller's tokio executor.
     pub async fn run_async(
         &self,
         specs: &[PluginSpec],
         db: &Path,
         options: &RunOptions,
         sink: &Arc<dyn OutputSink>,
+        reload: Option<Reload<'_>>,
     ) -> Result<Vec<Outcome>, SuperviseError> {
         os::raise_open_files();
-        let mut workers = Vec::with_capacity(specs.len());
+        let mut entries: Vec<Arc<Entry>> = Vec::new();
+        let mut outcomes: Vec<Option<Outcome>> = Vec::new();
+        let mut admitted = Vec::new();
         for spec in specs {
-            workers.push(self.spawn(spec, db, options).await?);
+            let entry = Entry::new(spec.clone(), options);
+            if let Some(outcome) = self.held_in_quarantine(&entry) {
+                outcomes.push(Some(outcome));
+            } else {
+                admitted.push(entries.len());
+                outcomes.push(None);
+            }
+            entries.push(entry);
         }
-        let admissions = tokio::select! {
-            admissions = futures::future::join_all(workers.iter_mut().map(admit)) => admissions,
+        let to_admit: Vec<&PluginSpec> = admitted.iter().map(|&i| &entries[i].spec).collect();
+        let workers = tokio::select! {
+            workers = self.admit_all(&to_admit, db, options) => workers?,
             () = options.stop.stopped() => {
                 // Stopped before anything ran: nothing to wait for.
-                return Ok(specs.iter().map(|spec| cancelled_before_start(spec, options)).collect());
+                return Ok(entries.iter().map(|e| {
+                    Outcome { plugin: e.spec.name.clone(), result: Err(cancelled_before_start(options)), ..Outcome::default() }
+                }).collect());
             }
         };
-        if let Some((worker, reason)) = workers.iter().zip(&admissions).find_map(|(w, a)| match a {
-            Admission::Refused(reason) => Some((w, reason)),
-            _ => None,
-        }) {
-            return Err(SuperviseError::Refused {
-                plugin: worker.spec.name.clone(),
-                reason: reason.clone(),
-            });
+
+        let mut running = FuturesUnordered::new();
+        for (&index, ready) in admitted.iter().zip(workers) {
+            let entry = entries[index].clone();
+            running.push(self.lifecycle(index, entry, ready, db, options, sink));
         }
-        let runs = workers
-            .into_iter()
-            .zip(admissions)
-            .map(|(worker, admission)| async move {
-                match admission {
-                    Admission::Ended(outcome) => outcome,
-                    _ => supervise(worker, options, sink).await,
+        let mut status_ticks = tokio::time::interval(STATUS_EVERY);
+        let (mut relayed, mut relayed_now) = (false, false);
+        while !running.is_empty() {
+            tokio::select! {
+                Some((index, outcome)) = running.next() => {
+                    outcomes[index] = Some(outcome);
+                    let replacement = entries[index]
+                        .replacement
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take();
+                    if let Some(spec) = replacement.filter(|_| !options.stop.is_stopped()) {
+                        let entry = Entry::new(spec, options);
+                        let index = entries.len();
+                        entries.push(entry.clone());
+                        outcomes.push(None);
+                        running.push(self.lifecycle(index, entry, None, db, options, sink));
+                    }
                 }
-            });
-        Ok(futures::future::join_all(runs).await)
+                () = options.stop.stopped(), if !relayed => {
+                    relayed = true;
+                    entries.iter().for_each(|e| e.stop.stop());
+                }
+                () = options.stop.stopped_now(), if !relayed_now => {
+                    relayed_now = true;
+                    entries.iter().for_each(|e| e.stop.stop_now());
+                }
+                () = options.reload.requested(), if reload.is_some() && !relayed => {
+                    let Some(reload) = reload else { continue };
+                    match reload() {
+                        Err(why) => sink.notice(&format!("plugins not reloaded, nothing changed: {why}")),
+                        Ok(specs) => {
+                            for (index, entry) in self.apply(&entries, &specs, options) {
+                                outcomes.push(None);
+                                entries.push(entry.clone());
+                                debug_assert_eq!(index, entries.len() - 1);
+                                running.push(self.lifecycle(index, entry, None, db, options, sink));
+                            }
+                        }
+                    }
+                }
+                _ = status_ticks.tick() => self.write_status(&entries, true),
+            }
+        }
+        self.write_status(&entries, false);
+        Ok(entries
+            .iter()
+            .zip(outcomes)
+            .map(|(entry, outcome)| {
+                outcome.unwrap_or_else(|| Outcome {
+                    plugin: entry.spec.name.clone(),
+                    result: Err(cancelled_before_start(options)),
+                    ..Outcome::default()
+                })
+            })
+            .collect())
     }
 
-    async fn spawn(
-        &self,
-        spec: &PluginSpec,
-        db: &Path,
-        options: &RunOptions,
-    ) -> Result<Worker, SuperviseError> {
-        let failed = |source| SuperviseError::Spawn {
-            program: self.worker.program.clone(),
-            source,
-        };
-        let mut child = Command::new(&self.worker.program)
-            .args(&self.worker.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // A terminal's Ctrl-C goes to the supervisor, which decides what each worker hears.
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(failed)?;
-        let (Some(mut orders), Some(reports), Some(mut stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(failed(std::io::Error::other("no pipes to the worker")));
-        };
-        let assignment = Assignment {
-            spec: spec.clone(),
-            db: db.to_path_buf(),
-            follow: options.follow,
-            grace: options.grace,
-        };
-        let mut line = Vec::new();
-        protocol::send(&mut line, &assignment).map_err(failed)?;
-        // A worker that died at once is reported when its first report does not come.
-        let _ = orders.write_all(&line).await;
-        let last_words = tokio::spawn(async move {
-            let mut tail = Vec::new();
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf).await {
-                tail.extend_from_slice(&buf[..n]);
-                let excess = tail.len().saturating_sub(STDERR_TAIL);
-                tail.drain(..excess);
-            }
-            String::from_utf8_lossy(&tail).trim().to_owned()
-        });
-        Ok(Worker {
-            spec: spec.clone(),
-            pid: child
-                .id()
-                .map_or_else(|| "self".into(), |id| id.to_string()),
-            child,
-            orders,
-            reports: BufReader::new(reports).lines(),
-            last_words,
+    /// A plugin's quarantine, if it still holds: its record is for this very spec. A record for
+    /// another spec (the manifest changed) is released.
+    fn held_in_quarantine(&self, entry: &Entry) -> Option<Outcome> {
+        let home = self.home.as_ref()?;
+        let record = home.quarantine(&entry.spec.name)?;
+        if record.fingerprint != fingerprint(&entry.spec) {
+            let _ = home.release(&entry.spec.name);
+            return None;
+        }
+        let mut status = entry.status();
+        status.state = PluginState::Quarantined;
+        status.last_error = Some(record.error.clone());
+        status.quarantine = Some(record.clone());
+        Some(Outcome {
+            plugin: entry.spec.name.clone(),
+            result: Err(Failure::Quarantined {
+                seq: record.seq,
+                failures: QUARANTINE_AFTER,
+                last: record.error,
+            }),
+            ..Outcome::default()
         })
     }
-}
 
-fn cancelled_before_start(spec: &PluginSpec, options: &RunOptions) -> Outcome {
-    Outcome {
-        plugin: spec.name.clone(),
-        result: Err(Failure::Cancelled {
-            grace: if options.stop.is_stopped_now() {
-                Duration::ZERO
-            } else {
-                options.grace
-            },
-        }),
-        detail: None,
-        peak_rss_bytes: None,
-    }
-}
-
-/// Waits for a worker's first report.
-async fn admit(worker: &mut Worker) -> Admission {
-    match worker.next_report().await {
-        Some(Report::Ready) => Admission::Ready,
-        Some(Report::Refused(reason)) => Admission::Refused(reason),
-        Some(Report::Ended {
-            result,
-            detail,
-            peak_rss_bytes,
-        }) => Admission::Ended(Outcome {
-            plugin: worker.spec.name.clone(),
-            result,
-            detail,
-            peak_rss_bytes,
-        }),
-        _ => {
-            let status = worker.child.wait().await;
-            let last_words = (&mut worker.last_words).await.unwrap_or_default();
-            Admission::Ended(Outcome {
-                plugin: worker.spec.name.clone(),
-                result: Err(died(&worker.spec, status, &last_words)),
-                detail: None,
-                peak_rss_bytes: None,
-            })
-        }
-    }
-}
-
-/// Runs a ready worker to its end: starts it, relays its reports, passes stops on, and kills it
-/// if it outlives its grace period or wall-clock limit by [`KILL_MARGIN`].
-async fn supervise(
-    mut worker: Worker,
-    options: &RunOptions,
-    sink: &Arc<dyn OutputSink>,
-) -> Outcome {
-    let name = worker.spec.name.clone();
-    let cursor = options.progress.track(&name);
-    let limits = worker.spec.limits;
-    worker.order(Order::Start).await;
-    let started = Instant::now();
-    // When to kill the worker, and what to report then.
-    let mut kill: Option<(Instant, Failure)> = limits
-        .wall_clock
-        .map(|limit| (started + limit + KILL_MARGIN, Failure::WallClock { limit }));
-    let mut stop_passed = false;
-    let mut killed: Option<Failure> = None;
-    let mut ended = None;
-    let mut peak = None;
-    let mut samples = tokio::time::interval(RSS_SAMPLES);
-    loop {
-        let kill_at = kill.as_ref().map(|(at, _)| *at);
-        tokio::select! {
-            report = worker.next_report() => match report {
-                Some(Report::Line { stream, text }) => sink.line(&name, stream, &text),
-                Some(Report::Cursor(seq)) => cursor.store(seq, Ordering::Relaxed),
-                Some(Report::Ended { result, detail, peak_rss_bytes }) => {
-                    ended = Some((result, detail, peak_rss_bytes));
-                }
-                Some(Report::Ready | Report::Refused(_)) => {}
-                None => break,
-            },
-            () = options.stop.stopped(), if !stop_passed => {
-                stop_passed = true;
-                worker.order(Order::Stop).await;
-                let at = Instant::now() + options.grace + KILL_MARGIN;
-                if kill_at.is_none_or(|k| at < k) {
-                    kill = Some((at, Failure::Cancelled { grace: options.grace }));
+    /// Starts and admits a worker for each spec. Specs that share a component wait for the first
+    /// of them, which compiles it into the cache, so that each component is compiled once.
+    async fn admit_all(
+        &self,
+        specs: &[&PluginSpec],
+        db: &Path,
+        options: &RunOptions,
+    ) -> Result<Vec<Option<(Worker, bool)>>, SuperviseError> {
+        let cache = self.cache_dir();
+        let mut seen = BTreeSet::new();
+        let (first, rest): (Vec<usize>, Vec<usize>) = (0..specs.len())
+            .partition(|&i| cache.is_none() || digest(specs[i]).is_none_or(|d| seen.insert(d)));
+        let mut workers: Vec<Option<(Worker, bool)>> = (0..specs.len()).map(|_| None).collect();
+        for wave in [first, rest] {
+            let mut started = Vec::new();
+            for &i in &wave {
+                started.push((
+                    i,
+                    Worker::spawn(&self.worker, specs[i], db, options, cache.as_deref()).await?,
+                ));
+            }
+            let admissions =
+                futures::future::join_all(started.iter_mut().map(|(_, w)| w.admit())).await;
+            for ((i, worker), admission) in started.into_iter().zip(admissions) {
+                match admission {
+                    Admission::Ready { compiled } => workers[i] = Some((worker, compiled)),
+                    Admission::Refused(reason) => {
+                        return Err(SuperviseError::Refused {
+                            plugin: specs[i].name.clone(),
+                            reason,
+                        });
+                    }
+                    // It ended before it was ready (its log would not open, its worker died):
+                    // the lifecycle reports it from a fresh start, which ends the same way.
+                    Admission::Ended(_) => workers[i] = None,
                 }
             }
-            () = options.stop.stopped_now(), if killed.is_none() => {
-                let _ = worker.child.start_kill();
-                killed = Some(Failure::Cancelled { grace: Duration::ZERO });
-            }
-            () = tokio::time::sleep_until(kill_at.unwrap_or(started)), if kill_at.is_some() && killed.is_none() => {
-                let _ = worker.child.start_kill();
-                killed = kill.take().map(|(_, failure)| failure);
-            }
-            _ = samples.tick() => {
-                peak = peak.max(os::peak_rss(&worker.pid));
-            }
         }
+        Ok(workers)
     }
-    let status = worker.child.wait().await;
-    let last_words = (&mut worker.last_words).await.unwrap_or_default();
-    match (ended, killed) {
-        (Some((result, detail, peak_rss_bytes)), _) => Outcome {
-            plugin: name,
-            result,
-            detail,
-            peak_rss_bytes: peak_rss_bytes.max(peak),
-        },
-        (None, Some(failure)) => Outcome {
-            plugin: name,
-            result: Err(failure),
-            detail: None,
-            peak_rss_bytes: peak,
-        },
-        (None, None) => Outcome {
-            result: Err(died(&worker.spec, status, &last_words)),
-            plugin: name,
-            detail: (!last_words.is_empty()).then_some(last_words),
-            peak_rss_bytes: peak,
-        },
-    }
-}
 
-/// Why a worker ended without reporting: its host memory ran out (the OS limit did its job),
-/// or it died some other way.
-fn died(spec: &PluginSpec, status: std::io::Result<ExitStatus>, last_words: &str) -> Failure {
-    use std::os::unix::process::ExitStatusExt;
-    if last_words.contains("memory allocation of") {
-        return Failure::HostMemory {
-            limit: spec.limits.worker_data_bytes(),
+    fn cache_dir(&self) -> Option<PathBuf> {
+        let home = self.home.as_ref()?;
+        // A cache that cannot be made only costs compilations.
+        home.cache().ok().map(|_| home.cache_dir())
+    }
+
+    /// Applies a reloaded list of plugins to the running ones; returns the entries to start.
+    fn apply(
+        &self,
+        entries: &[Arc<Entry>],
+        specs: &[PluginSpec],
+        options: &RunOptions,
+    ) -> Vec<(usize, Arc<Entry>)> {
+        let live = |name: &str| {
+            entries
+                .iter()
+                .rev()
+                .find(|e| e.spec.name == name && !e.stop.is_stopped())
         };
+        let mut started = Vec::new();
+        for spec in specs {
+            match live(&spec.name) {
+                Some(entry) if entry.spec == *spec => {}
+                Some(entry) => {
+                    // Changed: stop it; its lifecycle's end starts the new spec.
+                    *entry.replacement.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(spec.clone());
+                    entry.stop.stop();
+                }
+                None => {
+                    let entry = Entry::new(spec.clone(), options);
+                    if let Some(home) = &self.home {
+                        let _ = home.release(&spec.name);
+                    }
+                    started.push((entries.len() + started.len(), entry));
+                }
+            }
+        }
+        for entry in entries {
+            if !specs.iter().any(|s| s.name == entry.spec.name) && !entry.stop.is_stopped() {
+                entry.stop.stop();
+            }
+        }
+        started
     }
-    let last_line = last_words.lines().last().unwrap_or("no message");
-    let how = match status {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
-                Ok(signal) => format!("killed by {signal}"),
-                Err(_) => format!("killed by signal {signal}"),
-            },
-            (None, None) => status.to_string(),
+
+    /// Runs one plugin through its failures: restarts with growing pauses, and quarantine once
+    /// it keeps failing where it stands.
+    async fn lifecycle(
+        &self,
+        index: usize,
+        entry: Arc<Entry>,
+        first: Option<(Worker, bool)>,
+        db: &Path,
+        options: &RunOptions,
+        sink: &Arc<dyn OutputSink>,
+    ) -> (usize, Outcome) {
+        let mut next = first;
+        let mut restarts = 0;
+        let mut compiled = false;
+        let mut backoff = FIRST_BACKOFF;
+        let mut failed_at: Option<Option<u64>> = None;
+        let mut in_a_row = 0;
+        let cache = self.cache_dir();
+        loop {
+            let ready = match next.take() {
+                Some(ready) => Ok(ready),
+                None => self.start(&entry, db, options, cache.as_deref()).await,
+            };
+            let mut outcome = match ready {
+                Ok((worker, was_compiled)) => {
+                    compiled |= was_compiled;
+                    entry.set_state(PluginState::Running);
+                    let started = Instant::now();
+                    let outcome = worker.run(&entry.stop, options.grace, sink, &*entry).await;
+                    if started.elapsed() >= HEALTHY_RUN {
+                        backoff = FIRST_BACKOFF;
+                    }
+                    outcome
+                }
+                Err(outcome) => outcome,
+            };
+            outcome.restarts = restarts;
+            outcome.compiled = compiled;
+            let Err(failure) = &outcome.result else {
+                entry.set_state(PluginState::Finished);
+                return (index, outcome);
+            };
+            entry.status().last_error = Some(failure.to_string());
+            if entry.stop.is_stopped() {
+                entry.set_state(PluginState::Stopped);
+                return (index, outcome);
+            }
+            if !options.follow || entry.spec.restart == RestartPolicy::Never {
+                entry.set_state(PluginState::Failed);
+                return (index, outcome);
+            }
+            let at = entry.tracker.cursor();
+            in_a_row = if failed_at == Some(at) {
+                in_a_row + 1
+            } else {
+                1
+            };
+            failed_at = Some(at);
+            if in_a_row >= QUARANTINE_AFTER {
+                let seq = at.unwrap_or(0);
+                let record = Quarantine {
+                    seq,
+                    error: failure.to_string(),
+                    at_ms: pulsewatch_log::now_ms(),
+                    fingerprint: fingerprint(&entry.spec),
+                };
+                if let Some(home) = &self.home {
+                    let _ = home.set_quarantine(&entry.spec.name, &record);
+                }
+                let mut status = entry.status();
+                status.state = PluginState::Quarantined;
+                status.quarantine = Some(record);
+                drop(status);
+                outcome.result = Err(Failure::Quarantined {
+                    seq,
+                    failures: in_a_row,
+                    last: failure.to_string(),
+                });
+                return (index, outcome);
+            }
+            entry.set_state(PluginState::BackingOff);
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = entry.stop.stopped() => {
+                    entry.set_state(PluginState::Stopped);
+                    return (index, outcome);
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            restarts += 1;
+            entry.status().restarts = restarts;
+        }
+    }
+
+    /// Starts and admits a worker for a plugin that is already part of the run.
+    async fn start(
+        &self,
+        entry: &Entry,
+        db: &Path,
+        options: &RunOptions,
+        cache: Option<&Path>,
+    ) -> Result<(Worker, bool), Outcome> {
+        entry.set_state(PluginState::Starting);
+        let failed = |failure| Outcome {
+            plugin: entry.spec.name.clone(),
+            result: Err(failure),
+            ..Outcome::default()
+        };
+        let mut worker = Worker::spawn(&self.worker, &entry.spec, db, options, cache)
+            .await
+            .map_err(|e| failed(Failure::Worker(e.to_string())))?;
+        match worker.admit().await {
+            Admission::Ready { compiled } => Ok((worker, compiled)),
+            Admission::Refused(reason) => Err(failed(Failure::Worker(reason))),
+            Admission::Ended(outcome) => Err(outcome),
+        }
+    }
+
+    fn write_status(&self, entries: &[Arc<Entry>], running: bool) {
+        let Some(home) = &self.home else {
+            return;
+        };
+        // The latest entry of each name: a replaced spec's entry is history.
+        let mut plugins: Vec<PluginStatus> = Vec::new();
+        for entry in entries {
+            let status = entry.status().clone();
+            match plugins.iter_mut().find(|p| p.name == status.name) {
+                Some(slot) => *slot = status,
+                None => plugins.push(status),
+            }
+        }
+        let _ = home.write_status(&RunStatus {
+            pid: std::process::id(),
+            running,
+            updated_ms: pulsewatch_log::now_ms(),
+            plugins,
+        });
+    }
+}
+
+fn cancelled_before_start(options: &RunOptions) -> Failure {
+    Failure::Cancelled {
+        grace: if options.stop.is_stopped_now() {
+            Duration::ZERO
+        } else {
+            options.grace
         },
-        Err(e) => format!("cannot be waited for: {e}"),
-    };
-    Failure::Worker(format!(
-        "{how} without reporting ({})",
-        last_line.escape_debug()
-    ))
+    }
 }

@@ -59,13 +59,38 @@ pub(crate) fn peak_rss(pid: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The CPU time (user and system, in ms) and resident memory of process `pid`, from `/proc`.
+pub(crate) fn cpu_and_rss(pid: &str) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which is in parentheses and may hold spaces): state is the
+    // first, utime the 12th and stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&t| t > 0)? as u64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some((ticks * 1000 / per_second, rss_kib * 1024))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn this_process_has_a_peak_rss() {
+    fn this_process_has_a_peak_rss_and_cpu_time() {
         let peak = peak_rss("self").unwrap();
         assert!(peak > 1 << 20, "{peak}");
+        let (_, rss) = cpu_and_rss("self").unwrap();
+        assert!(rss > 1 << 20 && rss <= peak, "{rss}");
     }
 }

@@ -2,7 +2,7 @@
 //! worker's stdin and reports on its stdout. The worker's stderr is left to the host's own last
 //! words (a panic, a failed allocation), which the supervisor keeps for the failure report.
 
-use crate::runtime::{Failure, Stream};
+use crate::runtime::{Failure, Resources, Stream};
 use crate::spec::PluginSpec;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -17,6 +17,8 @@ pub(crate) struct Assignment {
     pub(crate) db: PathBuf,
     pub(crate) follow: bool,
     pub(crate) grace: Duration,
+    /// The compile cache to take the component from and keep it in, if any.
+    pub(crate) cache_dir: Option<PathBuf>,
 }
 
 /// The supervisor's later lines. The end of the worker's stdin means the supervisor is gone:
@@ -34,14 +36,18 @@ pub(crate) enum Order {
 /// The worker's lines.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Report {
-    /// The plugin is compiled, admitted and linked, and the log is open.
-    Ready,
+    /// The plugin is admitted and linked (compiled now, or taken from the cache), and the log
+    /// is open.
+    Ready { compiled: bool },
     /// The component cannot be run as a plugin: why, naming it.
     Refused(String),
     /// A line the plugin printed, already made safe to show.
     Line { stream: Stream, text: String },
-    /// The plugin's cursor moved.
-    Cursor(u64),
+    /// Where the plugin is: its cursor, once it has one, and what it holds of its limits.
+    Progress {
+        cursor: Option<u64>,
+        resources: Resources,
+    },
     /// The plugin's run is over (or never began, if this comes instead of `Ready`).
     Ended {
         result: Result<(), Failure>,

@@ -4,16 +4,15 @@
 use super::os;
 use super::protocol::{Assignment, Order, Report, send};
 use crate::runtime::{
-    EngineOptions, Failure, OutputSink, Progress, RunOptions, Runtime, StopSignal, Stream,
+    CompileCache, EngineOptions, Failure, OutputSink, RunOptions, Runtime, StopSignal, Stream,
 };
 use pulsewatch_log::Log;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-/// How often the plugin's cursor is passed on when it moves.
-const CURSOR_REPORTS: Duration = Duration::from_millis(20);
+/// How often the plugin's progress is passed on when it moves.
+const PROGRESS_REPORTS: Duration = Duration::from_millis(20);
 
 /// Serves one assignment from the supervisor on stdin and stdout, then exits. A binary that
 /// hands its worker subcommand ([`super::WorkerCommand`]) to this function can be a supervisor's
@@ -66,6 +65,7 @@ fn serve_assignment() -> Result<(), String> {
         db,
         follow,
         grace,
+        cache_dir,
     } = serde_json::from_str(&first).map_err(|e| format!("bad assignment: {e}"))?;
 
     // Before anything is compiled: Cranelift's memory counts against the limit too.
@@ -76,10 +76,14 @@ fn serve_assignment() -> Result<(), String> {
         );
         return Ok(());
     }
-    let runtime = Runtime::with_options(EngineOptions {
+    let mut runtime = Runtime::with_options(EngineOptions {
         parallel_compilation: false,
     })
     .map_err(|e| e.to_string())?;
+    // Without its cache the plugin is compiled, which only costs time.
+    if let Some(cache) = cache_dir.and_then(|dir| CompileCache::open(&dir).ok()) {
+        runtime = runtime.with_cache(cache);
+    }
     let plugin = match runtime.load(&spec) {
         Ok(plugin) => plugin,
         Err(refusal) => {
@@ -94,7 +98,9 @@ fn serve_assignment() -> Result<(), String> {
             return Ok(());
         }
     };
-    report(&Report::Ready);
+    report(&Report::Ready {
+        compiled: plugin.compiled(),
+    });
 
     let stop = StopSignal::new();
     let (start, started) = mpsc::channel();
@@ -118,24 +124,27 @@ fn serve_assignment() -> Result<(), String> {
         follow,
         stop,
         grace,
-        progress: Progress::new(),
+        ..RunOptions::default()
     };
-    let cursor = options.progress.track(&spec.name);
+    let tracker = options.progress.track(&spec.name);
     let sink: Arc<dyn OutputSink> = Arc::new(Relay);
     let executor = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async executor: {e}"))?;
     let outcome = executor.block_on(async {
-        let watched = cursor.clone();
+        let watched = tracker.clone();
         let reporter = tokio::spawn(async move {
             let mut reported = None;
-            let mut ticks = tokio::time::interval(CURSOR_REPORTS);
+            let mut ticks = tokio::time::interval(PROGRESS_REPORTS);
             loop {
                 ticks.tick().await;
-                let now = watched.load(Ordering::Relaxed);
+                let now = (watched.cursor(), watched.resources());
                 if reported != Some(now) {
-                    report(&Report::Cursor(now));
+                    report(&Report::Progress {
+                        cursor: now.0,
+                        resources: now.1,
+                    });
                     reported = Some(now);
                 }
             }
@@ -144,7 +153,10 @@ fn serve_assignment() -> Result<(), String> {
         reporter.abort();
         outcome
     });
-    report(&Report::Cursor(cursor.load(Ordering::Relaxed)));
+    report(&Report::Progress {
+        cursor: tracker.cursor(),
+        resources: tracker.resources(),
+    });
     ended(outcome.result, outcome.detail);
     Ok(())
 }

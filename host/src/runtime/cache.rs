@@ -1,0 +1,139 @@
+//! A compile cache: components compiled once, kept on disk, loaded without Cranelift.
+//!
+//! A file is keyed by the component's sha256 and the engine's compatibility hash (wasmtime's
+//! version and every compilation setting), so a cache is never used by an engine it does not
+//! fit. Loading a compiled file runs its machine code: that is only sound for files this host
+//! wrote. So the cache directory is created private (mode 0700) under the state root, in
+//! `.pulsewatch/`, which no plugin is ever granted (plugins see only their own state directory,
+//! and plugin names cannot start with a dot); and every file carries an HMAC-SHA256 under a key
+//! kept in the same private directory, checked before the file is deserialized. A file that
+//! fails the check (damaged, truncated, written by anyone else) is not loaded: the component is
+//! compiled again and the file replaced.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The first bytes of a cache file.
+const MAGIC: &[u8; 8] = b"PWCACHE1";
+const MAC_LEN: usize = 32;
+/// The HMAC key's file in the cache directory.
+const KEY_FILE: &str = "key";
+
+/// Compiled components kept in a directory.
+#[derive(Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for CompileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompileCache")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(unix)]
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// Writes `bytes` to `path` whole or not at all: a temporary file beside it, then a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(format!(".partial-{}", std::process::id()));
+    let partial = PathBuf::from(partial);
+    let written = std::fs::File::create(&partial)
+        .and_then(|mut file| file.write_all(bytes))
+        .and_then(|()| std::fs::rename(&partial, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+impl CompileCache {
+    /// The cache in `dir`, created private if missing, with its key (made on first use).
+    pub fn open(dir: &Path) -> std::io::Result<CompileCache> {
+        private_dir(dir)?;
+        let key_path = dir.join(KEY_FILE);
+        let key = match std::fs::read(&key_path) {
+            Ok(bytes) if bytes.len() == 32 => bytes.try_into().expect("32 bytes"),
+            _ => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(std::io::Error::other)?;
+                write_atomically(&key_path, &key)?;
+                // Another process may have won the race: use whatever key is there now.
+                let bytes = std::fs::read(&key_path)?;
+                bytes
+                    .try_into()
+                    .map_err(|_| std::io::Error::other("the cache key is not 32 bytes"))?
+            }
+        };
+        Ok(CompileCache {
+            dir: dir.to_path_buf(),
+            key,
+        })
+    }
+
+    fn path(&self, engine: &Engine, sha256: &str) -> PathBuf {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.dir
+            .join(format!("{sha256}-{:016x}.cwasm", hasher.finish()))
+    }
+
+    fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(payload);
+        mac
+    }
+
+    /// The component with `sha256`, compiled for `engine`, if this cache holds it and the file
+    /// is one this host wrote.
+    pub(crate) fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
+        let bytes = std::fs::read(self.path(engine, sha256)).ok()?;
+        let rest = bytes.strip_prefix(MAGIC)?;
+        if rest.len() < MAC_LEN {
+            return None;
+        }
+        let (tag, payload) = rest.split_at(MAC_LEN);
+        self.mac(payload).verify_slice(tag).ok()?;
+        // SAFETY: the bytes were serialized by `Component::serialize` in `store` below: they
+        // carry this cache's MAC, under a key only this host's private directory holds, and
+        // the file is named for the engine they fit (wasmtime checks that again).
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(engine, payload) };
+        component.ok()
+    }
+
+    /// Keeps `component` (compiled from the bytes with `sha256`) for next time. A failure only
+    /// costs a compilation next time.
+    pub(crate) fn store(&self, engine: &Engine, sha256: &str, component: &Component) {
+        let Ok(payload) = component.serialize() else {
+            return;
+        };
+        let tag = self.mac(&payload).finalize().into_bytes();
+        let mut bytes = Vec::with_capacity(MAGIC.len() + MAC_LEN + payload.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&tag);
+        bytes.extend_from_slice(&payload);
+        let _ = write_atomically(&self.path(engine, sha256), &bytes);
+    }
+}
