@@ -33,14 +33,16 @@ pub mod supervisor;
 
 pub use bundle::{BundleError, bundle};
 pub use limits::{DiskQuota, Limits};
+pub use manifest::ManifestError;
 pub use pulsewatch_log::redb;
 pub use pulsewatch_log::{
     Batch, Change, ChangeKind, Event, Log, OpenError, PollLimits, ReadError, SnapshotError,
     SnapshotInfo, WriteError, now_ms,
 };
 pub use runtime::{
-    Console, EngineOptions, Failure, LoadError, Outcome, OutputSink, Plugin, Progress, QuotaBreach,
-    RunOptions, Runtime, STATE_DIR, SetupError, StopSignal, Stream,
+    CompileCache, Console, EngineOptions, Failure, LoadError, Outcome, OutputSink, Plugin,
+    Progress, QuotaBreach, ReloadSignal, Resources, RunOptions, Runtime, STATE_DIR, SetupError,
+    StopSignal, Stream,
 };
-pub use spec::PluginSpec;
-pub use supervisor::{SuperviseError, Supervisor, WorkerCommand};
+pub use spec::{PluginSpec, RestartPolicy, START_VARIABLE, StartPosition, sha256_hex};
+pub use supervisor::{Home, SuperviseError, Supervisor, WorkerCommand};

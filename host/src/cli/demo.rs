@@ -3,7 +3,7 @@
 use super::run::{report, stop_on_signals, supervise};
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use pulsewatch::{Change, ChangeKind, Log, PluginSpec, RunOptions};
+use pulsewatch::{Change, ChangeKind, Home, Log, PluginSpec, RunOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -174,7 +174,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "\n== 2. Two sandboxed plugins, each in a worker process, read the feed from their own cursors, until caught up"
     );
     let started = Instant::now();
-    let outcomes = supervise(&specs, &db, &options)?;
+    let home = Home::under(&state);
+    let outcomes = supervise(&specs, &db, &options, &home, None)?;
     println!(
         "   ({} ms, compile included)",
         started.elapsed().as_millis()
@@ -186,7 +187,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     println!("\n== 3. Live: plugins follow the feed while the writer appends 4 x 500 more");
     options.follow = true;
     let outcomes = std::thread::scope(|scope| {
-        let plugins_done = scope.spawn(|| supervise(&specs, &db, &options));
+        let plugins_done = scope.spawn(|| supervise(&specs, &db, &options, &home, None));
         let written = (|| -> anyhow::Result<u64> {
             let mut head = 0;
             for _ in 0..4 {

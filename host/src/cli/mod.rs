@@ -4,6 +4,8 @@
 
 mod demo;
 mod jsonl;
+mod operate;
+mod progress;
 mod run;
 mod standalone;
 
@@ -26,6 +28,12 @@ enum Command {
     Demo(demo::Args),
     /// Run plugins (WASI components) over a database's change feed.
     Run(run::Args),
+    /// Check a manifest without running it: exit 0 if every plugin in it can be started.
+    Check(operate::CheckArgs),
+    /// Show where each plugin of a run stands (during the run, from another process, or after).
+    Status(operate::StatusArgs),
+    /// Let a quarantined plugin start again.
+    Release(operate::ReleaseArgs),
     /// Append one change to a database, creating it if needed.
     Append(jsonl::AppendArgs),
     /// Append changes from JSON lines (a file or stdin), all or nothing.
@@ -51,6 +59,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Check(args) => operate::check(&args),
+        Command::Status(args) => operate::status(&args),
+        Command::Release(args) => operate::release(&args),
         Command::Append(args) => jsonl::append(&args),
         Command::Import(args) => jsonl::import(&args),
         Command::Tail(args) => jsonl::tail(&args),

@@ -4,8 +4,8 @@ use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::limits::DEFAULT_GRACE;
 use pulsewatch::{
-    Console, Limits, Log, Outcome, OutputSink, PluginSpec, RunOptions, StopSignal, Supervisor,
-    WorkerCommand,
+    Console, Home, Limits, Log, Outcome, OutputSink, PluginSpec, RunOptions, StopSignal,
+    Supervisor, WorkerCommand, manifest,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,8 +35,12 @@ pub struct Args {
     /// Print the full WebAssembly backtrace of a plugin that fails.
     #[arg(long, short)]
     verbose: bool,
+    /// The plugins, their grants and limits, from a manifest (see the README); SIGHUP reads it
+    /// again. Instead of component files and flags.
+    #[arg(long, conflicts_with_all = ["plugins", "args"])]
+    manifest: Option<PathBuf>,
     /// Plugin components (.wasm).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "manifest")]
     plugins: Vec<PathBuf>,
 }
 
@@ -89,14 +93,48 @@ pub fn default_state_dir(db: &Path) -> PathBuf {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let limits = args.limits.limits()?;
     let state_root = args
         .state_dir
         .clone()
         .unwrap_or_else(|| default_state_dir(&args.db));
+    let specs = match &args.manifest {
+        Some(path) => manifest::load(path, &state_root)?,
+        None => specs_from_flags(args, &state_root)?,
+    };
+    // A missing or damaged database is this command's error, before any worker starts.
+    drop(Log::open_read_only(&args.db)?);
+    let options = RunOptions {
+        follow: args.follow,
+        grace: args.grace.into(),
+        ..RunOptions::default()
+    };
+    stop_on_signals(&options.stop, options.grace)?;
+    reload_on_sighup(&options)?;
+    let reload = |path: &PathBuf| {
+        let (path, root) = (path.clone(), state_root.clone());
+        move || manifest::load(&path, &root).map_err(|e| e.to_string())
+    };
+    let reload = args.manifest.as_ref().map(reload);
+    let progress = super::progress::show(&specs, &args.db, &options);
+    let outcomes = supervise(
+        &specs,
+        &args.db,
+        &options,
+        &Home::under(&state_root),
+        reload
+            .as_ref()
+            .map(|r| r as &(dyn Fn() -> Result<Vec<PluginSpec>, String> + Sync)),
+    );
+    drop(progress);
+    Ok(report(&outcomes?, &options, args.verbose))
+}
+
+/// The plugins named on the command line, with the limits and arguments of the flags.
+fn specs_from_flags(args: &Args, state_root: &Path) -> anyhow::Result<Vec<PluginSpec>> {
+    let limits = args.limits.limits()?;
     let mut specs: Vec<PluginSpec> = Vec::new();
     for path in &args.plugins {
-        let mut spec = PluginSpec::from_file(path, &state_root)?;
+        let mut spec = PluginSpec::from_file(path, state_root)?;
         if specs.iter().any(|s| s.name == spec.name) {
             bail!(
                 "two plugins are named {:?}: each needs its own state; rename one file",
@@ -116,28 +154,40 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--arg {arg:?}: no plugin is named {plugin:?}"))?;
         spec.args.push(value.to_owned());
     }
-    // A missing or damaged database is this command's error, before any worker starts.
-    drop(Log::open_read_only(&args.db)?);
-    let options = RunOptions {
-        follow: args.follow,
-        grace: args.grace.into(),
-        ..RunOptions::default()
-    };
-    stop_on_signals(&options.stop, options.grace)?;
-    let outcomes = supervise(&specs, &args.db, &options)?;
-    Ok(report(&outcomes, &options, args.verbose))
+    Ok(specs)
 }
 
-/// Runs `specs` in worker processes of this executable, output on the console.
+/// Runs `specs` in worker processes of this executable, output on the console, with the compile
+/// cache, quarantine records and status in `home`.
 pub fn supervise(
     specs: &[PluginSpec],
     db: &Path,
     options: &RunOptions,
+    home: &Home,
+    reload: Option<pulsewatch::supervisor::Reload<'_>>,
 ) -> anyhow::Result<Vec<Outcome>> {
     let worker =
         WorkerCommand::current_exe(["worker"]).context("cannot find this executable's path")?;
     let sink: Arc<dyn OutputSink> = Arc::new(Console);
-    Ok(Supervisor::new(worker).run(specs, db, options, &sink)?)
+    Ok(Supervisor::new(worker)
+        .with_home(home.clone())
+        .run_reloading(specs, db, options, &sink, reload)?)
+}
+
+/// SIGHUP asks the run to read its manifest again.
+fn reload_on_sighup(options: &RunOptions) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .context("cannot install the SIGHUP handler")?;
+    let reload = options.reload.clone();
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                reload.request();
+            }
+        })
+        .context("cannot start the SIGHUP thread")?;
+    Ok(())
 }
 
 /// First SIGINT or SIGTERM: plugins commit and return within the grace period. Second: they

@@ -203,9 +203,9 @@ pub enum Failure {
         limit: u64,
     },
     /// It failed too often without its cursor moving, and is not started again until released.
-    #[error("quarantined: failed {failures} times at seq {seq} (its last failure: {last})")]
+    #[error("quarantined: failed {failures} times on event {seq} (its last failure: {last})")]
     Quarantined {
-        /// The cursor it kept failing at.
+        /// The event it kept failing on: the one after its cursor.
         seq: u64,
         /// How many times in a row.
         failures: u32,

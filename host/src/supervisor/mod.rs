@@ -252,14 +252,25 @@ impl Supervisor {
             }
             entries.push(entry);
         }
+        self.write_status(&entries, true);
         let to_admit: Vec<&PluginSpec> = admitted.iter().map(|&i| &entries[i].spec).collect();
         let workers = tokio::select! {
             workers = self.admit_all(&to_admit, db, options) => workers?,
             () = options.stop.stopped() => {
                 // Stopped before anything ran: nothing to wait for.
-                return Ok(entries.iter().map(|e| {
-                    Outcome { plugin: e.spec.name.clone(), result: Err(cancelled_before_start(options)), ..Outcome::default() }
-                }).collect());
+                for &index in &admitted {
+                    entries[index].set_state(PluginState::Stopped);
+                }
+                self.write_status(&entries, false);
+                return Ok(entries
+                    .iter()
+                    .zip(outcomes)
+                    .map(|(entry, outcome)| outcome.unwrap_or_else(|| Outcome {
+                        plugin: entry.spec.name.clone(),
+                        result: Err(cancelled_before_start(options)),
+                        ..Outcome::default()
+                    }))
+                    .collect());
             }
         };
 
@@ -476,7 +487,12 @@ impl Supervisor {
             outcome.restarts = restarts;
             outcome.compiled = compiled;
             let Err(failure) = &outcome.result else {
-                entry.set_state(PluginState::Finished);
+                // Ended cleanly: on its own, or because it was asked to.
+                entry.set_state(if entry.stop.is_stopped() {
+                    PluginState::Stopped
+                } else {
+                    PluginState::Finished
+                });
                 return (index, outcome);
             };
             entry.status().last_error = Some(failure.to_string());
@@ -496,7 +512,8 @@ impl Supervisor {
             };
             failed_at = Some(at);
             if in_a_row >= QUARANTINE_AFTER {
-                let seq = at.unwrap_or(0);
+                // The event after its cursor: the one it keeps failing on.
+                let seq = at.map_or(1, |cursor| cursor.saturating_add(1));
                 let record = Quarantine {
                     seq,
                     error: failure.to_string(),

@@ -7,7 +7,6 @@ use crate::limits::Limits;
 use crate::runtime::CompileCache;
 use crate::spec::{PluginSpec, sha256_hex};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The directory under the state root.
@@ -66,7 +65,7 @@ pub struct Usage {
 /// Why a plugin is quarantined.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantine {
-    /// The cursor it kept failing at: the event after it is the likely poison.
+    /// The event it kept failing on: the one after its cursor.
     pub seq: u64,
     /// Its last failure.
     pub error: String,
@@ -115,19 +114,7 @@ pub(crate) fn fingerprint(spec: &PluginSpec) -> String {
     sha256_hex(&serde_json::to_vec(spec).unwrap_or_default())
 }
 
-/// Writes `bytes` to `path` whole or not at all.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(format!(".partial-{}", std::process::id()));
-    let partial = PathBuf::from(partial);
-    let written = std::fs::File::create(&partial)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| std::fs::rename(&partial, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    written
-}
+use crate::runtime::write_atomically;
 
 /// The `.pulsewatch/` directory of a state root.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,244 @@
+//! `pulsewatch check`, `status` and `release`: a deployment's manifest checked without running
+//! it, where each plugin of a run stands, and a quarantined plugin let go.
+
+use super::run::default_state_dir;
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use pulsewatch::supervisor::{PluginState, PluginStatus, RunStatus};
+use pulsewatch::{Home, Log, manifest};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Arguments of `pulsewatch check`.
+#[derive(ClapArgs)]
+pub struct CheckArgs {
+    /// The manifest.
+    #[arg(long)]
+    manifest: PathBuf,
+}
+
+/// Where to find a run's plugins: its database and state root.
+#[derive(ClapArgs)]
+pub struct RootArgs {
+    /// The database file.
+    #[arg(long)]
+    db: PathBuf,
+    /// Where the plugins' state lives [default: <db>.state next to the database].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+impl RootArgs {
+    fn home(&self) -> Home {
+        Home::under(
+            &self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| default_state_dir(&self.db)),
+        )
+    }
+}
+
+/// Arguments of `pulsewatch status`.
+#[derive(ClapArgs)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `pulsewatch release`.
+#[derive(ClapArgs)]
+pub struct ReleaseArgs {
+    /// The quarantined plugin.
+    name: String,
+    #[command(flatten)]
+    root: RootArgs,
+}
+
+pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    // Component paths and digests are checked; the state root is only named, not created.
+    let specs = manifest::load(&args.manifest, Path::new("state"))?;
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    println!(
+        "{}: {} plugin{}, valid: {}",
+        args.manifest.display(),
+        specs.len(),
+        if specs.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn release(args: &ReleaseArgs) -> anyhow::Result<ExitCode> {
+    let released = args
+        .root
+        .home()
+        .release(&args.name)
+        .with_context(|| format!("cannot release {:?}", args.name))?;
+    if released {
+        eprintln!(
+            "{}: released; it starts with the next run (or the next reload of a running one)",
+            args.name
+        );
+    } else {
+        eprintln!("{}: not quarantined", args.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One plugin as `status` shows it: its run's record and its lag against the log.
+#[derive(Serialize)]
+struct Row {
+    #[serde(flatten)]
+    status: PluginStatus,
+    head: u64,
+    lag_events: Option<u64>,
+    lag_ms: Option<u64>,
+}
+
+/// What `status --json` prints.
+#[derive(Serialize)]
+struct Report {
+    running: bool,
+    pid: u32,
+    updated_ms: u64,
+    head: u64,
+    plugins: Vec<Row>,
+}
+
+/// Whether process `pid` is alive.
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The timestamp of the event with `seq`, if the log holds it.
+fn timestamp(log: &Log, seq: u64) -> Option<u64> {
+    let batch = log.poll(seq.checked_sub(1)?, 1).ok()?;
+    batch.events.first().map(|e| e.change.timestamp_ms)
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let home = args.root.home();
+    let log = Log::open_read_only(&args.root.db)?;
+    let head = log.head()?;
+    let Some(mut run) = home.status() else {
+        anyhow::bail!(
+            "no run has recorded its status for {} yet (`pulsewatch run` does, under {})",
+            args.root.db.display(),
+            pulsewatch::supervisor::HOME_DIR
+        );
+    };
+    if run.running && !alive(run.pid) {
+        // The supervisor was killed: what it said last is out of date.
+        run.running = false;
+        for plugin in &mut run.plugins {
+            if matches!(
+                plugin.state,
+                PluginState::Running | PluginState::Starting | PluginState::BackingOff
+            ) {
+                plugin.state = PluginState::Stopped;
+            }
+        }
+    }
+    let head_ms = timestamp(&log, head);
+    let rows: Vec<Row> = run
+        .plugins
+        .iter()
+        .cloned()
+        .map(|status| {
+            let lag_events = status.cursor.map(|c| head.saturating_sub(c));
+            let lag_ms = match (status.cursor, head_ms) {
+                (Some(cursor), Some(head_ms)) if cursor < head => {
+                    timestamp(&log, cursor + 1).map(|next| head_ms.saturating_sub(next))
+                }
+                (Some(_), _) => Some(0),
+                _ => None,
+            };
+            Row {
+                status,
+                head,
+                lag_events,
+                lag_ms,
+            }
+        })
+        .collect();
+    if args.json {
+        let report = Report {
+            running: run.running,
+            pid: run.pid,
+            updated_ms: run.updated_ms,
+            head,
+            plugins: rows,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&run, head, &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / f64::from(1 << 20))
+}
+
+fn print_table(run: &RunStatus, head: u64, rows: &[Row]) {
+    println!(
+        "{} (pid {}), head {head}, as of {} ms ago",
+        if run.running {
+            "running"
+        } else {
+            "not running"
+        },
+        run.pid,
+        pulsewatch::now_ms().saturating_sub(run.updated_ms)
+    );
+    println!(
+        "{:<20} {:<12} {:>10} {:>10} {:>10} {:>8} {:>8} {:>14} {:>22}  last error",
+        "plugin",
+        "state",
+        "cursor",
+        "lag",
+        "lag time",
+        "restarts",
+        "cpu",
+        "memory MiB",
+        "disk MiB / entries"
+    );
+    for row in rows {
+        let s = &row.status;
+        let limits = &s.limits;
+        println!(
+            "{:<20} {:<12} {:>10} {:>10} {:>10} {:>8} {:>8} {:>14} {:>22}  {}",
+            s.name,
+            s.state.to_string(),
+            s.cursor.map_or("-".into(), |c| c.to_string()),
+            row.lag_events.map_or("-".into(), |l| l.to_string()),
+            row.lag_ms.map_or("-".into(), |ms| {
+                humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+            }),
+            s.restarts,
+            format!("{:.1}s", s.usage.cpu_ms as f64 / 1000.0),
+            format!(
+                "{}/{}",
+                mib(s.usage.memory_bytes),
+                mib(limits.memory_bytes as u64)
+            ),
+            format!(
+                "{}/{}, {}/{}",
+                mib(s.usage.disk_bytes),
+                mib(limits.disk.bytes),
+                s.usage.disk_entries,
+                limits.disk.entries
+            ),
+            match (&s.quarantine, &s.last_error) {
+                (Some(q), _) => format!("quarantined at seq {}: {}", q.seq, q.error),
+                (None, Some(e)) => e.clone(),
+                (None, None) => "-".into(),
+            }
+        );
+    }
+}
