@@ -1,8 +1,9 @@
-//! What supervision costs: `pulsewatch run --follow` with 1, 10 and 100 copies of `kind-counts`,
-//! each in its worker process, over a log of 1,000 events. For each run it measures the start
-//! (spawn to every plugin having committed the whole log), the memory of the supervisor and its
-//! workers while they follow, and how long the run takes to end after SIGINT. Run with
-//! `cargo bench --bench supervise`.
+//! What supervision costs: `pulsewatch run --follow` with 1 to 200 copies of `kind-counts`, each
+//! in its worker process, over a log of 1,000 events: cold (the component compiled, once, into
+//! the compile cache) and cached (a second run with fresh plugin state and the same cache). For
+//! each run it measures the start (spawn to every plugin having committed the whole log), the
+//! memory of the supervisor and its workers while they follow, and how long the run takes to end
+//! after SIGINT. Run with `cargo bench --bench supervise`.
 
 use pulsewatch::{Change, ChangeKind, Log};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const EVENTS: u64 = 1_000;
-const COUNTS: [usize; 3] = [1, 10, 100];
+const COUNTS: [usize; 5] = [1, 10, 50, 100, 200];
 
 /// A `kB` field of a `/proc/<pid>/` file, in bytes.
 fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
@@ -84,8 +85,9 @@ fn main() {
         "pulsewatch run --follow, N x kind-counts over {EVENTS} events, one worker process each:"
     );
     println!(
-        "  {:>4}  {:>9}  {:>16}  {:>16}  {:>13}  {:>19}  {:>9}",
+        "  {:>4} {:>6}  {:>9}  {:>16}  {:>16}  {:>13}  {:>19}  {:>9}",
         "N",
+        "cache",
         "start (s)",
         "all RSS (MiB)",
         "all PSS (MiB)",
@@ -93,7 +95,8 @@ fn main() {
         "worker RSS avg/max",
         "stop (ms)"
     );
-    for n in COUNTS {
+    let runs = COUNTS.iter().flat_map(|&n| [(n, "cold"), (n, "cached")]);
+    for (n, cache) in runs {
         let plugins_dir = dir.path().join(format!("plugins-{n}"));
         std::fs::create_dir_all(&plugins_dir).unwrap();
         let plugins: Vec<PathBuf> = (0..n)
@@ -104,6 +107,13 @@ fn main() {
             })
             .collect();
         let state = dir.path().join(format!("state-{n}"));
+        // Cold: nothing under the state root. Cached: the compile cache of the cold run, and no
+        // plugin state.
+        for entry in std::fs::read_dir(&state).into_iter().flatten().flatten() {
+            if entry.file_name() != pulsewatch::supervisor::HOME_DIR {
+                std::fs::remove_dir_all(entry.path()).unwrap();
+            }
+        }
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
             .args(["run", "--follow", "--db"])
@@ -142,7 +152,7 @@ fn main() {
         let stop = stopping.elapsed();
         assert!(status.success(), "every plugin committed and returned");
         println!(
-            "  {n:>4}  {:>9.2}  {:>16.1}  {:>16.1}  {:>13.1}  {:>9.1} / {:>7.1}  {:>9.0}",
+            "  {n:>4} {cache:>6}  {:>9.2}  {:>16.1}  {:>16.1}  {:>13.1}  {:>9.1} / {:>7.1}  {:>9.0}",
             start.as_secs_f64(),
             mib(all_rss),
             mib(all_pss),

@@ -46,6 +46,13 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// without bound on its behalf (directory listings, say) reaches this and its worker dies alone.
 pub const WORKER_HOST_BYTES: u64 = 192 << 20;
 
+/// Host memory a worker process may use to compile a component: Cranelift's memory grows with
+/// the component (an 18 MB Python component needs about 1 GiB), and the component is untrusted,
+/// so this is bounded too. A supervisor compiles each component once, in a worker that only
+/// compiles, into the compile cache; the workers that run plugins load it from there under
+/// [`WORKER_HOST_BYTES`].
+pub const WORKER_COMPILE_BYTES: u64 = 2 << 30;
+
 /// Descriptors a worker process needs beyond its plugin's handles: stdio, the database, the
 /// state directory, the async runtime.
 pub const WORKER_RESERVED_FILES: u64 = 64;
@@ -113,6 +120,12 @@ impl Limits {
     /// its linear memory plus [`WORKER_HOST_BYTES`].
     pub fn worker_data_bytes(&self) -> u64 {
         (self.memory_bytes as u64).saturating_add(WORKER_HOST_BYTES)
+    }
+
+    /// The data limit of a worker process that only compiles the component of a plugin with
+    /// these limits.
+    pub fn compile_data_bytes(&self) -> u64 {
+        (self.memory_bytes as u64).saturating_add(WORKER_COMPILE_BYTES)
     }
 
     /// The descriptor limit (`RLIMIT_NOFILE`) of a worker process running a plugin with these

@@ -21,7 +21,7 @@ pub use status::{
 };
 pub use worker::serve;
 
-use crate::runtime::{Failure, Outcome, OutputSink, RunOptions, StopSignal, Tracker};
+use crate::runtime::{CompileCache, Failure, Outcome, OutputSink, RunOptions, StopSignal, Tracker};
 use crate::spec::{PluginSpec, RestartPolicy, sha256_hex};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -253,31 +253,44 @@ impl Supervisor {
             entries.push(entry);
         }
         self.write_status(&entries, true);
+        // The compile cache: the home's, or one for this run only. Without one (it cannot be
+        // made), each worker compiles its component itself, under its run limits.
+        let scratch = self
+            .home
+            .is_none()
+            .then(tempfile::tempdir)
+            .and_then(Result::ok);
+        let cache_dir = match (&self.home, &scratch) {
+            (Some(home), _) => home.cache_dir(),
+            (None, Some(scratch)) => scratch.path().to_path_buf(),
+            (None, None) => PathBuf::new(),
+        };
+        let cache = CompileCache::open(&cache_dir)
+            .ok()
+            .map(|_| cache_dir.as_path());
         let to_admit: Vec<&PluginSpec> = admitted.iter().map(|&i| &entries[i].spec).collect();
+        let run = RunContext {
+            db,
+            options,
+            sink,
+            cache,
+        };
         let workers = tokio::select! {
-            workers = self.admit_all(&to_admit, db, options) => workers?,
+            workers = self.admit_all(&to_admit, &run) => workers?,
             () = options.stop.stopped() => {
                 // Stopped before anything ran: nothing to wait for.
                 for &index in &admitted {
                     entries[index].set_state(PluginState::Stopped);
                 }
                 self.write_status(&entries, false);
-                return Ok(entries
-                    .iter()
-                    .zip(outcomes)
-                    .map(|(entry, outcome)| outcome.unwrap_or_else(|| Outcome {
-                        plugin: entry.spec.name.clone(),
-                        result: Err(cancelled_before_start(options)),
-                        ..Outcome::default()
-                    }))
-                    .collect());
+                return Ok(outcomes_of(&entries, outcomes, options));
             }
         };
 
         let mut running = FuturesUnordered::new();
         for (&index, ready) in admitted.iter().zip(workers) {
             let entry = entries[index].clone();
-            running.push(self.lifecycle(index, entry, ready, db, options, sink));
+            running.push(self.lifecycle(index, entry, ready, &run));
         }
         let mut status_ticks = tokio::time::interval(STATUS_EVERY);
         let (mut relayed, mut relayed_now) = (false, false);
@@ -295,7 +308,7 @@ impl Supervisor {
                         let index = entries.len();
                         entries.push(entry.clone());
                         outcomes.push(None);
-                        running.push(self.lifecycle(index, entry, None, db, options, sink));
+                        running.push(self.lifecycle(index, entry, None, &run));
                     }
                 }
                 () = options.stop.stopped(), if !relayed => {
@@ -315,7 +328,7 @@ impl Supervisor {
                                 outcomes.push(None);
                                 entries.push(entry.clone());
                                 debug_assert_eq!(index, entries.len() - 1);
-                                running.push(self.lifecycle(index, entry, None, db, options, sink));
+                                running.push(self.lifecycle(index, entry, None, &run));
                             }
                         }
                     }
@@ -324,17 +337,7 @@ impl Supervisor {
             }
         }
         self.write_status(&entries, false);
-        Ok(entries
-            .iter()
-            .zip(outcomes)
-            .map(|(entry, outcome)| {
-                outcome.unwrap_or_else(|| Outcome {
-                    plugin: entry.spec.name.clone(),
-                    result: Err(cancelled_before_start(options)),
-                    ..Outcome::default()
-                })
-            })
-            .collect())
+        Ok(outcomes_of(&entries, outcomes, options))
     }
 
     /// A plugin's quarantine, if it still holds: its record is for this very spec. A record for
@@ -361,51 +364,68 @@ impl Supervisor {
         })
     }
 
-    /// Starts and admits a worker for each spec. Specs that share a component wait for the first
-    /// of them, which compiles it into the cache, so that each component is compiled once.
+    /// Starts and admits a worker for each spec. First each distinct component is compiled into
+    /// the cache, once, by a worker that only compiles (under the compile budget); then every
+    /// plugin's worker loads it from there. Returns, for each spec, its ready worker and whether
+    /// its component was compiled for it (`None`: it ended before it was ready, and its
+    /// lifecycle reports how from a fresh start).
     async fn admit_all(
         &self,
         specs: &[&PluginSpec],
-        db: &Path,
-        options: &RunOptions,
+        run: &RunContext<'_>,
     ) -> Result<Vec<Option<(Worker, bool)>>, SuperviseError> {
-        let cache = self.cache_dir();
-        let mut seen = BTreeSet::new();
-        let (first, rest): (Vec<usize>, Vec<usize>) = (0..specs.len())
-            .partition(|&i| cache.is_none() || digest(specs[i]).is_none_or(|d| seen.insert(d)));
-        let mut workers: Vec<Option<(Worker, bool)>> = (0..specs.len()).map(|_| None).collect();
-        for wave in [first, rest] {
-            let mut started = Vec::new();
-            for &i in &wave {
-                started.push((
-                    i,
-                    Worker::spawn(&self.worker, specs[i], db, options, cache.as_deref()).await?,
-                ));
+        let refused = |spec: &PluginSpec, reason| SuperviseError::Refused {
+            plugin: spec.name.clone(),
+            reason,
+        };
+        let mut compiled_for = BTreeSet::new();
+        if run.cache.is_some() {
+            let mut seen = BTreeSet::new();
+            let mut compilers = Vec::new();
+            for (i, spec) in specs.iter().enumerate() {
+                if digest(spec).is_none_or(|d| seen.insert(d)) {
+                    compilers.push((i, Worker::spawn(&self.worker, spec, run, true).await?));
+                }
             }
             let admissions =
-                futures::future::join_all(started.iter_mut().map(|(_, w)| w.admit())).await;
-            for ((i, worker), admission) in started.into_iter().zip(admissions) {
+                futures::future::join_all(compilers.iter_mut().map(|(_, w)| w.admit())).await;
+            for ((i, _), admission) in compilers.into_iter().zip(admissions) {
                 match admission {
-                    Admission::Ready { compiled } => workers[i] = Some((worker, compiled)),
-                    Admission::Refused(reason) => {
-                        return Err(SuperviseError::Refused {
-                            plugin: specs[i].name.clone(),
-                            reason,
-                        });
+                    Admission::Ready { compiled } => {
+                        if compiled {
+                            compiled_for.insert(i);
+                        }
                     }
-                    // It ended before it was ready (its log would not open, its worker died):
-                    // the lifecycle reports it from a fresh start, which ends the same way.
-                    Admission::Ended(_) => workers[i] = None,
+                    Admission::Refused(reason) => return Err(refused(specs[i], reason)),
+                    Admission::Ended(outcome) => {
+                        let why = match outcome.result {
+                            Err(failure) => failure.to_string(),
+                            Ok(()) => "its compiler ended without a word".into(),
+                        };
+                        return Err(refused(
+                            specs[i],
+                            format!("{}: cannot be compiled: {why}", specs[i].name),
+                        ));
+                    }
                 }
             }
         }
-        Ok(workers)
-    }
-
-    fn cache_dir(&self) -> Option<PathBuf> {
-        let home = self.home.as_ref()?;
-        // A cache that cannot be made only costs compilations.
-        home.cache().ok().map(|_| home.cache_dir())
+        let mut workers = Vec::new();
+        for spec in specs {
+            workers.push(Worker::spawn(&self.worker, spec, run, false).await?);
+        }
+        let admissions = futures::future::join_all(workers.iter_mut().map(|w| w.admit())).await;
+        let mut ready = Vec::with_capacity(specs.len());
+        for (i, (worker, admission)) in workers.into_iter().zip(admissions).enumerate() {
+            ready.push(match admission {
+                Admission::Ready { compiled } => {
+                    Some((worker, compiled || compiled_for.contains(&i)))
+                }
+                Admission::Refused(reason) => return Err(refused(specs[i], reason)),
+                Admission::Ended(_) => None,
+            });
+        }
+        Ok(ready)
     }
 
     /// Applies a reloaded list of plugins to the running ones; returns the entries to start.
@@ -455,28 +475,28 @@ impl Supervisor {
         index: usize,
         entry: Arc<Entry>,
         first: Option<(Worker, bool)>,
-        db: &Path,
-        options: &RunOptions,
-        sink: &Arc<dyn OutputSink>,
+        run: &RunContext<'_>,
     ) -> (usize, Outcome) {
+        let options = run.options;
         let mut next = first;
         let mut restarts = 0;
         let mut compiled = false;
         let mut backoff = FIRST_BACKOFF;
         let mut failed_at: Option<Option<u64>> = None;
         let mut in_a_row = 0;
-        let cache = self.cache_dir();
         loop {
             let ready = match next.take() {
                 Some(ready) => Ok(ready),
-                None => self.start(&entry, db, options, cache.as_deref()).await,
+                None => self.start(&entry, run).await,
             };
             let mut outcome = match ready {
                 Ok((worker, was_compiled)) => {
                     compiled |= was_compiled;
                     entry.set_state(PluginState::Running);
                     let started = Instant::now();
-                    let outcome = worker.run(&entry.stop, options.grace, sink, &*entry).await;
+                    let outcome = worker
+                        .run(&entry.stop, options.grace, run.sink, &*entry)
+                        .await;
                     if started.elapsed() >= HEALTHY_RUN {
                         backoff = FIRST_BACKOFF;
                     }
@@ -549,20 +569,14 @@ impl Supervisor {
     }
 
     /// Starts and admits a worker for a plugin that is already part of the run.
-    async fn start(
-        &self,
-        entry: &Entry,
-        db: &Path,
-        options: &RunOptions,
-        cache: Option<&Path>,
-    ) -> Result<(Worker, bool), Outcome> {
+    async fn start(&self, entry: &Entry, run: &RunContext<'_>) -> Result<(Worker, bool), Outcome> {
         entry.set_state(PluginState::Starting);
         let failed = |failure| Outcome {
             plugin: entry.spec.name.clone(),
             result: Err(failure),
             ..Outcome::default()
         };
-        let mut worker = Worker::spawn(&self.worker, &entry.spec, db, options, cache)
+        let mut worker = Worker::spawn(&self.worker, &entry.spec, run, false)
             .await
             .map_err(|e| failed(Failure::Worker(e.to_string())))?;
         match worker.admit().await {
@@ -592,6 +606,34 @@ impl Supervisor {
             plugins,
         });
     }
+}
+
+/// What every worker of one run shares.
+pub(crate) struct RunContext<'a> {
+    pub(crate) db: &'a Path,
+    pub(crate) options: &'a RunOptions,
+    pub(crate) sink: &'a Arc<dyn OutputSink>,
+    /// The compile cache workers load from; `None` when none could be made.
+    pub(crate) cache: Option<&'a Path>,
+}
+
+/// Each entry's outcome; one that never got one was stopped before it started.
+fn outcomes_of(
+    entries: &[Arc<Entry>],
+    outcomes: Vec<Option<Outcome>>,
+    options: &RunOptions,
+) -> Vec<Outcome> {
+    entries
+        .iter()
+        .zip(outcomes)
+        .map(|(entry, outcome)| {
+            outcome.unwrap_or_else(|| Outcome {
+                plugin: entry.spec.name.clone(),
+                result: Err(cancelled_before_start(options)),
+                ..Outcome::default()
+            })
+        })
+        .collect()
 }
 
 fn cancelled_before_start(options: &RunOptions) -> Failure {

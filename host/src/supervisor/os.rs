@@ -16,12 +16,20 @@ use nix::sys::signal::{SigSet, Signal};
 /// - file size (`RLIMIT_FSIZE`): the disk quota, behind the quota's own accounting. `SIGXFSZ`
 ///   is blocked so that a write past it fails instead of killing the worker;
 /// - core dumps (`RLIMIT_CORE`): none; a worker that dies leaves no copy of its memory.
-pub(crate) fn restrict(limits: &Limits) -> nix::Result<()> {
+///
+/// A worker that only compiles gets the compile budget for data instead
+/// ([`Limits::compile_data_bytes`]): it runs no plugin code.
+pub(crate) fn restrict(limits: &Limits, compile_only: bool) -> nix::Result<()> {
     let mut blocked = SigSet::empty();
     blocked.add(Signal::SIGXFSZ);
     blocked.thread_block()?;
+    let data = if compile_only {
+        limits.compile_data_bytes()
+    } else {
+        limits.worker_data_bytes()
+    };
     for (resource, value) in [
-        (Resource::RLIMIT_DATA, limits.worker_data_bytes()),
+        (Resource::RLIMIT_DATA, data),
         (Resource::RLIMIT_NOFILE, limits.worker_open_files()),
         (Resource::RLIMIT_FSIZE, limits.disk.bytes),
         (Resource::RLIMIT_CORE, 0),

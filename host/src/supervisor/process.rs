@@ -3,8 +3,8 @@
 
 use super::os;
 use super::protocol::{self, Assignment, Order, Report};
-use super::{SuperviseError, WorkerCommand};
-use crate::runtime::{Failure, Outcome, OutputSink, RunOptions, StopSignal};
+use super::{RunContext, SuperviseError, WorkerCommand};
+use crate::runtime::{Failure, Outcome, OutputSink, StopSignal};
 use crate::spec::PluginSpec;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -53,13 +53,13 @@ pub(super) trait Watch: Send + Sync {
 }
 
 impl Worker {
-    /// Starts a worker for `spec` and gives it its assignment.
+    /// Starts a worker for `spec` and gives it its assignment: to run it, or only to compile
+    /// its component into the run's cache.
     pub(super) async fn spawn(
         command: &WorkerCommand,
         spec: &PluginSpec,
-        db: &Path,
-        options: &RunOptions,
-        cache_dir: Option<&Path>,
+        run: &RunContext<'_>,
+        compile_only: bool,
     ) -> Result<Worker, SuperviseError> {
         let failed = |source| SuperviseError::Spawn {
             program: command.program.clone(),
@@ -82,10 +82,11 @@ impl Worker {
         };
         let assignment = Assignment {
             spec: spec.clone(),
-            db: db.to_path_buf(),
-            follow: options.follow,
-            grace: options.grace,
-            cache_dir: cache_dir.map(Path::to_path_buf),
+            db: run.db.to_path_buf(),
+            follow: run.options.follow,
+            grace: run.options.grace,
+            cache_dir: run.cache.map(Path::to_path_buf),
+            compile_only,
         };
         let mut line = Vec::new();
         protocol::send(&mut line, &assignment).map_err(failed)?;

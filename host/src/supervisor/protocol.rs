@@ -19,6 +19,8 @@ pub(crate) struct Assignment {
     pub(crate) grace: Duration,
     /// The compile cache to take the component from and keep it in, if any.
     pub(crate) cache_dir: Option<PathBuf>,
+    /// Only compile the component into the cache (under the compile budget) and report.
+    pub(crate) compile_only: bool,
 }
 
 /// The supervisor's later lines. The end of the worker's stdin means the supervisor is gone:

@@ -66,18 +66,20 @@ fn serve_assignment() -> Result<(), String> {
         follow,
         grace,
         cache_dir,
+        compile_only,
     } = serde_json::from_str(&first).map_err(|e| format!("bad assignment: {e}"))?;
 
     // Before anything is compiled: Cranelift's memory counts against the limit too.
-    if let Err(e) = os::restrict(&spec.limits) {
+    if let Err(e) = os::restrict(&spec.limits, compile_only) {
         ended(
             Err(Failure::Worker(format!("cannot set its OS limits: {e}"))),
             None,
         );
         return Ok(());
     }
+    // A worker that only compiles is one of few; one that runs is one of many, and loads.
     let mut runtime = Runtime::with_options(EngineOptions {
-        parallel_compilation: false,
+        parallel_compilation: compile_only,
     })
     .map_err(|e| e.to_string())?;
     // Without its cache the plugin is compiled, which only costs time.
@@ -91,6 +93,12 @@ fn serve_assignment() -> Result<(), String> {
             return Ok(());
         }
     };
+    if compile_only {
+        report(&Report::Ready {
+            compiled: plugin.compiled(),
+        });
+        return Ok(());
+    }
     let log = match Log::open_read_only(&db) {
         Ok(log) => Arc::new(log),
         Err(e) => {
