@@ -240,7 +240,7 @@ fn manifest_errors_name_the_file_the_plugin_the_key_and_the_line() {
     assert_eq!(specs[0].start, pulsewatch::StartPosition::Head);
     let out = pulsewatch(&["check", "--manifest", good.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("1 plugin, valid: kc"));
+    assert!(text(&out.stdout).contains("1 plugin can start: kc"));
 
     let sha = sha256_hex(&std::fs::read(guest("kind-counts")).unwrap());
     let component = guest("kind-counts").display().to_string();
@@ -311,6 +311,59 @@ fn manifest_errors_name_the_file_the_plugin_the_key_and_the_line() {
         ]);
         assert_eq!(run.status.code(), Some(2), "refused before anything starts");
     }
+}
+
+#[test]
+fn check_compiles_into_the_runs_cache_and_refuses_a_component_that_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    log_with(&db, 20);
+    let root = dir.path().join("state");
+
+    let wrong = write_manifest(
+        dir.path(),
+        &[("kc", "kind-counts", ""), ("nr", "no_run", "")],
+    );
+    let out = pulsewatch(&["check", "--manifest", wrong.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let error = text(&out.stderr);
+    assert!(
+        error.contains("nr") && error.contains("exports no `wasi:cli/run"),
+        "{error}"
+    );
+
+    let good = write_manifest(
+        dir.path(),
+        &[("kc", "kind-counts", ""), ("kc2", "kind-counts", "")],
+    );
+    let check = || {
+        let out = pulsewatch(&[
+            "check",
+            "--manifest",
+            good.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--state-dir",
+            root.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert!(
+        check().contains("1 component compiled now"),
+        "two plugins, one component"
+    );
+    assert!(check().contains("0 components compiled now"));
+    let specs = manifest::load(&good, &root).unwrap();
+    let lines: Arc<dyn OutputSink> = Arc::new(common::Lines::default());
+    let outcomes = supervisor()
+        .with_home(Home::under(&root))
+        .run(&specs, &db, &RunOptions::default(), &lines)
+        .unwrap();
+    assert!(
+        outcomes.iter().all(|o| o.result.is_ok() && !o.compiled),
+        "the run loaded what check compiled: {outcomes:?}"
+    );
 }
 
 /// `pulsewatch status --json`, or null while no status has been written yet.

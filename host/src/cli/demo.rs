@@ -3,7 +3,7 @@
 use super::run::{report, stop_on_signals, supervise};
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use pulsewatch::{Change, ChangeKind, Home, Log, PluginSpec, RunOptions};
+use pulsewatch::{Change, ChangeKind, Home, Log, RunOptions, manifest, sha256_hex};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -13,6 +13,13 @@ const KIND_COUNTS: &[u8] =
     include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/kind-counts.wasm"));
 const FILTER_JSONL: &[u8] =
     include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/filter-jsonl.wasm"));
+
+/// The top of the manifest the demo writes: a starting point for a user's own.
+const MANIFEST_HEADER: &str = "\
+# The plugins of the demo: `pulsewatch run --manifest plugins.toml --db events.redb --state-dir state`.
+# Per plugin: args, env, start (\"beginning\", \"head\" or a seq), restart (\"on-failure\" or
+# \"never\"), and [plugin.limits] (memory_mib, fuel, wall_clock, disk_mib, ...); see the README.
+";
 
 /// Arguments of `pulsewatch demo`.
 #[derive(ClapArgs)]
@@ -156,17 +163,27 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         );
     }
 
-    // The example plugins, embedded in this binary, as files a user can run again.
+    // The example plugins, embedded in this binary, as files a user can run again, and the
+    // manifest the demo runs them from.
     let plugins_dir = dir.join("plugins");
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("cannot create {}", plugins_dir.display()))?;
-    let mut specs = Vec::new();
-    for (name, bytes) in [("kind-counts", KIND_COUNTS), ("filter-jsonl", FILTER_JSONL)] {
+    let mut manifest_text = String::from(MANIFEST_HEADER);
+    for (name, bytes, extra) in [
+        ("kind-counts", KIND_COUNTS, ""),
+        ("filter-jsonl", FILTER_JSONL, "args = [\"kind=deleted\"]\n"),
+    ] {
         let path = plugins_dir.join(format!("{name}.wasm"));
         std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-        specs.push(PluginSpec::from_file(path, &state)?);
+        manifest_text += &format!(
+            "\n[[plugin]]\nname = \"{name}\"\ncomponent = \"plugins/{name}.wasm\"\nsha256 = \"{}\"\n{extra}",
+            sha256_hex(bytes)
+        );
     }
-    specs[1].args.push("kind=deleted".into());
+    let manifest_path = dir.join("plugins.toml");
+    std::fs::write(&manifest_path, &manifest_text)
+        .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+    let specs = manifest::load(&manifest_path, &state)?;
     let mut options = RunOptions::default();
     stop_on_signals(&options.stop, options.grace)?;
 
@@ -241,6 +258,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         "   {me} run --db {} --arg filter-jsonl=kind=archived {}",
         db.display(),
         plugins_dir.join("filter-jsonl.wasm").display()
+    );
+    println!(
+        "   {me} run --follow --manifest {} --db {} --state-dir {}",
+        manifest_path.display(),
+        db.display(),
+        state.display()
+    );
+    println!(
+        "   {me} status --db {} --state-dir {}    # from another terminal",
+        db.display(),
+        state.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@
 use super::run::default_state_dir;
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use pulsewatch::supervisor::{PluginState, PluginStatus, RunStatus};
+use pulsewatch::supervisor::{PluginState, PluginStatus, RunStatus, Supervisor, WorkerCommand};
 use pulsewatch::{Home, Log, manifest};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,13 @@ pub struct CheckArgs {
     /// The manifest.
     #[arg(long)]
     manifest: PathBuf,
+    /// The database the run will read: its compile cache is filled, so that the run starts
+    /// without compiling [default: a cache for the check only].
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Where the run's plugin state will live [default: <db>.state next to the database].
+    #[arg(long, requires = "db")]
+    state_dir: Option<PathBuf>,
 }
 
 /// Where to find a run's plugins: its database and state root.
@@ -60,16 +67,37 @@ pub struct ReleaseArgs {
 }
 
 pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    // Component paths and digests are checked; the state root is only named, not created.
-    let specs = manifest::load(&args.manifest, Path::new("state"))?;
+    let root = args
+        .state_dir
+        .clone()
+        .or_else(|| args.db.as_deref().map(default_state_dir));
+    // Without a run to check for, the plugins' state directories are only named, not made.
+    let specs = manifest::load(
+        &args.manifest,
+        root.as_deref().unwrap_or(Path::new("state")),
+    )?;
+    let worker =
+        WorkerCommand::current_exe(["worker"]).context("cannot find this executable's path")?;
+    let mut supervisor = Supervisor::new(worker);
+    if let Some(root) = &root {
+        supervisor = supervisor.with_home(Home::under(root));
+    }
+    let compiled = supervisor.check(&specs)?;
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     println!(
-        "{}: {} plugin{}, valid: {}",
+        "{}: {} plugin{} can start: {}",
         args.manifest.display(),
         specs.len(),
         if specs.len() == 1 { "" } else { "s" },
-        names.join(", ")
+        names.join(", "),
     );
+    if let Some(root) = &root {
+        println!(
+            "compile cache {}: {compiled} component{} compiled now; the run loads them from there",
+            Home::under(root).cache_dir().display(),
+            if compiled == 1 { "" } else { "s" },
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

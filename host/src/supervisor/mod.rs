@@ -21,7 +21,9 @@ pub use status::{
 };
 pub use worker::serve;
 
-use crate::runtime::{CompileCache, Failure, Outcome, OutputSink, RunOptions, StopSignal, Tracker};
+use crate::runtime::{
+    CompileCache, Console, Failure, Outcome, OutputSink, RunOptions, StopSignal, Tracker,
+};
 use crate::spec::{PluginSpec, RestartPolicy, sha256_hex};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -253,27 +255,13 @@ impl Supervisor {
             entries.push(entry);
         }
         self.write_status(&entries, true);
-        // The compile cache: the home's, or one for this run only. Without one (it cannot be
-        // made), each worker compiles its component itself, under its run limits.
-        let scratch = self
-            .home
-            .is_none()
-            .then(tempfile::tempdir)
-            .and_then(Result::ok);
-        let cache_dir = match (&self.home, &scratch) {
-            (Some(home), _) => home.cache_dir(),
-            (None, Some(scratch)) => scratch.path().to_path_buf(),
-            (None, None) => PathBuf::new(),
-        };
-        let cache = CompileCache::open(&cache_dir)
-            .ok()
-            .map(|_| cache_dir.as_path());
+        let (_scratch, cache) = self.cache();
         let to_admit: Vec<&PluginSpec> = admitted.iter().map(|&i| &entries[i].spec).collect();
         let run = RunContext {
             db,
             options,
             sink,
-            cache,
+            cache: cache.as_deref(),
         };
         let workers = tokio::select! {
             workers = self.admit_all(&to_admit, &run) => workers?,
@@ -340,6 +328,49 @@ impl Supervisor {
         Ok(outcomes_of(&entries, outcomes, options))
     }
 
+    /// Checks that every plugin of `specs` can be started, as a run would before starting any:
+    /// each distinct component is compiled and admitted by a worker that only compiles, into
+    /// the home's compile cache (so that the run that follows starts without compiling).
+    /// Returns how many components were compiled, not found in the cache.
+    pub fn check(&self, specs: &[PluginSpec]) -> Result<usize, SuperviseError> {
+        let executor = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(SuperviseError::Executor)?;
+        let (_scratch, cache) = self.cache();
+        let options = RunOptions::default();
+        let sink: Arc<dyn OutputSink> = Arc::new(Console);
+        let run = RunContext {
+            // A worker that only compiles never opens the log.
+            db: Path::new(""),
+            options: &options,
+            sink: &sink,
+            cache: cache.as_deref(),
+        };
+        let specs: Vec<&PluginSpec> = specs.iter().collect();
+        executor
+            .block_on(self.compile_all(&specs, &run))
+            .map(|compiled| compiled.len())
+    }
+
+    /// The compile cache: the home's, or one for this run only (removed when the returned
+    /// guard drops). Without one (it cannot be made), each worker compiles its component
+    /// itself, under its run limits.
+    fn cache(&self) -> (Option<tempfile::TempDir>, Option<PathBuf>) {
+        let scratch = self
+            .home
+            .is_none()
+            .then(tempfile::tempdir)
+            .and_then(Result::ok);
+        let dir = match (&self.home, &scratch) {
+            (Some(home), _) => home.cache_dir(),
+            (None, Some(scratch)) => scratch.path().to_path_buf(),
+            (None, None) => return (None, None),
+        };
+        let usable = CompileCache::open(&dir).is_ok();
+        (scratch, usable.then_some(dir))
+    }
+
     /// A plugin's quarantine, if it still holds: its record is for this very spec. A record for
     /// another spec (the manifest changed) is released.
     fn held_in_quarantine(&self, entry: &Entry) -> Option<Outcome> {
@@ -378,38 +409,11 @@ impl Supervisor {
             plugin: spec.name.clone(),
             reason,
         };
-        let mut compiled_for = BTreeSet::new();
-        if run.cache.is_some() {
-            let mut seen = BTreeSet::new();
-            let mut compilers = Vec::new();
-            for (i, spec) in specs.iter().enumerate() {
-                if digest(spec).is_none_or(|d| seen.insert(d)) {
-                    compilers.push((i, Worker::spawn(&self.worker, spec, run, true).await?));
-                }
-            }
-            let admissions =
-                futures::future::join_all(compilers.iter_mut().map(|(_, w)| w.admit())).await;
-            for ((i, _), admission) in compilers.into_iter().zip(admissions) {
-                match admission {
-                    Admission::Ready { compiled } => {
-                        if compiled {
-                            compiled_for.insert(i);
-                        }
-                    }
-                    Admission::Refused(reason) => return Err(refused(specs[i], reason)),
-                    Admission::Ended(outcome) => {
-                        let why = match outcome.result {
-                            Err(failure) => failure.to_string(),
-                            Ok(()) => "its compiler ended without a word".into(),
-                        };
-                        return Err(refused(
-                            specs[i],
-                            format!("{}: cannot be compiled: {why}", specs[i].name),
-                        ));
-                    }
-                }
-            }
-        }
+        let compiled_for = if run.cache.is_some() {
+            self.compile_all(specs, run).await?
+        } else {
+            BTreeSet::new()
+        };
         let mut workers = Vec::new();
         for spec in specs {
             workers.push(Worker::spawn(&self.worker, spec, run, false).await?);
@@ -426,6 +430,52 @@ impl Supervisor {
             });
         }
         Ok(ready)
+    }
+
+    /// Compiles each distinct component of `specs` into the run's cache, in parallel, each in
+    /// a worker that only compiles (under the compile budget) and admits it as a plugin.
+    /// Returns the indices of the specs whose component was compiled (not found in the cache).
+    async fn compile_all(
+        &self,
+        specs: &[&PluginSpec],
+        run: &RunContext<'_>,
+    ) -> Result<BTreeSet<usize>, SuperviseError> {
+        let mut seen = BTreeSet::new();
+        let mut compilers = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if digest(spec).is_none_or(|d| seen.insert(d)) {
+                compilers.push((i, Worker::spawn(&self.worker, spec, run, true).await?));
+            }
+        }
+        let admissions =
+            futures::future::join_all(compilers.iter_mut().map(|(_, w)| w.admit())).await;
+        let mut compiled_for = BTreeSet::new();
+        for ((i, _), admission) in compilers.into_iter().zip(admissions) {
+            match admission {
+                Admission::Ready { compiled } => {
+                    if compiled {
+                        compiled_for.insert(i);
+                    }
+                }
+                Admission::Refused(reason) => {
+                    return Err(SuperviseError::Refused {
+                        plugin: specs[i].name.clone(),
+                        reason,
+                    });
+                }
+                Admission::Ended(outcome) => {
+                    let why = match outcome.result {
+                        Err(failure) => failure.to_string(),
+                        Ok(()) => "its compiler ended without a word".into(),
+                    };
+                    return Err(SuperviseError::Refused {
+                        plugin: specs[i].name.clone(),
+                        reason: format!("{}: cannot be compiled: {why}", specs[i].name),
+                    });
+                }
+            }
+        }
+        Ok(compiled_for)
     }
 
     /// Applies a reloaded list of plugins to the running ones; returns the entries to start.
