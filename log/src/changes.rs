@@ -51,7 +51,7 @@ impl Changes {
         self.complete.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    #[cfg_attr(not(any(target_os = "linux", target_os = "wasi")), allow(dead_code))]
     pub(crate) fn set_complete(&self, complete: bool) {
         self.complete
             .store(complete, std::sync::atomic::Ordering::Release);
@@ -117,13 +117,19 @@ impl Future for AppendedSince<'_> {
 /// Bumps `changes` whenever any process writes the file at `path`, for as long as `changes`
 /// is alive; marks it complete once the watch is in place. Where inotify is not available the
 /// count stays incomplete and readers fall back to read transactions and rechecks.
+///
+/// Under WASI the count is complete from the start: WASI has no file locks, so a file is read
+/// there only when no other process may write it (a snapshot, for the provider component), and
+/// its own appends are all the changes it sees.
 pub(crate) fn watch(path: &Path, changes: &Arc<Changes>) {
     #[cfg(target_os = "linux")]
     if inotify_watch(path, Arc::downgrade(changes)).is_ok() {
         changes.set_complete(true);
     }
+    #[cfg(target_os = "wasi")]
+    changes.set_complete(true);
     #[cfg(not(target_os = "linux"))]
-    let _ = (path, changes);
+    let _ = path;
 }
 
 #[cfg(target_os = "linux")]
