@@ -211,3 +211,114 @@ fn a_caught_up_reader_notices_another_process_commit() {
     assert_eq!(batch.last_seq, 2, "the other process's commit was noticed");
     assert_eq!(batch.events[0].change.kind, ChangeKind::Deleted);
 }
+
+#[test]
+fn concurrent_single_appends_share_transactions_and_get_every_seq_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("events.redb")).unwrap();
+    let seqs: Vec<Vec<(u64, u8)>> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                let log = &log;
+                s.spawn(move || {
+                    (0..50)
+                        .map(|_| (log.append(&change(t)).unwrap(), t))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let mut all: Vec<(u64, u8)> = seqs.concat();
+    all.sort_unstable();
+    assert!(all.iter().map(|a| a.0).eq(1..=400), "every seq once");
+    // Each append's seq holds its own change.
+    let stored = log.poll(0, 1000).unwrap().events;
+    for ((seq, thread), event) in all.iter().zip(&stored) {
+        assert_eq!(event.seq, *seq);
+        assert_eq!(event.change, change(*thread));
+    }
+    // Each thread's appends are in its own order.
+    for thread in seqs {
+        assert!(thread.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}
+
+#[test]
+fn seq_at_finds_where_a_time_begins_even_with_stamps_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("events.redb")).unwrap();
+    assert_eq!(log.seq_at(u64::MAX).unwrap(), 0, "empty");
+    // Stamps 100, 200, 150 (a clock stepped back), 300, 300, then one at a time.
+    for stamp in [100, 200, 150, 300, 300] {
+        log.append(&Change::new(ChangeKind::Created, 1, 2).at(stamp))
+            .unwrap();
+    }
+    log.append_batch(&[
+        Change::new(ChangeKind::Created, 1, 2).at(400),
+        Change::new(ChangeKind::Created, 1, 2).at(350),
+    ])
+    .unwrap();
+    let cases = [
+        (50, 0),
+        (100, 0),
+        (101, 1),
+        (150, 1),
+        // Event 3 (stamped 150) comes after event 2 (200): it counts as after 200.
+        (200, 1),
+        (201, 3),
+        (300, 3),
+        (301, 5),
+        (400, 5),
+        (401, 7),
+    ];
+    for (time, seq) in cases {
+        assert_eq!(log.seq_at(time).unwrap(), seq, "seq_at({time})");
+    }
+}
+
+#[test]
+fn compaction_deletes_whole_batches_and_a_poll_below_them_is_told_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = Log::create(&path).unwrap();
+    // Ten batches of 100, each its own stored batch (filled to the byte limit).
+    for batch in 0..10u64 {
+        let changes: Vec<Change> = (0..100)
+            .map(|i| {
+                Change::new(ChangeKind::Updated, 1, 2)
+                    .at(batch * 100 + i)
+                    .with_payload(vec![0; 400])
+            })
+            .collect();
+        log.append_batch(&changes).unwrap();
+    }
+    let reader = Log::open_read_only(&path).unwrap();
+    assert_eq!(reader.oldest().unwrap(), 1);
+    let compacted = log.compact_before(450).unwrap();
+    assert!(
+        compacted.oldest <= 450 && compacted.oldest > 1,
+        "{compacted:?}"
+    );
+    assert_eq!(compacted.deleted, compacted.oldest - 1);
+    assert_eq!(reader.oldest().unwrap(), compacted.oldest);
+    let err = reader.poll(0, 10).unwrap_err();
+    assert!(
+        matches!(err, pulsewatch::ReadError::Truncated { oldest } if oldest == compacted.oldest),
+        "{err}"
+    );
+    assert!(
+        reader.poll(compacted.oldest - 2, 10).is_err(),
+        "one below is still a gap"
+    );
+    let batch = reader.poll(compacted.oldest - 1, 10).unwrap();
+    assert_eq!(batch.events[0].seq, compacted.oldest);
+    // A time before what is kept answers a seq that polls to `Truncated`, not a skip.
+    let at = reader.seq_at(10).unwrap();
+    assert!(reader.poll(at, 10).is_err());
+    // Compacting past the head keeps the last batch: the next seq is still known.
+    log.compact_before(u64::MAX).unwrap();
+    assert_eq!(log.head().unwrap(), 1000);
+    assert_eq!(log.append(&change(1)).unwrap(), 1001);
+    assert_eq!(reader.poll(999, 10).unwrap().events.len(), 2);
+}

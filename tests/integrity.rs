@@ -176,7 +176,7 @@ fn a_log_of_the_previous_format_is_refused_until_upgraded_and_then_reads_the_sam
     assert!(
         refused
             .to_string()
-            .contains("format 1, this build reads format 2"),
+            .contains("format 1, this build reads format 3"),
         "{refused}"
     );
     let out = pulsewatch(&["tail", "--db", path.to_str().unwrap()]);
@@ -200,4 +200,36 @@ fn a_log_of_the_previous_format_is_refused_until_upgraded_and_then_reads_the_sam
     drop(log);
     let again = pulsewatch(&["upgrade", "--db", path.to_str().unwrap()]);
     assert!(text(&again.stderr).contains("already in this format"));
+}
+
+#[test]
+fn a_log_of_format_2_is_refused_until_upgraded_which_builds_its_timestamp_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.redb");
+    let log = Log::create(&path).unwrap();
+    let changes: Vec<Change> = (0..100u64)
+        .map(|i| Change::new(ChangeKind::Created, 1, 2).at(5_000 + i))
+        .collect();
+    log.append_batch(&changes).unwrap();
+    drop(log);
+    // Format 2 was this layout without the timestamp index.
+    let db = redb::Database::create(&path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.delete_table(pulsewatch_log::schema::TIMES).unwrap();
+    txn.open_table(META).unwrap().insert(FORMAT_KEY, 2).unwrap();
+    txn.commit().unwrap();
+    drop(db);
+
+    let refused = Log::open(&path).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("format 2, this build reads format 3"),
+        "{refused}"
+    );
+    let out = pulsewatch(&["upgrade", "--db", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = Log::open_read_only(&path).unwrap();
+    assert_eq!(log.seq_at(5_050).unwrap(), 50);
+    assert_eq!(log.poll(0, 1000).unwrap().events.len(), 100);
 }

@@ -33,25 +33,9 @@ fn memory(pid: u32) -> (u64, u64) {
     )
 }
 
-/// The processes whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // The parent is the second field after the command, which is in parentheses.
-        let parent = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if parent == Some(pid) {
-            found.push(child);
-        }
-    }
-    found
-}
+#[path = "../../tests/common/procs.rs"]
+mod procs;
+use procs::children;
 
 /// The seq `plugin` committed, from the guest SDK's checkpoint file.
 fn committed(state: &Path, plugin: &str) -> Option<u64> {

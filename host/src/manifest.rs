@@ -11,7 +11,8 @@
 //! sha256 = "3b1f…"
 //! args = ["--verbose"]
 //! env = { REGION = "eu" }                     # nothing is inherited
-//! start = "head"                              # "beginning" (default), "head", or a seq
+//! start = "head"                              # "beginning" (default), "head", a seq, or
+//!                                              # { time = "2026-11-27T06:00:00Z" }
 //! restart = "on-failure"                      # (default) or "never"; with --follow
 //!
 //! [plugin.limits]                             # each defaults to limits.rs
@@ -56,12 +57,20 @@ pub enum ManifestError {
     },
 }
 
-/// A start position as the manifest spells it: `"beginning"`, `"head"`, or a seq.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// A start position as the manifest spells it: `"beginning"`, `"head"`, a seq, or
+/// `{ time = "2026-11-27T06:00:00Z" }` (RFC 3339, UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 enum StartEntry {
     Named(StartName),
     Seq(u64),
+    Time(StartTime),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartTime {
+    time: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -223,6 +232,23 @@ pub fn parse(path: &Path, text: &str, state_root: &Path) -> Result<Vec<PluginSpe
             None | Some(StartEntry::Named(StartName::Beginning)) => StartPosition::Beginning,
             Some(StartEntry::Named(StartName::Head)) => StartPosition::Head,
             Some(StartEntry::Seq(seq)) => StartPosition::After(*seq),
+            Some(StartEntry::Time(StartTime { time })) => {
+                let offset = entry.start.as_ref().map_or(0, |s| s.span().start);
+                let at = humantime::parse_rfc3339(time).map_err(|e| {
+                    invalid(
+                        offset,
+                        Some(name),
+                        Some("start"),
+                        format!(
+                            "{time:?}: {e} (expected RFC 3339 in UTC, e.g. 2026-11-27T06:00:00Z)"
+                        ),
+                    )
+                })?;
+                let ms = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                StartPosition::Time(ms)
+            }
         };
         spec.restart = entry.restart.unwrap_or_default();
         if let Some(limits) = &entry.limits {

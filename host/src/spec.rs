@@ -18,6 +18,9 @@ pub enum StartPosition {
     Head,
     /// From the events after this seq.
     After(u64),
+    /// From the first event stamped at or after this time, in ms since the Unix epoch (the
+    /// log's timestamp index answers where that is).
+    Time(u64),
 }
 
 pub use pulsewatch_log::START_VARIABLE;
@@ -28,6 +31,7 @@ impl std::fmt::Display for StartPosition {
             StartPosition::Beginning => f.write_str("beginning"),
             StartPosition::Head => f.write_str("head"),
             StartPosition::After(seq) => write!(f, "{seq}"),
+            StartPosition::Time(ms) => write!(f, "time:{ms}"),
         }
     }
 }

@@ -25,11 +25,15 @@ mod changes;
 pub mod codec;
 mod event;
 #[cfg(feature = "store")]
+mod group;
+#[cfg(feature = "store")]
 mod log;
 mod poll;
 pub mod provider;
 #[cfg(feature = "store")]
 mod read;
+#[cfg(feature = "store")]
+mod retention;
 #[cfg(feature = "store")]
 pub mod schema;
 #[cfg(feature = "store")]
@@ -56,5 +60,7 @@ pub use log::{Log, OpenError, ReadError, WriteError};
 pub use poll::{Batch, BatchBuilder, Budget, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits};
 #[cfg(feature = "store")]
 pub use read::Packed;
+#[cfg(feature = "store")]
+pub use retention::Compacted;
 #[cfg(feature = "store")]
 pub use snapshot::{SnapshotError, SnapshotInfo};

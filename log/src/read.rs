@@ -159,10 +159,18 @@ impl Log {
         let at = self.changes.count();
         let txn = self.begin_read()?;
         let table = txn.open_table(BATCHES).map_err(storage)?;
-        // The batch holding `first` is the last one stored at or before it.
+        // The batch holding `first` is the last one stored at or before it. None means an
+        // empty log, or one whose oldest events retention deleted.
         let start = match table.range(..=first).map_err(storage)?.next_back() {
             Some(entry) => entry.map_err(storage)?.0.value(),
-            None => first,
+            None => match table.first().map_err(storage)? {
+                Some((oldest, _)) => {
+                    return Err(ReadError::Truncated {
+                        oldest: oldest.value(),
+                    });
+                }
+                None => first,
+            },
         };
         let mut expected = None;
         let mut head = None;

@@ -5,6 +5,10 @@ use redb::TableDefinition;
 /// Event batches by the seq of their first event; values are [`crate::codec`] batches.
 pub const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("pulsewatch.batches");
 
+/// The timestamp index: each running maximum of the events' stamps, in ms, to the last seq at
+/// which the maximum had that value (see `retention.rs`).
+pub const TIMES: TableDefinition<u64, u64> = TableDefinition::new("pulsewatch.times");
+
 /// Format 1's table: one record per event, by seq. Read only by [`crate::Log::upgrade`].
 pub const EVENTS_V1: TableDefinition<u64, &[u8]> = TableDefinition::new("pulsewatch.events");
 
@@ -15,6 +19,6 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("pulsewatch.me
 pub const FORMAT_KEY: &str = "format";
 
 /// The layout version this build writes and reads: the tables above, events in checksummed
-/// batches keyed by the seq of their first event, seqs from 1. (Format 1 stored one record per
-/// event in [`EVENTS_V1`].)
-pub const FORMAT_VERSION: u64 = 2;
+/// batches keyed by the seq of their first event, seqs from 1, and the timestamp index. (Format
+/// 1 stored one record per event in [`EVENTS_V1`]; format 2 had no timestamp index.)
+pub const FORMAT_VERSION: u64 = 3;

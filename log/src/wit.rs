@@ -10,10 +10,11 @@
 macro_rules! feed_conversions {
     () => {
         /// Why a poll failed, in the contract's terms: an undecodable event is named by its
-        /// seq; anything else leaves the log unavailable for now.
+        /// seq, deleted events by the oldest kept; anything else leaves the log unavailable for now.
         fn poll_error(err: $crate::ReadError) -> wit::PollError {
             match err {
                 $crate::ReadError::Undecodable { seq, .. } => wit::PollError::Undecodable(seq),
+                $crate::ReadError::Truncated { oldest } => wit::PollError::Truncated(oldest),
                 other => wit::PollError::Unavailable(other.to_string()),
             }
         }

@@ -1,6 +1,8 @@
 //! Shared by the end-to-end tests: real guests built from guest/, real redb files.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use pulsewatch::{
     Change, ChangeKind, Limits, Log, OutputSink, Plugin, PluginSpec, RunOptions, Runtime, Stream,
     Supervisor, WorkerCommand,

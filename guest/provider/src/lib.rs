@@ -86,6 +86,10 @@ impl Guest for Provider {
         log()?.head().map_err(poll_error)
     }
 
+    fn seq_at(timestamp_ms: u64) -> Result<u64, wit::PollError> {
+        log()?.seq_at(timestamp_ms).map_err(poll_error)
+    }
+
     /// A snapshot never grows: new events are there at once or never.
     fn wait(since: u64, _timeout_ms: u32) -> Result<u64, wit::WaitError> {
         match log().and_then(|log| log.head().map_err(poll_error)) {

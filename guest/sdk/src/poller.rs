@@ -37,6 +37,12 @@ impl ChangePoller {
         Ok(Self::from_sequence(feed::head()?))
     }
 
+    /// A poller at a point in time (ms since the Unix epoch): it returns the first event
+    /// stamped at or after it, and everything after that.
+    pub fn from_time(timestamp_ms: u64) -> Result<Self, PollError> {
+        Ok(Self::from_sequence(feed::seq_at(timestamp_ms)?))
+    }
+
     /// Sets the most events one poll asks for. The host may return fewer: it clamps the limit
     /// to its own maximum and to a byte budget. 0 is raised to 1: a poller that asks for nothing
     /// could never catch up.

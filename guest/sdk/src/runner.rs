@@ -24,6 +24,19 @@ pub trait Plugin: Sized {
     /// The state to commit together with the cursor after each batch.
     fn snapshot(&self) -> Vec<u8>;
 
+    /// Called when the events after the cursor were deleted by retention before the plugin read
+    /// them; `oldest` is the oldest event still stored. Return `Ok(())` to go on from there
+    /// (the deleted events are lost to this plugin), or an error to stop, which the default
+    /// does: a plugin never skips events without saying so.
+    fn truncated(&mut self, cursor: u64, oldest: u64) -> Result<(), Error> {
+        Err(format!(
+            "events {}..{} were deleted by retention before this plugin read them",
+            cursor + 1,
+            oldest - 1
+        )
+        .into())
+    }
+
     /// Called once when the host closes the feed, after the last commit, with the cursor.
     fn finish(&mut self, cursor: u64) -> Result<(), Error> {
         let _ = cursor;
@@ -53,7 +66,14 @@ pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Resul
     };
     let mut poller = ChangePoller::from_sequence(start).with_batch_limit(batch_limit);
     loop {
-        let events = poll_with_retries(&mut poller)?;
+        let events = match poll_with_retries(&mut poller) {
+            Err(PollError::Truncated(oldest)) => {
+                plugin.truncated(poller.last_sequence(), oldest)?;
+                poller = ChangePoller::from_sequence(oldest - 1).with_batch_limit(batch_limit);
+                continue;
+            }
+            other => other?,
+        };
         if events.is_empty() {
             match poller.wait(WAIT) {
                 Ok(_) => continue,
@@ -69,12 +89,20 @@ pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Resul
 /// Where a plugin without a checkpoint starts, as the host says in [`START_VARIABLE`]: from the
 /// beginning unless told otherwise.
 fn start_position() -> Result<u64, Error> {
-    match std::env::var(START_VARIABLE).as_deref() {
+    let value = std::env::var(START_VARIABLE);
+    let wrong = |value: &str| -> Error {
+        format!("{START_VARIABLE}={value:?}: expected beginning, head, a seq or time:<ms>").into()
+    };
+    match value.as_deref() {
         Err(_) | Ok("beginning") => Ok(0),
         Ok("head") => Ok(ChangePoller::from_head()?.last_sequence()),
-        Ok(seq) => seq.parse().map_err(|_| {
-            format!("{START_VARIABLE}={seq:?}: expected beginning, head or a seq").into()
-        }),
+        Ok(value) => match value.strip_prefix("time:") {
+            Some(ms) => {
+                let ms = ms.parse().map_err(|_| wrong(value))?;
+                Ok(ChangePoller::from_time(ms)?.last_sequence())
+            }
+            None => value.parse().map_err(|_| wrong(value)),
+        },
     }
 }
 

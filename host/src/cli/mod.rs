@@ -6,11 +6,13 @@ mod demo;
 mod jsonl;
 mod operate;
 mod progress;
+mod retention;
 mod run;
 mod standalone;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use pulsewatch::{Log, OpenError};
+use pulsewatch_log::schema::FORMAT_VERSION;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +36,10 @@ enum Command {
     Status(operate::StatusArgs),
     /// Let a quarantined plugin start again.
     Release(operate::ReleaseArgs),
+    /// Delete old events, keeping those that plugins have not read yet.
+    Compact(retention::CompactArgs),
+    /// Forget a plugin's recorded position, so that it holds back no compaction.
+    Forget(retention::ForgetArgs),
     /// Append one change to a database, creating it if needed.
     Append(jsonl::AppendArgs),
     /// Append changes from JSON lines (a file or stdin), all or nothing.
@@ -42,7 +48,7 @@ enum Command {
     Tail(jsonl::TailArgs),
     /// Repair a database left unclean by a writer that stopped abruptly.
     Repair(RepairArgs),
-    /// Rewrite a log of an older format (pulsewatch 0.1's first release) in this format.
+    /// Rewrite a log of an older format in this format (in place, all or nothing).
     Upgrade(RepairArgs),
     /// Copy a database, as of one moment, to a file a plugin can read under `wasmtime run`.
     Snapshot(standalone::SnapshotArgs),
@@ -62,6 +68,8 @@ pub fn main() -> ExitCode {
         Command::Check(args) => operate::check(&args),
         Command::Status(args) => operate::status(&args),
         Command::Release(args) => operate::release(&args),
+        Command::Compact(args) => retention::compact(&args),
+        Command::Forget(args) => retention::forget(&args),
         Command::Append(args) => jsonl::append(&args),
         Command::Import(args) => jsonl::import(&args),
         Command::Tail(args) => jsonl::tail(&args),
@@ -86,7 +94,7 @@ fn hint(error: &anyhow::Error) -> String {
         Some(OpenError::NeedsRepair { path }) => {
             format!("; run `pulsewatch repair --db {}`", path.display())
         }
-        Some(OpenError::UnsupportedFormat { path, found: 1 }) => {
+        Some(OpenError::UnsupportedFormat { path, found }) if *found < FORMAT_VERSION => {
             format!("; run `pulsewatch upgrade --db {}`", path.display())
         }
         _ => String::new(),

@@ -37,7 +37,12 @@ pub struct RootArgs {
 }
 
 impl RootArgs {
-    fn home(&self) -> Home {
+    /// The database file.
+    pub(crate) fn db(&self) -> &Path {
+        &self.db
+    }
+
+    pub(crate) fn home(&self) -> Home {
         Home::under(
             &self
                 .state_dir

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::limits::DEFAULT_GRACE;
 use pulsewatch::{
-    Console, Home, Limits, Log, Outcome, OutputSink, PluginSpec, RunOptions, StopSignal,
+    Console, Home, Limits, Log, OpenError, Outcome, OutputSink, PluginSpec, RunOptions, StopSignal,
     Supervisor, WorkerCommand, manifest,
 };
 use std::path::{Path, PathBuf};
@@ -101,8 +101,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Some(path) => manifest::load(path, &state_root)?,
         None => specs_from_flags(args, &state_root)?,
     };
-    // A missing or damaged database is this command's error, before any worker starts.
-    drop(Log::open_read_only(&args.db)?);
+    // A missing or damaged database is this command's error, before any worker starts. One
+    // that needs a repair is waited for when following (each worker says so), as its writer
+    // will repair it when it starts again.
+    match Log::open_read_only(&args.db) {
+        Err(OpenError::NeedsRepair { .. }) if args.follow => {}
+        opened => drop(opened?),
+    }
     let options = RunOptions {
         follow: args.follow,
         grace: args.grace.into(),

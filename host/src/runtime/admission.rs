@@ -76,6 +76,13 @@ fn allowed(import: &str) -> bool {
 pub(crate) fn admit(name: &str, component: &Component, engine: &Engine) -> Result<(), LoadError> {
     let ty = component.component_type();
     if let Some((import, _)) = ty.imports(engine).find(|(import, _)| !allowed(import)) {
+        if package_and_version(import).0 == package_and_version(FEED_INTERFACE).0 {
+            return Err(LoadError::FeedVersion {
+                name: name.to_owned(),
+                import: import.to_owned(),
+                serves: FEED_INTERFACE,
+            });
+        }
         return Err(LoadError::ForbiddenImport {
             name: name.to_owned(),
             import: import.to_owned(),
@@ -99,12 +106,13 @@ mod tests {
 
     #[test]
     fn allows_the_feed_and_wasi_0_2_only() {
-        assert!(allowed("pulse:watch/feed@0.1.0"));
-        assert!(allowed("pulse:watch/feed@0.1.7"));
-        assert!(!allowed("pulse:watch/feed@0.10.0"));
+        assert!(allowed("pulse:watch/feed@0.2.0"));
+        assert!(allowed("pulse:watch/feed@0.2.7"));
+        assert!(!allowed("pulse:watch/feed@0.20.0"));
+        assert!(!allowed("pulse:watch/feed@0.1.1"));
         assert!(allowed("wasi:cli/environment@0.2.6"));
         assert!(allowed("wasi:sockets/tcp@0.2.0"));
-        assert!(!allowed("pulse:watch/feed@0.2.0"));
+        assert!(!allowed("pulse:watch/feed@0.3.0"));
         assert!(!allowed("wasi:http/outgoing-handler@0.2.6"));
         assert!(!allowed("wasi:cli/environment@0.3.0"));
         assert!(!allowed("wasi:cli/environment"));

@@ -60,13 +60,25 @@ pub enum LoadError {
     },
     /// The component imports something plugins are not granted.
     #[error(
-        "{name}: imports `{import}`, which plugins are not granted (allowed: pulse:watch/*@0.1, and WASI 0.2 cli, clocks, filesystem, io, random, sockets)"
+        "{name}: imports `{import}`, which plugins are not granted (allowed: pulse:watch/*@0.2, and WASI 0.2 cli, clocks, filesystem, io, random, sockets)"
     )]
     ForbiddenImport {
         /// The plugin.
         name: String,
         /// The import's full name.
         import: String,
+    },
+    /// The component was built against a version of the feed contract this host does not serve.
+    #[error(
+        "{name}: built against `{import}`, but this host serves `{serves}`: rebuild the plugin with the current guest SDK (or wit/)"
+    )]
+    FeedVersion {
+        /// The plugin.
+        name: String,
+        /// The feed import it has.
+        import: String,
+        /// The feed interface this host serves.
+        serves: &'static str,
     },
     /// The component is not a command.
     #[error(

@@ -19,7 +19,7 @@ use pulse::watch::feed as wit;
 
 /// The interface the functions are linked under, as in wit/feed.wit. Admission accepts imports
 /// of its package at any version semver-compatible with this one.
-pub(crate) const FEED_INTERFACE: &str = "pulse:watch/feed@0.1.1";
+pub(crate) const FEED_INTERFACE: &str = "pulse:watch/feed@0.2.0";
 
 /// What one plugin's feed calls read from.
 pub(crate) struct Feed {
@@ -120,7 +120,7 @@ fn after_call(store: &mut StoreContextMut<'_, Sandbox>, delivered: bool) -> wasm
     store.set_fuel(fuel)
 }
 
-/// Adds the feed functions to `linker`. `poll` and `head` answer at once from a read
+/// Adds the feed functions to `linker`. `poll`, `head` and `seq-at` answer at once from a read
 /// transaction; `wait` is async, so that it sleeps without holding a thread and the stop signal
 /// or a cancellation reaches it.
 pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
@@ -139,6 +139,16 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
     })?;
     feed.func_wrap("head", |mut store, (): ()| {
         let result = store.data().feed.log.head().map_err(poll_error);
+        after_call(&mut store, false)?;
+        Ok((result,))
+    })?;
+    feed.func_wrap("seq-at", |mut store, (timestamp_ms,): (u64,)| {
+        let result = store
+            .data()
+            .feed
+            .log
+            .seq_at(timestamp_ms)
+            .map_err(poll_error);
         after_call(&mut store, false)?;
         Ok((result,))
     })?;

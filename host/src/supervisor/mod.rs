@@ -17,7 +17,7 @@ mod status;
 mod worker;
 
 pub use status::{
-    HOME_DIR, Home, PluginState, PluginStatus, Quarantine, RunStatus, Usage as PluginUsage,
+    HOME_DIR, Home, PluginState, PluginStatus, Quarantine, RunStatus, Slots, Usage as PluginUsage,
 };
 pub use worker::serve;
 
@@ -649,6 +649,11 @@ impl Supervisor {
                 None => plugins.push(status),
             }
         }
+        let _ = home.record_slots(
+            plugins
+                .iter()
+                .filter_map(|p| Some((p.name.clone(), p.cursor?))),
+        );
         let _ = home.write_status(&RunStatus {
             pid: std::process::id(),
             running,

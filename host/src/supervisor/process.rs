@@ -184,6 +184,7 @@ impl Worker {
             tokio::select! {
                 report = self.next_report() => match report {
                     Some(Report::Line { stream, text }) => sink.line(&name, stream, &text),
+                    Some(Report::Notice(text)) => sink.notice(&format!("plugin {name}: {text}")),
                     Some(report @ Report::Progress { .. }) => watch.progress(&report),
                     Some(Report::Ended { result, detail, peak_rss_bytes }) => {
                         ended = Some((result, detail, peak_rss_bytes));

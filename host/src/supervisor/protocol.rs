@@ -38,13 +38,14 @@ pub(crate) enum Order {
 /// The worker's lines.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Report {
-    /// The plugin is admitted and linked (compiled now, or taken from the cache), and the log
-    /// is open.
+    /// The plugin is admitted and linked (compiled now, or taken from the cache).
     Ready { compiled: bool },
     /// The component cannot be run as a plugin: why, naming it.
     Refused(String),
     /// A line the plugin printed, already made safe to show.
     Line { stream: Stream, text: String },
+    /// Something the worker says about the plugin's run (not the plugin's output).
+    Notice(String),
     /// Where the plugin is: its cursor, once it has one, and what it holds of its limits.
     Progress {
         cursor: Option<u64>,

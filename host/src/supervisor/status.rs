@@ -9,6 +9,9 @@ use crate::spec::{PluginSpec, sha256_hex};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Each plugin's recorded position (the seq it has read through), by name; see [`Home::slots`].
+pub type Slots = std::collections::BTreeMap<String, u64>;
+
 /// The directory under the state root.
 pub const HOME_DIR: &str = ".pulsewatch";
 
@@ -130,6 +133,11 @@ impl Home {
         }
     }
 
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The compile cache.
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.join("cache")
@@ -142,6 +150,54 @@ impl Home {
 
     fn status_path(&self) -> PathBuf {
         self.dir.join("status.json")
+    }
+
+    fn slots_path(&self) -> PathBuf {
+        self.dir.join("slots.json")
+    }
+
+    /// Where each plugin run under this state root last stood: the `since` of its latest feed
+    /// call, recorded by the host (not read from anything the plugin wrote), kept when the
+    /// plugin leaves the run, so that `pulsewatch compact` does not delete what it has yet to
+    /// read. The plugin's own checkpoint stays the truth: a slot may lag it by a second.
+    pub fn slots(&self) -> std::io::Result<Slots> {
+        match std::fs::read(self.slots_path()) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", self.slots_path().display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Slots::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records the positions of `plugins`, keeping every other plugin's slot.
+    pub(crate) fn record_slots(
+        &self,
+        plugins: impl IntoIterator<Item = (String, u64)>,
+    ) -> std::io::Result<()> {
+        let mut slots = self.slots().unwrap_or_default();
+        let before = slots.clone();
+        slots.extend(plugins);
+        if slots == before {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let bytes = serde_json::to_vec_pretty(&slots).map_err(std::io::Error::other)?;
+        write_atomically(&self.slots_path(), &bytes)
+    }
+
+    /// Forgets a plugin's slot, so that it holds back no compaction. Returns whether it had one.
+    pub fn drop_slot(&self, plugin: &str) -> std::io::Result<bool> {
+        let mut slots = self.slots()?;
+        if slots.remove(plugin).is_none() {
+            return Ok(false);
+        }
+        let bytes = serde_json::to_vec_pretty(&slots).map_err(std::io::Error::other)?;
+        write_atomically(&self.slots_path(), &bytes)?;
+        Ok(true)
     }
 
     fn quarantine_path(&self, plugin: &str) -> PathBuf {

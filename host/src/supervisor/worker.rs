@@ -6,7 +6,8 @@ use super::protocol::{Assignment, Order, Report, send};
 use crate::runtime::{
     CompileCache, EngineOptions, Failure, OutputSink, RunOptions, Runtime, StopSignal, Stream,
 };
-use pulsewatch_log::Log;
+use pulsewatch_log::{Log, OpenError};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -50,6 +51,26 @@ impl OutputSink for Relay {
             stream,
             text: line.to_owned(),
         });
+    }
+}
+
+/// Opens the log read-only. Following, a file that needs repair (its writer was killed) is
+/// waited for, saying so, with pauses doubling from 100 ms to 5 s, until a writer reopens it or
+/// the run stops: a crashed writer is not the plugin's failure, and must not restart or
+/// quarantine it.
+fn open_log(db: &Path, follow: bool, stop: &StopSignal) -> Result<Log, OpenError> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match Log::open_read_only(db) {
+            Err(e @ OpenError::NeedsRepair { .. }) if follow && !stop.is_stopped() => {
+                report(&Report::Notice(format!(
+                    "{e}; waiting for its writer to reopen it (again in {pause:?})"
+                )));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -99,13 +120,6 @@ fn serve_assignment() -> Result<(), String> {
         });
         return Ok(());
     }
-    let log = match Log::open_read_only(&db) {
-        Ok(log) => Arc::new(log),
-        Err(e) => {
-            ended(Err(Failure::Log(e.to_string())), None);
-            return Ok(());
-        }
-    };
     report(&Report::Ready {
         compiled: plugin.compiled(),
     });
@@ -127,6 +141,13 @@ fn serve_assignment() -> Result<(), String> {
     if started.recv().is_err() {
         return Ok(());
     }
+    let log = match open_log(&db, follow, &stop) {
+        Ok(log) => Arc::new(log),
+        Err(e) => {
+            ended(Err(Failure::Log(e.to_string())), None);
+            return Ok(());
+        }
+    };
 
     let options = RunOptions {
         follow,

@@ -1,0 +1,128 @@
+//! `pulsewatch compact`: deletes old events, never ones a plugin under the state root has yet to
+//! read unless forced, the way replication slots hold back a database's WAL.
+
+use super::operate::RootArgs;
+use anyhow::{Context, bail};
+use clap::Args as ClapArgs;
+use pulsewatch::{Log, OpenError, now_ms};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `pulsewatch compact`.
+#[derive(ClapArgs)]
+#[command(group = clap::ArgGroup::new("what").required(true))]
+pub struct CompactArgs {
+    #[command(flatten)]
+    root: RootArgs,
+    /// Keep the newest N events.
+    #[arg(long, value_name = "N", group = "what")]
+    keep_last: Option<u64>,
+    /// Delete the events before this seq.
+    #[arg(long, value_name = "SEQ", group = "what")]
+    before: Option<u64>,
+    /// Delete the events stamped longer ago than this (e.g. 7d, 12h, 30min).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, group = "what")]
+    older_than: Option<Duration>,
+    /// Delete even events that plugins have not read yet; they get `truncated` on their next
+    /// poll.
+    #[arg(long)]
+    force: bool,
+    /// A plugin more than N events behind the head no longer holds events back (an abandoned
+    /// plugin must not fill the disk); it gets `truncated` if its events are deleted.
+    #[arg(long, value_name = "N")]
+    max_keep: Option<u64>,
+}
+
+pub fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
+    let db = args.root.db();
+    let log = Log::open(db).map_err(|e| match e {
+        OpenError::Locked { path } => anyhow::anyhow!(
+            "{}: a writer has the database open; compaction takes the writer's lock, so run it \
+             from the writer (`Log::compact_before`) or while no writer runs",
+            path.display()
+        ),
+        other => other.into(),
+    })?;
+    let head = log.head()?;
+    let before = match (args.keep_last, args.before, args.older_than) {
+        (Some(n), _, _) => head.saturating_sub(n) + 1,
+        (_, Some(seq), _) => seq,
+        (_, _, Some(age)) => {
+            let cutoff = now_ms().saturating_sub(age.as_millis() as u64);
+            log.seq_at(cutoff)? + 1
+        }
+        _ => bail!("one of --keep-last, --before or --older-than is needed"),
+    };
+    let home = args.root.home();
+    let slots = home.slots().with_context(|| {
+        format!(
+            "cannot read the plugins' positions under {}",
+            home.dir().display()
+        )
+    })?;
+    // A plugin at `seq` has read through it: deleting below `before` needs seq >= before - 1.
+    let mut holding = Vec::new();
+    for (plugin, &seq) in &slots {
+        if seq.saturating_add(1) >= before {
+            continue;
+        }
+        let lag = head.saturating_sub(seq);
+        if args.max_keep.is_some_and(|max| lag > max) {
+            eprintln!(
+                "pulsewatch: {plugin} is {lag} events behind (at seq {seq}), more than --max-keep: \
+                 its unread events are deleted, and it gets `truncated`"
+            );
+        } else if args.force {
+            eprintln!(
+                "pulsewatch: {plugin} has read only to seq {seq}: its unread events are deleted (--force)"
+            );
+        } else {
+            holding.push(format!("{plugin} (at seq {seq})"));
+        }
+    }
+    if !holding.is_empty() {
+        bail!(
+            "refused: compacting before seq {before} would delete events these plugins have not \
+             read: {}; let them catch up, or pass --force (or --max-keep N)",
+            holding.join(", ")
+        );
+    }
+    let compacted = log.compact_before(before)?;
+    eprintln!(
+        "{}: deleted {} events; the oldest kept is seq {}, the head {head}",
+        db.display(),
+        compacted.deleted,
+        compacted.oldest
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `pulsewatch forget`.
+#[derive(ClapArgs)]
+pub struct ForgetArgs {
+    /// The plugin that no longer runs under this state root.
+    name: String,
+    #[command(flatten)]
+    root: RootArgs,
+}
+
+/// Drops a plugin's slot, so that it holds back no compaction.
+pub fn forget(args: &ForgetArgs) -> anyhow::Result<ExitCode> {
+    let home = args.root.home();
+    let dropped = home
+        .drop_slot(&args.name)
+        .with_context(|| format!("cannot forget {:?}", args.name))?;
+    if dropped {
+        eprintln!(
+            "{}: forgotten; compaction no longer waits for it",
+            args.name
+        );
+    } else {
+        eprintln!(
+            "{}: no position recorded under {}",
+            args.name,
+            home.dir().display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,159 @@
+//! Retention and time: deleting old events without a reader ever skipping one unknowingly, and
+//! finding where a point in time begins in the log.
+//!
+//! Compaction deletes whole stored batches from the front of the log, so the oldest event
+//! still stored is always the first key of the batch table: that is the record of what is
+//! retained, read in the same transaction as the events, and a poll from below it fails with
+//! [`ReadError::Truncated`]. The last batch is never deleted: the next seq is read from it.
+//!
+//! The timestamp index maps each running maximum of the events' stamps to the last seq at
+//! which the maximum had that value. Writers stamp events and clocks step back, so stamps need
+//! not be in order; the running maximum is, which makes "the last seq before a time" a single
+//! O(log n) lookup with one meaning: every event up to it, and none after, was stamped before.
+
+use crate::codec::CheckedBatch;
+use crate::log::{Log, ReadError, WriteError, storage};
+use crate::schema::{BATCHES, TIMES};
+use redb::{ReadableTable, Table, WriteTransaction};
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// How many events it deleted.
+    pub deleted: u64,
+    /// The seq of the oldest event still stored (1 when nothing was ever deleted).
+    pub oldest: u64,
+}
+
+/// The timestamp index entries an append adds, kept while its events are given seqs.
+pub(crate) struct TimeMarks<'t> {
+    table: Table<'t, u64, u64>,
+    max: u64,
+    /// The mark not yet written: the running maximum and the last seq at it.
+    mark: Option<(u64, u64)>,
+}
+
+impl<'t> TimeMarks<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, redb::Error> {
+        let table = txn.open_table(TIMES).map_err(storage)?;
+        let max = table.last().map_err(storage)?.map_or(0, |(k, _)| k.value());
+        Ok(TimeMarks {
+            table,
+            max,
+            mark: None,
+        })
+    }
+
+    /// Records that the event `seq` is stamped `timestamp_ms`.
+    pub(crate) fn note(&mut self, seq: u64, timestamp_ms: u64) -> Result<(), redb::Error> {
+        if timestamp_ms > self.max {
+            self.flush()?;
+            self.max = timestamp_ms;
+        }
+        self.mark = Some((self.max, seq));
+        Ok(())
+    }
+
+    /// Writes the pending mark: the last seq at the current maximum.
+    pub(crate) fn flush(&mut self) -> Result<(), redb::Error> {
+        if let Some((max, seq)) = self.mark.take() {
+            self.table.insert(max, seq).map_err(storage)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rebuilds the timestamp index from the stored events, for logs written before it existed.
+pub(crate) fn reindex(txn: &WriteTransaction) -> Result<u64, WriteError> {
+    txn.delete_table(TIMES).map_err(storage)?;
+    let mut marks = TimeMarks::open(txn)?;
+    let batches = txn.open_table(BATCHES).map_err(storage)?;
+    let mut indexed = 0;
+    for item in batches.iter().map_err(storage)? {
+        let (key, stored) = item.map_err(storage)?;
+        let first = key.value();
+        let damaged = |source| WriteError::Damaged { first, source };
+        let batch = CheckedBatch::new(first, stored.value()).map_err(damaged)?;
+        for entry in batch.entries() {
+            let entry = entry.map_err(damaged)?;
+            marks.note(entry.seq(), entry.timestamp_ms())?;
+            indexed += 1;
+        }
+    }
+    marks.flush()?;
+    Ok(indexed)
+}
+
+impl Log {
+    /// The seq of the oldest event still stored: 1 unless retention deleted events (also for
+    /// an empty log). A poll from below it minus one fails with [`ReadError::Truncated`].
+    pub fn oldest(&self) -> Result<u64, ReadError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(BATCHES).map_err(storage)?;
+        Ok(table
+            .first()
+            .map_err(storage)?
+            .map_or(1, |(k, _)| k.value()))
+    }
+
+    /// The last seq before `timestamp_ms`: polling from it returns the first event stamped at
+    /// or after that time, and everything after it (see the module documentation for stamps out
+    /// of order). 0 when no event is before the time. O(log n).
+    ///
+    /// If retention has deleted events up to the answer, a poll from it fails with
+    /// [`ReadError::Truncated`] rather than skipping them.
+    pub fn seq_at(&self, timestamp_ms: u64) -> Result<u64, ReadError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(TIMES).map_err(storage)?;
+        let before = table.range(..timestamp_ms).map_err(storage)?.next_back();
+        Ok(match before {
+            Some(entry) => entry.map_err(storage)?.1.value(),
+            None => 0,
+        })
+    }
+
+    /// Deletes the events with a seq below `seq`, in whole stored batches: the batch holding
+    /// `seq` is kept whole, and so is the last batch, whatever `seq` is. Durable when this
+    /// returns; readers in this and other processes see it on their next read. A reader whose
+    /// cursor is below what is kept then gets [`ReadError::Truncated`].
+    pub fn compact_before(&self, seq: u64) -> Result<Compacted, WriteError> {
+        let db = self.database().ok_or(WriteError::ReadOnly)?;
+        let txn = db.begin_write().map_err(storage)?;
+        let compacted = {
+            let mut batches = txn.open_table(BATCHES).map_err(storage)?;
+            let mut keys = Vec::new();
+            for item in batches.range(..=seq).map_err(storage)? {
+                keys.push(item.map_err(storage)?.0.value());
+            }
+            // The last key at or below `seq` starts the batch that holds it (or `seq` itself):
+            // every batch before it ends before `seq`.
+            let kept = keys.pop();
+            let oldest = match (kept, batches.first().map_err(storage)?) {
+                (Some(kept), _) => kept,
+                (None, first) => first.map_or(1, |(k, _)| k.value()),
+            };
+            let deleted = keys.first().map_or(0, |&first| oldest - first);
+            for key in keys {
+                batches.remove(key).map_err(storage)?;
+            }
+            // Index marks wholly before what is kept: a time before it answers 0, and a poll
+            // from 0 fails with `Truncated`.
+            let mut times = txn.open_table(TIMES).map_err(storage)?;
+            let mut stale = Vec::new();
+            for item in times.iter().map_err(storage)? {
+                let (time, last) = item.map_err(storage)?;
+                if last.value().saturating_add(1) >= oldest {
+                    break;
+                }
+                stale.push(time.value());
+            }
+            for time in stale {
+                times.remove(time).map_err(storage)?;
+            }
+            Compacted { deleted, oldest }
+        };
+        txn.commit().map_err(storage)?;
+        self.changes.bump();
+        Ok(compacted)
+    }
+}

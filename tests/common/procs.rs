@@ -1,0 +1,51 @@
+//! Processes as Linux's `/proc` shows them, for the tests and benchmarks that watch the worker
+//! processes a host starts (included by path from `host/benches/`).
+#![allow(dead_code)]
+
+/// The fields of `/proc/<pid>/stat` after the command, which is in parentheses and may hold
+/// spaces: the state first, then the parent's pid, ...
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The processes whose parent is `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&child| {
+            stat_fields(child).and_then(|f| f.get(1)?.parse::<u32>().ok()) == Some(pid)
+        })
+        .collect()
+}
+
+/// The processes below `pid`: its children, theirs, and so on.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    children(pid)
+        .into_iter()
+        .flat_map(|child| std::iter::once(child).chain(descendants(child)))
+        .collect()
+}
+
+/// Whether `pid` is running (it exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|state| state != "Z"))
+}
+
+/// CPU time (user + system) `pid` has used, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    // utime and stime are fields 14 and 15 of the file: the 12th and 13th after the command.
+    let fields = stat_fields(pid).unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
