@@ -164,14 +164,22 @@ fn missing_garbage_and_foreign_files_are_refused_with_their_path() {
 }
 
 #[test]
-fn a_second_writer_is_refused() {
+fn two_writers_take_turns_and_keep_seqs_gap_free() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let _writer = Log::create(&path).unwrap();
-    assert!(matches!(
-        Log::open(&path).unwrap_err(),
-        OpenError::Locked { .. }
-    ));
+    let first = Log::create(&path).unwrap();
+    let second = Log::open(&path).unwrap();
+    for i in 0..10u8 {
+        let writer = if i % 2 == 0 { &first } else { &second };
+        assert_eq!(writer.append(&change(i)).unwrap(), u64::from(i) + 1);
+    }
+    let events = first.poll(0, 100).unwrap().events;
+    assert!(
+        events
+            .iter()
+            .map(|e| e.change.clone())
+            .eq((0..10).map(change))
+    );
 }
 
 /// A caught-up reader answers from what it knows while the log has not changed; a commit by

@@ -144,10 +144,11 @@ fn check_coverage(recorded: &[(u64, u64)], head: u64) -> usize {
     repeats
 }
 
-/// Every stored event, read back: exactly 1..=head, each whole (its payload names its seq).
+/// Every stored event, read back: exactly oldest..=head, each whole (its payload names its
+/// seq). Returns the head.
 fn check_log(db: &Path) -> u64 {
     let log = Log::open_read_only(db).unwrap();
-    let mut since = 0;
+    let mut since = log.oldest().unwrap() - 1;
     loop {
         let batch = log.poll(since, 10_000).unwrap();
         if batch.events.is_empty() {
@@ -292,6 +293,31 @@ fn a_host_killed_mid_batch_delivers_again_only_the_uncommitted_batch() {
             "the batch after the kill"
         );
     }
+}
+
+#[test]
+fn compaction_runs_while_a_writer_process_appends_and_a_host_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_log(dir.path(), 0);
+    let state = dir.path().join("state");
+    let host = spawn_host(&db, &state, true, &[]);
+    let mut writer = spawn_writer(&db, 30_000, 10, 1000);
+    wait_until("the plugin read 10,000 events", || {
+        batches(&state).last().is_some_and(|b| b.1 >= 10_000)
+    });
+    let compacted = compact(&db, &state, &["--before", "5000"]);
+    assert!(compacted.status.success(), "{}", text(&compacted.stderr));
+    assert!(text(&compacted.stderr).contains("deleted"));
+    assert!(writer.wait().unwrap().success(), "the writer never stopped");
+    let oldest = Log::open_read_only(&db).unwrap().oldest().unwrap();
+    assert!(oldest > 1 && oldest <= 5000, "{oldest}");
+    let head = check_log(&db);
+    assert_eq!(head, 30_000);
+    wait_until("the host caught up", || {
+        batches(&state).last().is_some_and(|b| b.1 == head)
+    });
+    stop(host);
+    assert_eq!(check_coverage(&batches(&state), head), 0);
 }
 
 fn compact(db: &Path, state: &Path, args: &[&str]) -> std::process::Output {

@@ -5,7 +5,7 @@
 //! without a read transaction.
 //!
 //! A missed or late notification only costs latency: waiters also recheck the file every
-//! [`CROSS_PROCESS_RECHECK`], and a stale "caught up" answer delivers nothing, it consumes
+//! [`CROSS_PROCESS_RECHECK`] (every [`WATCHED_RECHECK`] while a watch is in place), and a stale "caught up" answer delivers nothing, it consumes
 //! nothing.
 
 use std::future::Future;
@@ -15,8 +15,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-/// How often a waiter looks at the file for commits it was not told of.
+/// How often a waiter looks at the file for commits it was not told of, where no watch tells
+/// it of other processes' commits.
 pub const CROSS_PROCESS_RECHECK: Duration = Duration::from_millis(20);
+
+/// How often a waiter looks at the file anyway while a watch is in place: a safety net that
+/// costs one read a second, so that an idle follower takes no CPU to speak of.
+pub const WATCHED_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Count {
@@ -55,6 +60,22 @@ impl Changes {
     pub(crate) fn set_complete(&self, complete: bool) {
         self.complete
             .store(complete, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How long a waiter may sleep before it must read the head again.
+    pub(crate) fn recheck(&self) -> Duration {
+        if self.is_complete() {
+            WATCHED_RECHECK
+        } else {
+            CROSS_PROCESS_RECHECK
+        }
+    }
+
+    /// Gives up on completeness, and wakes every waiter so that it shortens its sleep.
+    #[cfg(target_os = "linux")]
+    fn lost_watch(&self) {
+        self.set_complete(false);
+        self.bump();
     }
 
     /// Records a change and wakes everyone waiting.
@@ -152,7 +173,7 @@ fn inotify_watch(path: &Path, changes: std::sync::Weak<Changes>) -> std::io::Res
                 if poll(&mut fds, liveness).is_err() {
                     // Without the watch, nobody may trust the count for other processes' writes.
                     if let Some(changes) = changes.upgrade() {
-                        changes.set_complete(false);
+                        changes.lost_watch();
                     }
                     return;
                 }
@@ -167,7 +188,7 @@ fn inotify_watch(path: &Path, changes: std::sync::Weak<Changes>) -> std::io::Res
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => {
-                        changes.set_complete(false);
+                        changes.lost_watch();
                         return;
                     }
                 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 /// first one back commits alone and the groups alternate between one and the rest.
 const GATHER: Duration = Duration::from_micros(100);
 
-/// The queue of one writer `Log`'s single appends.
+/// The queue of one writer `Log`'s single appends (within its process).
 #[derive(Default)]
 pub(crate) struct Group {
     state: Mutex<State>,

@@ -52,7 +52,7 @@ pub const START_VARIABLE: &str = "PULSEWATCH_START";
 pub use redb;
 
 #[cfg(feature = "store")]
-pub use changes::{AppendedSince, CROSS_PROCESS_RECHECK};
+pub use changes::{AppendedSince, CROSS_PROCESS_RECHECK, WATCHED_RECHECK};
 pub use codec::{DecodeError, EntryRef};
 pub use event::{Change, ChangeKind, Event, UnknownKind, now_ms};
 #[cfg(feature = "store")]

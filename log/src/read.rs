@@ -2,7 +2,6 @@
 //! one scan and one [`Budget`]. A caught-up poll is answered without a read transaction when
 //! the log is known not to have changed since the head was last read.
 
-use crate::changes::CROSS_PROCESS_RECHECK;
 use crate::codec::{CheckedBatch, DecodeError, Entries, EntryRef, batch, entry};
 use crate::log::{KnownHead, Log, ReadError, last_seq, storage};
 use crate::poll::{Batch, Budget, PollLimits};
@@ -309,8 +308,9 @@ impl Log {
 
     /// Blocks until the head passes `since` or `timeout` has passed; returns the head.
     ///
-    /// Appends through this `Log` wake the waiter at once, and so (on Linux) do commits by
-    /// other processes; elsewhere those are seen within about 20 ms.
+    /// Appends through this `Log` wake the waiter at once, and so do commits by other processes
+    /// where it watches the file (a read-only `Log` on Linux); elsewhere those are seen within
+    /// [`Log::recheck_interval`].
     pub fn wait(&self, since: u64, timeout: Duration) -> Result<u64, ReadError> {
         // A timeout too large to represent is as good as forever.
         let deadline = Instant::now().checked_add(timeout);
@@ -321,9 +321,8 @@ impl Log {
             if head > since || deadline.is_some_and(|d| now >= d) {
                 return Ok(head);
             }
-            let slice = deadline.map_or(CROSS_PROCESS_RECHECK, |d| {
-                (d - now).min(CROSS_PROCESS_RECHECK)
-            });
+            let recheck = self.changes.recheck();
+            let slice = deadline.map_or(recheck, |d| (d - now).min(recheck));
             self.changes.wait(seen, slice);
         }
     }

@@ -4,7 +4,7 @@
 use super::operate::RootArgs;
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
-use pulsewatch::{Log, OpenError, now_ms};
+use pulsewatch::{Log, now_ms};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -35,14 +35,8 @@ pub struct CompactArgs {
 
 pub fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
     let db = args.root.db();
-    let log = Log::open(db).map_err(|e| match e {
-        OpenError::Locked { path } => anyhow::anyhow!(
-            "{}: a writer has the database open; compaction takes the writer's lock, so run it \
-             from the writer (`Log::compact_before`) or while no writer runs",
-            path.display()
-        ),
-        other => other.into(),
-    })?;
+    // Writers take turns: this works while the application's writer and readers run.
+    let log = Log::open(db)?;
     let head = log.head()?;
     let before = match (args.keep_last, args.before, args.older_than) {
         (Some(n), _, _) => head.saturating_sub(n) + 1,

@@ -4,7 +4,7 @@
 use super::StopSignal;
 use super::run::{Resources, Tracker};
 use super::store::Sandbox;
-use pulsewatch_log::{CROSS_PROCESS_RECHECK, Log, PollLimits};
+use pulsewatch_log::{Log, PollLimits};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
@@ -83,12 +83,14 @@ impl Feed {
                 Err(_) => {}
             }
             let now = Instant::now();
+            let recheck = self.log.recheck_interval();
             let slice = match deadline {
                 Some(deadline) if now >= deadline => return Ok(last_head),
-                Some(deadline) => (deadline - now).min(CROSS_PROCESS_RECHECK),
-                None => CROSS_PROCESS_RECHECK,
+                Some(deadline) => (deadline - now).min(recheck),
+                None => recheck,
             };
-            // Appends by this process wake the wait at once; other processes' within a recheck.
+            // Appends by this process wake the wait at once, and so do other processes' where
+            // the log watches its file; elsewhere they are seen within a recheck.
             tokio::select! {
                 () = self.stop.stopped() => {}
                 _ = self.log.appended(generation) => {}
