@@ -5,8 +5,8 @@
 //! without a read transaction.
 //!
 //! A missed or late notification only costs latency: waiters also recheck the file every
-//! [`CROSS_PROCESS_RECHECK`] (every [`WATCHED_RECHECK`] while a watch is in place), and a stale "caught up" answer delivers nothing, it consumes
-//! nothing.
+//! [`CROSS_PROCESS_RECHECK`] (every [`WATCHED_RECHECK`] while a watch is in place), and a stale
+//! "caught up" answer delivers nothing, it consumes nothing.
 
 use std::future::Future;
 use std::path::Path;

@@ -144,9 +144,9 @@ pub struct Log {
 /// for the life of its handle, so that nothing could compact the log while the application
 /// writes. `MultiWriter` commits also save the allocator state: measured side by side, durable
 /// appends run at 55-65% of `SingleWriter`'s rate (`cargo bench --bench append`); reads cost
-/// the same. WASI has no file locks, and redb refuses both
-/// modes there; a reader under WASI (a provider component) opens in the default mode, and so
-/// can only read a file no writer has open: a snapshot.
+/// the same. WASI has no file locks, and redb refuses both modes there; a reader under WASI (a
+/// provider component) opens in the default mode, and so can only read a file no writer has
+/// open: a snapshot.
 fn builder() -> Builder {
     #[cfg_attr(target_os = "wasi", allow(unused_mut))]
     let mut builder = Builder::new();
