@@ -2,19 +2,10 @@
 
 mod common;
 
-use common::{Harness, change, fill, log_with};
+use common::{Harness, change, fill, log_with, wait_until};
 use pulsewatch::{ChangeKind, Log};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Waits until `done` holds; a minute without it fails the test rather than hanging it.
-fn wait_for(done: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// The summary line seq-check printed last as `plugin`.
 fn received(harness: &Harness, plugin: &str) -> String {
@@ -142,7 +133,7 @@ fn following_guests_see_events_appended_while_they_run_and_stop_cleanly() {
             fill(&log, round * 100, (round + 1) * 100);
         }
         // Wait until both have committed the last event, then stop them.
-        wait_for(|| {
+        wait_until("the condition", || {
             let at = |name| harness.options.progress.cursor(name) == Some(600);
             at("seq-check") && at("kind-counts")
         });
@@ -171,7 +162,9 @@ fn the_same_plugin_cannot_run_twice_at_once() {
     let (first, second) = std::thread::scope(|scope| {
         let first = scope.spawn(|| harness.runtime.run(&plugin, &log, &harness.options, &sink));
         // Caught up and following: it holds its state directory until stopped.
-        wait_for(|| harness.options.progress.cursor("seq-check") == Some(10));
+        wait_until("the condition", || {
+            harness.options.progress.cursor("seq-check") == Some(10)
+        });
         let second = harness.runtime.run(&plugin, &log, &harness.options, &sink);
         harness.options.stop.stop();
         (first.join().unwrap(), second)

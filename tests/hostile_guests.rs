@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Harness, log_with};
+use common::{Harness, log_with, wait_until};
 use pulsewatch::{Failure, Limits, Outcome, PluginSpec, QuotaBreach, Stream};
 use std::time::{Duration, Instant};
 
@@ -103,37 +103,23 @@ fn beside(hostile: &str, args: &[&str]) -> Beside {
 /// Waits until `plugin`'s run, known to have started, is over: its state directory, locked
 /// while it runs, is free.
 fn wait_until_ended(harness: &Harness, plugin: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(dir) = std::fs::File::open(harness.state_root.join(plugin))
-            && dir.try_lock().is_ok()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{plugin} never ended");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(&format!("{plugin} to end"), || {
+        std::fs::File::open(harness.state_root.join(plugin)).is_ok_and(|dir| dir.try_lock().is_ok())
+    });
 }
 
 /// Waits until `plugin` has asked for the events after `seq`.
 fn wait_for_cursor(harness: &Harness, plugin: &str, seq: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while harness.options.progress.cursor(plugin) != Some(seq) {
-        assert!(Instant::now() < deadline, "{plugin} never reached {seq}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(&format!("{plugin} to reach {seq}"), || {
+        harness.options.progress.cursor(plugin) == Some(seq)
+    });
 }
 
 /// Waits until `plugin` printed a line starting with `prefix`.
 fn wait_for_line(harness: &Harness, plugin: &str, prefix: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while harness.lines.value(plugin, prefix).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "{plugin} never printed {prefix:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(&format!("{plugin} to print {prefix:?}"), || {
+        harness.lines.value(plugin, prefix).is_some()
+    });
 }
 
 #[test]

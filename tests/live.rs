@@ -5,11 +5,11 @@
 mod common;
 
 use common::procs::{alive, children};
-use common::{guest, pulsewatch, text};
-use pulsewatch::{Change, ChangeKind, Log, sha256_hex};
+use common::{guest, pulsewatch, text, wait_until, write_manifest};
+use pulsewatch::{Change, ChangeKind, Log};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Set, in a re-run of this binary, to `DB|EXTRA|PER_TXN|PAUSE_US`: the writer appends EXTRA
 /// events beyond the head it finds, PER_TXN to a transaction, pausing between transactions.
@@ -96,14 +96,6 @@ fn batches(state: &Path) -> Vec<(u64, u64)> {
             Some((a.parse().ok()?, b.parse().ok()?))
         })
         .collect()
-}
-
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn interrupt(child: &Child) {
@@ -409,18 +401,8 @@ fn max_keep_lets_compaction_pass_an_abandoned_plugin() {
 }
 
 fn manifest(dir: &Path, start: &str) -> PathBuf {
-    let component = guest("record-batches");
-    let sha = sha256_hex(&std::fs::read(&component).unwrap());
-    let path = dir.join("plugins.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[plugin]]\nname = \"record-batches\"\ncomponent = \"{}\"\nsha256 = \"{sha}\"\nstart = {start}\n",
-            component.display()
-        ),
-    )
-    .unwrap();
-    path
+    let start = format!("start = {start}");
+    write_manifest(dir, &[("record-batches", "record-batches", &start)])
 }
 
 #[test]

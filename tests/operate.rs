@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{guest, pulsewatch, supervisor, text};
+use common::{guest, pulsewatch, supervisor, text, wait_until, write_manifest};
 use pulsewatch::{
     Change, ChangeKind, Failure, Home, Log, OutputSink, PluginSpec, RunOptions, manifest,
     sha256_hex,
@@ -12,7 +12,7 @@ use pulsewatch::{
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn log_with(path: &Path, n: u64) {
     let log = Log::create(path).unwrap();
@@ -24,14 +24,6 @@ fn log_with(path: &Path, n: u64) {
 
 fn spec(name: &str, program: &str, root: &Path) -> PluginSpec {
     PluginSpec::named(name, guest(program), root).unwrap()
-}
-
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Runs `specs` following, under a home in `root`, until `done` holds, then stops them.
@@ -213,22 +205,6 @@ fn components_are_compiled_once_kept_and_a_tampered_cache_file_is_not_loaded() {
         bytes,
         "and the file replaced"
     );
-}
-
-/// A manifest for `plugins` (name, program, extra TOML lines) in `dir`.
-fn write_manifest(dir: &Path, plugins: &[(&str, &str, &str)]) -> PathBuf {
-    let mut text = String::new();
-    for (name, program, extra) in plugins {
-        let component = guest(program);
-        let sha = sha256_hex(&std::fs::read(&component).unwrap());
-        text += &format!(
-            "[[plugin]]\nname = \"{name}\"\ncomponent = \"{}\"\nsha256 = \"{sha}\"\n{extra}\n\n",
-            component.display()
-        );
-    }
-    let path = dir.join("plugins.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 #[test]

@@ -42,7 +42,8 @@ mod snapshot;
 pub mod wit;
 
 /// The environment variable a host sets to tell a plugin where to start when it has no committed
-/// cursor: `beginning`, `head`, or a seq (start after it). Part of the contract between a host
+/// cursor: `beginning`, `head`, a seq (start after it), or `time:<ms>` (from the first event
+/// stamped at or after that time, in ms since the Unix epoch). Part of the contract between a host
 /// and the guest SDK beside the WIT.
 pub const START_VARIABLE: &str = "PULSEWATCH_START";
 
@@ -57,7 +58,7 @@ pub use codec::{DecodeError, EntryRef};
 pub use event::{Change, ChangeKind, Event, UnknownKind, now_ms};
 #[cfg(feature = "store")]
 pub use log::{Log, OpenError, ReadError, WriteError};
-pub use poll::{Batch, BatchBuilder, Budget, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits};
+pub use poll::{Batch, Budget, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits};
 #[cfg(feature = "store")]
 pub use read::Packed;
 #[cfg(feature = "store")]

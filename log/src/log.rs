@@ -213,8 +213,8 @@ impl Log {
         Ok(Self::with_db(path, Db::Writer(db)))
     }
 
-    /// Opens an existing log for reading only. Any number of readers may share the file with one
-    /// writer in another process.
+    /// Opens an existing log for reading only. Any number of readers may share the file with
+    /// writers in other processes.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Log, OpenError> {
         let path = path.as_ref();
         let db = builder()
@@ -435,14 +435,21 @@ impl Log {
             });
         }
         let mut marks = TimeMarks::open(txn)?;
-        // Go on from the last batch, if there is one with room.
+        // Go on from the last batch, if it has room for the first change; a full one stays as
+        // it is, rather than be written again unchanged.
+        let next_payload = changes.peek().map_or(0, |change| change.payload.len());
         let (mut first, mut batch, mut head) = match table.last().map_err(storage)? {
             None => (1, BatchWriter::new(), 0),
             Some((key, stored)) => {
                 let key = key.value();
                 let last = CheckedBatch::new(key, stored.value())
                     .map_err(|source| WriteError::Damaged { first: key, source })?;
-                (key, BatchWriter::extending(&last), last.last())
+                let extended = BatchWriter::extending(&last);
+                if extended.has_room_for(next_payload) {
+                    (key, extended, last.last())
+                } else {
+                    (last.last() + 1, BatchWriter::new(), last.last())
+                }
             }
         };
         for change in changes {

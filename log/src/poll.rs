@@ -51,11 +51,6 @@ impl Budget {
         }
     }
 
-    /// The most events the batch may hold.
-    pub fn max_events(&self) -> usize {
-        self.max_events
-    }
-
     /// The first seq a backend should read, or `None` if nothing is to be read: the limit is 0,
     /// or `since` is `u64::MAX` and nothing can follow it.
     pub fn first_wanted(&self) -> Option<u64> {
@@ -131,58 +126,13 @@ pub struct Batch {
     pub last_seq: u64,
 }
 
-/// Accumulates one typed batch under a [`Budget`].
-#[derive(Debug)]
-pub struct BatchBuilder {
-    budget: Budget,
-    events: Vec<Event>,
-}
-
-impl BatchBuilder {
-    /// Starts a batch of the events after `since`, asked for with `limit`.
-    pub fn new(since: u64, limit: u32, limits: &PollLimits) -> Self {
-        let budget = Budget::new(since, limit, limits);
-        BatchBuilder {
-            // The clamp bounds this allocation; a small limit costs a small batch.
-            events: Vec::with_capacity(budget.max_events().min(1024)),
-            budget,
-        }
-    }
-
-    /// The budget, for [`Budget::first_wanted`] and [`Budget::is_empty`].
-    pub fn budget(&self) -> &Budget {
-        &self.budget
-    }
-
-    /// Offers the next event in seq order. Returns whether the batch can take more: once it
-    /// returns `false` the backend should stop reading.
-    pub fn push(&mut self, event: Event) -> bool {
-        if !self.budget.admit(event.seq, event.change.payload.len()) {
-            return false;
-        }
-        self.events.push(event);
-        self.budget.has_room()
-    }
-
-    /// The finished batch.
-    pub fn finish(self) -> Batch {
-        Batch {
-            last_seq: self.budget.last_seq(),
-            events: self.events,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Change, ChangeKind};
 
-    fn event(seq: u64, payload_len: usize) -> Event {
-        Event {
-            seq,
-            change: Change::new(ChangeKind::Updated, 1, 2).with_payload(vec![0; payload_len]),
-        }
+    /// Offers an event, as a backend does: whether the batch can take more after it.
+    fn push(budget: &mut Budget, seq: u64, payload_len: usize) -> bool {
+        budget.admit(seq, payload_len) && budget.has_room()
     }
 
     fn limits(max_events: u32, max_bytes: usize) -> PollLimits {
@@ -194,9 +144,9 @@ mod tests {
 
     #[test]
     fn limit_zero_reads_nothing_and_returns_since() {
-        let builder = BatchBuilder::new(7, 0, &PollLimits::default());
-        assert_eq!(builder.budget().first_wanted(), None);
-        assert_eq!(builder.finish().last_seq, 7);
+        let budget = Budget::new(7, 0, &PollLimits::default());
+        assert_eq!(budget.first_wanted(), None);
+        assert_eq!(budget.last_seq(), 7);
     }
 
     #[test]
@@ -209,29 +159,27 @@ mod tests {
 
     #[test]
     fn limit_is_clamped_to_max_events() {
-        let mut builder = BatchBuilder::new(0, 100, &limits(3, usize::MAX));
-        assert_eq!(builder.budget().first_wanted(), Some(1));
-        assert!(builder.push(event(1, 0)));
-        assert!(builder.push(event(2, 0)));
-        assert!(!builder.push(event(3, 0)), "full after the third");
-        assert!(!builder.push(event(4, 0)));
-        let batch = builder.finish();
-        assert_eq!(batch.events.len(), 3);
-        assert_eq!(batch.last_seq, 3);
+        let mut budget = Budget::new(0, 100, &limits(3, usize::MAX));
+        assert_eq!(budget.first_wanted(), Some(1));
+        assert!(push(&mut budget, 1, 0));
+        assert!(push(&mut budget, 2, 0));
+        assert!(!push(&mut budget, 3, 0), "full after the third");
+        assert!(!push(&mut budget, 4, 0));
+        assert_eq!(budget.len(), 3);
+        assert_eq!(budget.last_seq(), 3);
     }
 
     #[test]
     fn byte_budget_stops_before_the_event_that_exceeds_it() {
-        let mut builder = BatchBuilder::new(10, 100, &limits(100, 100));
-        assert!(builder.push(event(11, 60)));
+        let mut budget = Budget::new(10, 100, &limits(100, 100));
+        assert!(push(&mut budget, 11, 60));
         assert!(
-            !builder.push(event(12, 40)),
+            !push(&mut budget, 12, 40),
             "kept: exactly at the budget, now spent"
         );
-        assert!(!builder.push(event(13, 1)), "left out");
-        let batch = builder.finish();
-        assert_eq!(batch.last_seq, 12);
-        assert_eq!(batch.events.len(), 2);
+        assert!(!push(&mut budget, 13, 1), "left out");
+        assert_eq!(budget.last_seq(), 12);
+        assert_eq!(budget.len(), 2);
     }
 
     #[test]

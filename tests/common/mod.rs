@@ -81,6 +81,36 @@ pub fn fill(log: &Log, from: u64, to: u64) {
     }
 }
 
+/// Waits until `done` holds, looking every 10 ms; three minutes without it fail the test
+/// (naming `what`) rather than hang it.
+pub fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A manifest for `plugins` (name, guest program, extra TOML lines), pinned to each component's
+/// sha256, written to `dir/plugins.toml`.
+pub fn write_manifest(dir: &Path, plugins: &[(&str, &str, &str)]) -> PathBuf {
+    let mut text = String::new();
+    for (name, program, extra) in plugins {
+        let component = guest(program);
+        let sha = pulsewatch::sha256_hex(&std::fs::read(&component).unwrap());
+        text += &format!(
+            "[[plugin]]\nname = \"{name}\"\ncomponent = \"{}\"\nsha256 = \"{sha}\"\n{extra}\n\n",
+            component.display()
+        );
+    }
+    let path = dir.join("plugins.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// A new writable log in `dir` holding `n` events.
 pub fn log_with(dir: &Path, n: u64) -> Arc<Log> {
     let log = Log::create(dir.join("events.redb")).unwrap();

@@ -139,18 +139,19 @@ impl Runtime {
             source,
         })?;
         admission::check_preamble(name, &bytes)?;
-        let sha256 = sha256_hex(&bytes);
-        if let Some(expected) = spec.sha256.as_ref().filter(|e| **e != sha256) {
+        // Hashed only when something needs it: a pinned hash, or the cache's key.
+        let sha256 = (spec.sha256.is_some() || self.cache.is_some()).then(|| sha256_hex(&bytes));
+        if let (Some(expected), Some(actual)) = (&spec.sha256, &sha256)
+            && expected != actual
+        {
             return Err(LoadError::Changed {
                 name: name.to_owned(),
                 expected: expected.clone(),
-                actual: sha256,
+                actual: actual.clone(),
             });
         }
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|cache| cache.load(&self.engine, &sha256));
+        let cache = self.cache.as_ref().zip(sha256.as_deref());
+        let cached = cache.and_then(|(cache, sha256)| cache.load(&self.engine, sha256));
         let compiled = cached.is_none();
         let component = match cached {
             Some(component) => component,
@@ -160,8 +161,8 @@ impl Runtime {
             })?,
         };
         admission::admit(name, &component, &self.engine)?;
-        if let (true, Some(cache)) = (compiled, &self.cache) {
-            cache.store(&self.engine, &sha256, &component);
+        if let (true, Some((cache, sha256))) = (compiled, cache) {
+            cache.store(&self.engine, sha256, &component);
         }
         let link_error = |e: wasmtime::Error| LoadError::Link {
             name: name.to_owned(),

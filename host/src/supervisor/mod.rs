@@ -244,6 +244,8 @@ impl Supervisor {
         let mut entries: Vec<Arc<Entry>> = Vec::new();
         let mut outcomes: Vec<Option<Outcome>> = Vec::new();
         let mut admitted = Vec::new();
+        // The plugins' positions as last recorded in the home's slots.
+        let mut recorded = Vec::new();
         for spec in specs {
             let entry = Entry::new(spec.clone(), options);
             if let Some(outcome) = self.held_in_quarantine(&entry) {
@@ -254,7 +256,7 @@ impl Supervisor {
             }
             entries.push(entry);
         }
-        self.write_status(&entries, true);
+        self.write_status(&entries, true, &mut recorded);
         let (_scratch, cache) = self.cache();
         let to_admit: Vec<&PluginSpec> = admitted.iter().map(|&i| &entries[i].spec).collect();
         let run = RunContext {
@@ -270,7 +272,7 @@ impl Supervisor {
                 for &index in &admitted {
                     entries[index].set_state(PluginState::Stopped);
                 }
-                self.write_status(&entries, false);
+                self.write_status(&entries, false, &mut recorded);
                 return Ok(outcomes_of(&entries, outcomes, options));
             }
         };
@@ -321,10 +323,10 @@ impl Supervisor {
                         }
                     }
                 }
-                _ = status_ticks.tick() => self.write_status(&entries, true),
+                _ = status_ticks.tick() => self.write_status(&entries, true, &mut recorded),
             }
         }
-        self.write_status(&entries, false);
+        self.write_status(&entries, false, &mut recorded);
         Ok(outcomes_of(&entries, outcomes, options))
     }
 
@@ -636,7 +638,14 @@ impl Supervisor {
         }
     }
 
-    fn write_status(&self, entries: &[Arc<Entry>], running: bool) {
+    /// Writes the run's status, and the plugins' slots when their positions moved since
+    /// `recorded` (the slots file is read and merged only then).
+    fn write_status(
+        &self,
+        entries: &[Arc<Entry>],
+        running: bool,
+        recorded: &mut Vec<(String, u64)>,
+    ) {
         let Some(home) = &self.home else {
             return;
         };
@@ -649,11 +658,13 @@ impl Supervisor {
                 None => plugins.push(status),
             }
         }
-        let _ = home.record_slots(
-            plugins
-                .iter()
-                .filter_map(|p| Some((p.name.clone(), p.cursor?))),
-        );
+        let positions: Vec<(String, u64)> = plugins
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.cursor?)))
+            .collect();
+        if positions != *recorded && home.record_slots(positions.clone()).is_ok() {
+            *recorded = positions;
+        }
         let _ = home.write_status(&RunStatus {
             pid: std::process::id(),
             running,

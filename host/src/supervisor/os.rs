@@ -53,12 +53,11 @@ pub(crate) fn raise_open_files() {
     }
 }
 
-/// The peak resident memory of process `pid` ("self" for this one), from `/proc`.
-pub(crate) fn peak_rss(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// A `kB` field (e.g. `VmRSS:`) of the text of a `/proc/<pid>/status` file, in bytes.
+fn kib_field(status: &str, field: &str) -> Option<u64> {
     let kib = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .strip_suffix("kB")?
         .trim()
@@ -67,8 +66,29 @@ pub(crate) fn peak_rss(pid: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The CPU time (user and system, in ms) and resident memory of process `pid`, from `/proc`.
-pub(crate) fn cpu_and_rss(pid: &str) -> Option<(u64, u64)> {
+fn status(pid: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
+/// The peak resident memory of process `pid` ("self" for this one), from `/proc`.
+pub(crate) fn peak_rss(pid: &str) -> Option<u64> {
+    kib_field(&status(pid)?, "VmHWM:")
+}
+
+/// What a supervisor samples of a worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sample {
+    /// CPU time, user and system, in ms.
+    pub(crate) cpu_ms: u64,
+    /// Resident memory now.
+    pub(crate) rss: u64,
+    /// Peak resident memory.
+    pub(crate) peak_rss: u64,
+}
+
+/// The CPU time and resident memory of process `pid`, from `/proc`: one read of `stat`, one
+/// of `status`.
+pub(crate) fn sample(pid: &str) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command (which is in parentheses and may hold spaces): state is the
     // first, utime the 12th and stime the 13th.
@@ -78,16 +98,12 @@ pub(crate) fn cpu_and_rss(pid: &str) -> Option<(u64, u64)> {
         .ok()
         .flatten()
         .filter(|&t| t > 0)? as u64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some((ticks * 1000 / per_second, rss_kib * 1024))
+    let status = status(pid)?;
+    Some(Sample {
+        cpu_ms: ticks * 1000 / per_second,
+        rss: kib_field(&status, "VmRSS:")?,
+        peak_rss: kib_field(&status, "VmHWM:")?,
+    })
 }
 
 #[cfg(test)]
@@ -96,8 +112,11 @@ mod tests {
 
     #[test]
     fn this_process_has_a_peak_rss_and_cpu_time() {
-        let (_, rss) = cpu_and_rss("self").unwrap();
-        let peak = peak_rss("self").unwrap();
+        let Sample {
+            rss,
+            peak_rss: peak,
+            ..
+        } = sample("self").unwrap();
         assert!(rss > 1 << 20 && rss <= peak, "{rss} then a peak of {peak}");
     }
 }

@@ -209,9 +209,9 @@ impl Worker {
                     killed = kill.take().map(|(_, failure)| failure);
                 }
                 _ = samples.tick() => {
-                    peak = peak.max(os::peak_rss(&self.pid));
-                    if let Some((cpu_ms, rss)) = os::cpu_and_rss(&self.pid) {
-                        watch.sampled(cpu_ms, rss);
+                    if let Some(sample) = os::sample(&self.pid) {
+                        peak = peak.max(Some(sample.peak_rss));
+                        watch.sampled(sample.cpu_ms, sample.rss);
                     }
                 }
             }

@@ -4,7 +4,7 @@
 //! another process, during a run or after it.
 
 use crate::limits::Limits;
-use crate::runtime::CompileCache;
+use crate::runtime::write_atomically;
 use crate::spec::{PluginSpec, sha256_hex};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -117,8 +117,6 @@ pub(crate) fn fingerprint(spec: &PluginSpec) -> String {
     sha256_hex(&serde_json::to_vec(spec).unwrap_or_default())
 }
 
-use crate::runtime::write_atomically;
-
 /// The `.pulsewatch/` directory of a state root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Home {
@@ -141,11 +139,6 @@ impl Home {
     /// The compile cache.
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.join("cache")
-    }
-
-    /// The compile cache, opened (created if missing).
-    pub fn cache(&self) -> std::io::Result<CompileCache> {
-        CompileCache::open(&self.cache_dir())
     }
 
     fn status_path(&self) -> PathBuf {
@@ -179,11 +172,7 @@ impl Home {
         plugins: impl IntoIterator<Item = (String, u64)>,
     ) -> std::io::Result<()> {
         let mut slots = self.slots().unwrap_or_default();
-        let before = slots.clone();
         slots.extend(plugins);
-        if slots == before {
-            return Ok(());
-        }
         std::fs::create_dir_all(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(&slots).map_err(std::io::Error::other)?;
         write_atomically(&self.slots_path(), &bytes)

@@ -114,15 +114,12 @@ fn serve_assignment() -> Result<(), String> {
             return Ok(());
         }
     };
-    if compile_only {
-        report(&Report::Ready {
-            compiled: plugin.compiled(),
-        });
-        return Ok(());
-    }
     report(&Report::Ready {
         compiled: plugin.compiled(),
     });
+    if compile_only {
+        return Ok(());
+    }
 
     let stop = StopSignal::new();
     let (start, started) = mpsc::channel();
