@@ -330,3 +330,23 @@ fn compaction_deletes_whole_batches_and_a_poll_below_them_is_told_so() {
     assert_eq!(log.append(&change(1)).unwrap(), 1001);
     assert_eq!(reader.poll(999, 10).unwrap().events.len(), 2);
 }
+
+#[test]
+fn a_snapshot_keeps_the_timestamp_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("events.redb")).unwrap();
+    let changes: Vec<Change> = (0..3000u64)
+        .map(|i| Change::new(ChangeKind::Created, 1, 2).at(10_000 + i))
+        .collect();
+    log.append_batch(&changes).unwrap();
+    let snap = dir.path().join("snap.redb");
+    log.snapshot(&snap, 1001..=u64::MAX, false).unwrap();
+    let copy = Log::open_read_only(&snap).unwrap();
+    for time in [10_000, 11_000, 11_500, 12_999, 13_000] {
+        let live = log.seq_at(time).unwrap();
+        // The copy holds events 1001 on: it answers as the live log does from there, and 0
+        // (whose poll is `truncated`, never a skip) for a time before its first event.
+        let expected = if live > 1000 { live } else { 0 };
+        assert_eq!(copy.seq_at(time).unwrap(), expected, "seq_at({time})");
+    }
+}

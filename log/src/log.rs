@@ -350,12 +350,7 @@ impl Log {
             drop((old, new));
             txn.delete_table(EVENTS_V1).map_err(|e| fail(e.into()))?;
         }
-        let indexed = retention::reindex(&txn).map_err(|e| {
-            db_error(
-                path,
-                redb::StorageError::Corrupted(format!("indexing the events: {e}")),
-            )
-        })?;
+        let indexed = retention::reindex(&txn, path)?;
         let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
         meta.insert(FORMAT_KEY, FORMAT_VERSION)
             .map_err(|e| fail(e.into()))?;

@@ -12,9 +12,10 @@
 //! O(log n) lookup with one meaning: every event up to it, and none after, was stamped before.
 
 use crate::codec::CheckedBatch;
-use crate::log::{Log, ReadError, WriteError, storage};
+use crate::log::{Log, OpenError, ReadError, WriteError, db_error, storage};
 use crate::schema::{BATCHES, TIMES};
 use redb::{ReadableTable, Table, WriteTransaction};
+use std::path::Path;
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,25 +64,34 @@ impl<'t> TimeMarks<'t> {
     }
 }
 
-/// Rebuilds the timestamp index from the stored events, for logs written before it existed.
-pub(crate) fn reindex(txn: &WriteTransaction) -> Result<u64, WriteError> {
-    txn.delete_table(TIMES).map_err(storage)?;
-    let mut marks = TimeMarks::open(txn)?;
-    let batches = txn.open_table(BATCHES).map_err(storage)?;
-    let mut indexed = 0;
-    for item in batches.iter().map_err(storage)? {
-        let (key, stored) = item.map_err(storage)?;
-        let first = key.value();
-        let damaged = |source| WriteError::Damaged { first, source };
-        let batch = CheckedBatch::new(first, stored.value()).map_err(damaged)?;
-        for entry in batch.entries() {
-            let entry = entry.map_err(damaged)?;
-            marks.note(entry.seq(), entry.timestamp_ms())?;
-            indexed += 1;
+/// Rebuilds the timestamp index of the log at `path` from its stored events, in `txn`: for logs
+/// written before the index existed, and for snapshots. Returns how many events it indexed.
+pub(crate) fn reindex(txn: &WriteTransaction, path: &Path) -> Result<u64, OpenError> {
+    let indexed = || -> Result<u64, WriteError> {
+        txn.delete_table(TIMES).map_err(storage)?;
+        let mut marks = TimeMarks::open(txn)?;
+        let batches = txn.open_table(BATCHES).map_err(storage)?;
+        let mut indexed = 0;
+        for item in batches.iter().map_err(storage)? {
+            let (key, stored) = item.map_err(storage)?;
+            let first = key.value();
+            let damaged = |source| WriteError::Damaged { first, source };
+            let batch = CheckedBatch::new(first, stored.value()).map_err(damaged)?;
+            for entry in batch.entries() {
+                let entry = entry.map_err(damaged)?;
+                marks.note(entry.seq(), entry.timestamp_ms())?;
+                indexed += 1;
+            }
         }
-    }
-    marks.flush()?;
-    Ok(indexed)
+        marks.flush()?;
+        Ok(indexed)
+    };
+    indexed().map_err(|e| {
+        db_error(
+            path,
+            redb::StorageError::Corrupted(format!("indexing the events: {e}")),
+        )
+    })
 }
 
 impl Log {

@@ -4,6 +4,7 @@
 
 use crate::codec::{BatchWriter, CheckedBatch};
 use crate::log::{Log, OpenError, ReadError, db_error, storage};
+use crate::retention;
 use crate::schema::BATCHES;
 use redb::{Builder, Database};
 use std::ops::RangeInclusive;
@@ -132,7 +133,7 @@ impl Log {
                 if !writer.has_room_for(entry.payload().len()) {
                     finished.push((first_in_writer, std::mem::take(&mut writer).finish()));
                     if finished.len() >= BATCHES_PER_TRANSACTION {
-                        write_batches(&copy, path, &mut finished)?;
+                        write_batches(&copy, path, &mut finished, false)?;
                     }
                 }
                 if writer.is_empty() {
@@ -147,16 +148,18 @@ impl Log {
         if !writer.is_empty() {
             finished.push((first_in_writer, writer.finish()));
         }
-        write_batches(&copy, path, &mut finished)?;
+        write_batches(&copy, path, &mut finished, true)?;
         Ok(info)
     }
 }
 
-/// Writes `batches` to the copy in one transaction and empties the list.
+/// Writes `batches` to the copy in one transaction and empties the list; with `last`, also
+/// builds the copy's timestamp index from everything written, as an upgrade does.
 fn write_batches(
     copy: &Database,
     path: &Path,
     batches: &mut Vec<(u64, Vec<u8>)>,
+    last: bool,
 ) -> Result<(), OpenError> {
     let txn = copy.begin_write().map_err(|e| db_error(path, e))?;
     {
@@ -166,6 +169,9 @@ fn write_batches(
                 .insert(first, bytes.as_slice())
                 .map_err(|e| db_error(path, e))?;
         }
+    }
+    if last {
+        retention::reindex(&txn, path)?;
     }
     txn.commit().map_err(|e| db_error(path, e))
 }
