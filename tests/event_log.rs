@@ -220,8 +220,10 @@ fn a_caught_up_reader_notices_another_process_commit() {
     assert_eq!(batch.events[0].change.kind, ChangeKind::Deleted);
 }
 
-#[test]
-fn concurrent_single_appends_share_transactions_and_get_every_seq_once() {
+/// 8 threads append `each` single changes, each thread keeping up to `window` of them in flight
+/// (1: every append blocks until durable). Every seq is given once, each holds the change that
+/// was given it, and each thread's changes are stored in its own order.
+fn appends_from_8_threads(window: usize, each: usize) {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::create(dir.path().join("events.redb")).unwrap();
     let seqs: Vec<Vec<(u64, u8)>> = std::thread::scope(|s| {
@@ -229,27 +231,79 @@ fn concurrent_single_appends_share_transactions_and_get_every_seq_once() {
             .map(|t| {
                 let log = &log;
                 s.spawn(move || {
-                    (0..50)
-                        .map(|_| (log.append(&change(t)).unwrap(), t))
-                        .collect::<Vec<_>>()
+                    let mut in_flight = std::collections::VecDeque::new();
+                    let mut seqs = Vec::new();
+                    for _ in 0..each {
+                        in_flight.push_back(log.submit(&change(t)).unwrap());
+                        if in_flight.len() == window {
+                            seqs.push((in_flight.pop_front().unwrap().wait().unwrap(), t));
+                        }
+                    }
+                    seqs.extend(in_flight.into_iter().map(|p| (p.wait().unwrap(), t)));
+                    seqs
                 })
             })
             .collect();
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
+    for thread in &seqs {
+        assert!(
+            thread.windows(2).all(|w| w[0].0 < w[1].0),
+            "a thread's order"
+        );
+    }
     let mut all: Vec<(u64, u8)> = seqs.concat();
     all.sort_unstable();
-    assert!(all.iter().map(|a| a.0).eq(1..=400), "every seq once");
-    // Each append's seq holds its own change.
-    let stored = log.poll(0, 1000).unwrap().events;
+    let total = 8 * each as u64;
+    assert!(all.iter().map(|a| a.0).eq(1..=total), "every seq once");
+    let stored = log.poll(0, 10_000).unwrap().events;
+    assert_eq!(stored.len() as u64, total);
     for ((seq, thread), event) in all.iter().zip(&stored) {
         assert_eq!(event.seq, *seq);
         assert_eq!(event.change, change(*thread));
     }
-    // Each thread's appends are in its own order.
-    for thread in seqs {
-        assert!(thread.windows(2).all(|w| w[0].0 < w[1].0));
-    }
+}
+
+#[test]
+fn concurrent_single_appends_share_transactions_and_get_every_seq_once() {
+    appends_from_8_threads(1, 50);
+}
+
+#[test]
+fn submitted_appends_in_flight_share_transactions_and_keep_each_threads_order() {
+    // Groups outgrow the 8 threads.
+    appends_from_8_threads(16, 200);
+}
+
+#[test]
+fn a_submitted_append_is_committed_even_if_no_one_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let log = Log::create(&path).unwrap();
+    // Queued, not yet committed: waiting for the last commits the three together.
+    let first = log.submit(&change(1)).unwrap();
+    let second = log.submit(&change(2)).unwrap();
+    assert_eq!(log.head().unwrap(), 0);
+    assert_eq!(log.submit(&change(3)).unwrap().wait().unwrap(), 3);
+    assert_eq!(log.head().unwrap(), 3);
+    assert_eq!((first.wait().unwrap(), second.wait().unwrap()), (1, 2));
+    // Dropped unwaited, it is committed all the same.
+    drop(log.submit(&change(4)).unwrap());
+    drop(log);
+    let log = Log::open(&path).unwrap();
+    let events = log.poll(0, 10).unwrap().events;
+    let kept: Vec<(u64, Change)> = events.into_iter().map(|e| (e.seq, e.change)).collect();
+    assert_eq!(
+        kept,
+        (1..=4)
+            .map(|n| (u64::from(n), change(n)))
+            .collect::<Vec<_>>()
+    );
+    let reader = Log::open_read_only(&path).unwrap();
+    assert!(matches!(
+        reader.submit(&change(5)),
+        Err(WriteError::ReadOnly)
+    ));
 }
 
 #[test]

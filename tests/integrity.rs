@@ -1,13 +1,14 @@
 //! What is stored is what is delivered, or nothing: a damaged batch is reported as undecodable
 //! at the first seq wanted from it, by the typed and the packed read, through a guest, and by
-//! `pulsewatch tail`; events before it are still delivered. A log of the previous format is
-//! refused with both versions named until it is upgraded, after which it reads the same.
+//! `pulsewatch tail`; events before it are still delivered, and appends after it fail whole.
+//! A log of the previous format is refused with both versions named until it is upgraded, after
+//! which it reads the same.
 
 mod common;
 
 use common::{Harness, pulsewatch, text};
 use pulsewatch::redb::{self, ReadableTable};
-use pulsewatch::{Change, ChangeKind, Log, PollLimits, ReadError};
+use pulsewatch::{Change, ChangeKind, Log, PollLimits, ReadError, WriteError};
 use pulsewatch_log::codec;
 use pulsewatch_log::schema::{BATCHES, EVENTS_V1, FORMAT_KEY, META};
 use std::path::Path;
@@ -54,6 +55,33 @@ fn flip(path: &Path, key: u64, at: isize) {
         table.insert(key, bytes.as_slice()).unwrap();
     }
     txn.commit().unwrap();
+}
+
+#[test]
+fn appends_after_a_damaged_last_batch_fail_as_a_group_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    log_of_several_batches(&path);
+    let keys = batch_keys(&path);
+    let last = *keys.last().unwrap();
+    flip(&path, last, -1);
+    let log = Log::open(&path).unwrap();
+    let change = Change::new(ChangeKind::Created, 1, 2);
+    // Three appends queued together fail together: the next seq is not known for sure.
+    let pending: Vec<_> = (0..3).map(|_| log.submit(&change).unwrap()).collect();
+    let errors: Vec<WriteError> = pending.into_iter().map(|p| p.wait().unwrap_err()).collect();
+    let damaged = |e: &WriteError| matches!(e, WriteError::Damaged { first, .. } if *first == last);
+    for e in &errors {
+        assert!(
+            matches!(e, WriteError::Group(inner) if damaged(inner)),
+            "{e:?}"
+        );
+    }
+    // A lone append gets the error itself.
+    let alone = log.append(&change).unwrap_err();
+    assert!(damaged(&alone), "{alone:?}");
+    drop(log);
+    assert_eq!(batch_keys(&path), keys);
 }
 
 fn undecodable_at(result: Result<impl std::fmt::Debug, ReadError>) -> u64 {

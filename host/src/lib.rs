@@ -36,8 +36,8 @@ pub use limits::{DiskQuota, Limits};
 pub use manifest::ManifestError;
 pub use pulsewatch_log::redb;
 pub use pulsewatch_log::{
-    Batch, Change, ChangeKind, Event, Log, OpenError, PollLimits, ReadError, SnapshotError,
-    SnapshotInfo, WriteError, now_ms,
+    Batch, Change, ChangeKind, Event, Log, OpenError, PendingAppend, PollLimits, ReadError,
+    SnapshotError, SnapshotInfo, WriteError, now_ms,
 };
 pub use runtime::{
     CompileCache, Console, EngineOptions, Failure, LoadError, Outcome, OutputSink, Plugin,

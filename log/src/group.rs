@@ -7,9 +7,16 @@
 //!
 //! This is the shape of a database WAL's group commit (PostgreSQL's, InnoDB's): the fsync is
 //! the cost, and one fsync makes a whole group durable.
+//!
+//! A thread that blocks on each append puts at most one change in a group, so a group is never
+//! larger than the number of appending threads, and the rate never more than that many changes
+//! per commit. [`Log::submit`] lifts the cap the way a Kafka producer or a JetStream
+//! `publish_async` does: it queues a change and returns at once, and the seq comes from
+//! [`PendingAppend::wait`], once durable. Leadership is taken when waiting, so no background
+//! thread is needed: whoever waits first for a queued change commits everything queued.
 
 use crate::event::Change;
-use crate::log::WriteError;
+use crate::log::{Log, WriteError};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -45,6 +52,8 @@ struct State {
 struct Outcome {
     /// The seq of the group's first change, or why the group failed (nothing of it stored).
     first: Result<u64, Arc<WriteError>>,
+    /// How many changes the group had.
+    members: usize,
     /// Members that have yet to collect it.
     uncollected: usize,
 }
@@ -54,22 +63,32 @@ impl Group {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `change` in a group with whatever other threads are appending, and returns its
-    /// seq once the group's transaction is durable. `commit` appends a group in one transaction
-    /// and returns the seq of its last change; one leader at a time calls it.
-    pub(crate) fn append(
-        &self,
-        change: &Change,
-        commit: impl Fn(&[Change]) -> Result<u64, WriteError>,
-    ) -> Result<u64, WriteError> {
+    /// Queues `change` for the next group and says where it stands in it.
+    fn submit(&self, change: &Change) -> Ticket {
         let mut state = self.lock();
-        let group = state.next;
-        let index = state.pending.len() as u64;
+        let ticket = Ticket {
+            group: state.next,
+            index: state.pending.len() as u64,
+        };
         state.pending.push(change.clone());
         self.queued.notify_one();
+        ticket
+    }
+
+    /// Returns the seq of the change behind `ticket` once its group is durable, committing the
+    /// group first if no one else is. `commit` appends a group in one transaction and returns
+    /// the seq of its last change; one leader at a time calls it.
+    fn wait(
+        &self,
+        ticket: Ticket,
+        commit: impl Fn(&[Change]) -> Result<u64, WriteError>,
+    ) -> Result<u64, WriteError> {
+        let Ticket { group, index } = ticket;
+        let mut state = self.lock();
         loop {
             if let Some(outcome) = state.outcomes.get_mut(&group) {
                 outcome.uncollected -= 1;
+                let alone = outcome.members == 1;
                 let result = match &outcome.first {
                     Ok(first) => Ok(first + index),
                     Err(e) => Err(Arc::clone(e)),
@@ -77,9 +96,12 @@ impl Group {
                 if outcome.uncollected == 0 {
                     state.outcomes.remove(&group);
                 }
-                // The last holder of a failure gets the error itself, not a shared one: a lone
-                // append fails exactly as an ungrouped one would.
-                return result.map_err(|e| Arc::try_unwrap(e).unwrap_or_else(WriteError::Group));
+                // A lone append gets the error itself, as an ungrouped one would (its outcome
+                // was just removed, so it holds the only reference); a group's members share it.
+                return result.map_err(|e| match alone {
+                    true => Arc::try_unwrap(e).unwrap_or_else(WriteError::Group),
+                    false => WriteError::Group(e),
+                });
             }
             if state.committing {
                 state = self
@@ -88,7 +110,8 @@ impl Group {
                     .unwrap_or_else(|e| e.into_inner());
                 continue;
             }
-            // Lead: commit everything queued, this thread's change included, as one group,
+            // Lead: commit everything queued, this ticket's change included (its group is not
+            // committed, nor being committed, so it is the one queued now), as one group,
             // after waiting briefly for as many appenders as last time.
             state.committing = true;
             let deadline = Instant::now() + GATHER;
@@ -118,10 +141,63 @@ impl Group {
                     first: result
                         .map(|last| last - (members as u64 - 1))
                         .map_err(Arc::new),
+                    members,
                     uncollected: members,
                 },
             );
             self.committed.notify_all();
+        }
+    }
+}
+
+/// Where a queued change stands: its group's number and its place in the group.
+#[derive(Clone, Copy)]
+struct Ticket {
+    group: u64,
+    index: u64,
+}
+
+/// A change queued by [`Log::submit`], not yet known to be durable.
+///
+/// [`PendingAppend::wait`] returns its seq once it is durable. Dropping it without waiting
+/// still waits for the commit (and discards its outcome), so that a queued change is never
+/// left behind with no one to commit it.
+#[must_use = "a queued change is durable only once `wait` returns its seq"]
+pub struct PendingAppend<'a> {
+    log: &'a Log,
+    ticket: Ticket,
+    /// Whether `wait` ran, so that `drop` knows whether the outcome is still due.
+    waited: bool,
+}
+
+impl<'a> PendingAppend<'a> {
+    pub(crate) fn new(log: &'a Log, change: &Change) -> Self {
+        let ticket = log.group.submit(change);
+        PendingAppend {
+            log,
+            ticket,
+            waited: false,
+        }
+    }
+
+    /// Blocks until the change is durable and returns its seq, committing its group (and
+    /// everything queued with it) if no other thread is. A failure fails the whole group.
+    pub fn wait(mut self) -> Result<u64, WriteError> {
+        self.waited = true;
+        self.outcome()
+    }
+
+    fn outcome(&self) -> Result<u64, WriteError> {
+        self.log
+            .group
+            .wait(self.ticket, |changes| self.log.append_batch(changes))
+    }
+}
+
+impl Drop for PendingAppend<'_> {
+    fn drop(&mut self) {
+        if !self.waited {
+            let _ = self.outcome();
         }
     }
 }

@@ -57,6 +57,8 @@ pub use changes::{AppendedSince, CROSS_PROCESS_RECHECK, WATCHED_RECHECK};
 pub use codec::{DecodeError, EntryRef};
 pub use event::{Change, ChangeKind, Event, UnknownKind, now_ms};
 #[cfg(feature = "store")]
+pub use group::PendingAppend;
+#[cfg(feature = "store")]
 pub use log::{Log, OpenError, ReadError, WriteError};
 pub use poll::{Batch, Budget, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits};
 #[cfg(feature = "store")]

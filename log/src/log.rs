@@ -11,7 +11,7 @@
 use crate::changes::{self, AppendedSince, Changes};
 use crate::codec::{self, BatchWriter, CheckedBatch, DecodeError};
 use crate::event::Change;
-use crate::group::Group;
+use crate::group::{Group, PendingAppend};
 use crate::retention::{self, TimeMarks};
 use crate::schema::{BATCHES, EVENTS_V1, FORMAT_KEY, FORMAT_VERSION, META, TIMES};
 use redb::{
@@ -136,7 +136,7 @@ pub struct Log {
     db: Db,
     pub(crate) changes: Arc<Changes>,
     pub(crate) known: Mutex<Option<KnownHead>>,
-    group: Group,
+    pub(crate) group: Group,
 }
 
 /// The builder every open of a log uses. Natively, `MultiWriter`: writer and reader processes
@@ -380,11 +380,19 @@ impl Log {
     ///
     /// Threads appending at the same time share one transaction (group commit): each still
     /// returns only once its change is durable, with seqs in the order the appends arrived, and
-    /// a failure fails the whole group. A lone append commits alone.
+    /// a failure fails the whole group. A lone append commits alone. A thread that needs more
+    /// than one change in flight uses [`Log::submit`].
     pub fn append(&self, change: &Change) -> Result<u64, WriteError> {
+        self.submit(change)?.wait()
+    }
+
+    /// Queues one change for the next group commit and returns at once; its seq comes from
+    /// [`PendingAppend::wait`], once it is durable. A thread can so keep many single changes
+    /// in flight, and groups grow past the number of appending threads. Seqs follow the order
+    /// of submission within this process.
+    pub fn submit(&self, change: &Change) -> Result<PendingAppend<'_>, WriteError> {
         self.database().ok_or(WriteError::ReadOnly)?;
-        self.group
-            .append(change, |changes| self.append_batch(changes))
+        Ok(PendingAppend::new(self, change))
     }
 
     /// Appends changes in one transaction, with consecutive seqs, and returns the seq of the
