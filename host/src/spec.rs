@@ -6,35 +6,7 @@ use crate::runtime::LoadError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Where a plugin without a committed cursor starts reading. The host passes it to the plugin as
-/// the environment variable [`START_VARIABLE`]; the guest SDK starts there when it finds no
-/// checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum StartPosition {
-    /// From the first event.
-    #[default]
-    Beginning,
-    /// From the events appended after it starts.
-    Head,
-    /// From the events after this seq.
-    After(u64),
-    /// From the first event stamped at or after this time, in ms since the Unix epoch (the
-    /// log's timestamp index answers where that is).
-    Time(u64),
-}
-
-pub use pulsewatch_log::START_VARIABLE;
-
-impl std::fmt::Display for StartPosition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartPosition::Beginning => f.write_str("beginning"),
-            StartPosition::Head => f.write_str("head"),
-            StartPosition::After(seq) => write!(f, "{seq}"),
-            StartPosition::Time(ms) => write!(f, "time:{ms}"),
-        }
-    }
-}
+pub use pulsewatch_log::{START_VARIABLE, StartPosition};
 
 /// What a supervisor does when a plugin that follows the feed fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

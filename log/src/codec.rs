@@ -116,6 +116,10 @@ fn malformed(what: impl Into<String>) -> DecodeError {
     DecodeError::Malformed(what.into())
 }
 
+fn out_of_order(found: u64, due: u64) -> DecodeError {
+    malformed(format!("seq {found} where {due} was due"))
+}
+
 /// An entry as bincode writes it.
 #[derive(serde::Serialize)]
 struct EntryFields<'a> {
@@ -219,6 +223,16 @@ impl<'a> EntryRef<'a> {
                 Ok((EntryRef { bytes: entry }, rest))
             }
             _ => Err(not_an_entry(bytes)),
+        }
+    }
+
+    /// Splits off the entry at the front of `bytes`, as [`EntryRef::split`] does, and checks
+    /// that it is the entry of seq `due`.
+    pub fn split_due(bytes: &'a [u8], due: u64) -> Result<(Self, &'a [u8]), DecodeError> {
+        let (entry, rest) = Self::split(bytes)?;
+        match entry.seq() == due {
+            true => Ok((entry, rest)),
+            false => Err(out_of_order(entry.seq(), due)),
         }
     }
 
@@ -482,11 +496,7 @@ impl<'a> Iterator for BatchEntries<'a> {
             }
         };
         if entry.seq() != self.next_seq {
-            return Some(Err(malformed(format!(
-                "seq {} where {} was due",
-                entry.seq(),
-                self.next_seq
-            ))));
+            return Some(Err(out_of_order(entry.seq(), self.next_seq)));
         }
         self.next_seq = self.next_seq.wrapping_add(1);
         Some(Ok(entry))

@@ -38,14 +38,8 @@ mod retention;
 pub mod schema;
 #[cfg(feature = "store")]
 mod snapshot;
-#[cfg(feature = "store")]
+mod start;
 pub mod wit;
-
-/// The environment variable a host sets to tell a plugin where to start when it has no committed
-/// cursor: `beginning`, `head`, a seq (start after it), or `time:<ms>` (from the first event
-/// stamped at or after that time, in ms since the Unix epoch). Part of the contract between a host
-/// and the guest SDK beside the WIT.
-pub const START_VARIABLE: &str = "PULSEWATCH_START";
 
 /// The storage engine, for applications that commit their own tables with events
 /// ([`Log::append_in`]).
@@ -67,3 +61,4 @@ pub use read::Packed;
 pub use retention::Compacted;
 #[cfg(feature = "store")]
 pub use snapshot::{SnapshotError, SnapshotInfo};
+pub use start::{START_VARIABLE, StartPosition, UnknownStart};

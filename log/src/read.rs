@@ -23,13 +23,7 @@ fn offset_of(batch: &CheckedBatch<'_>, seq: u64) -> Result<usize, DecodeError> {
     let bytes = batch.as_bytes();
     let mut offset = batch::ENTRIES;
     for due in batch.first()..seq {
-        let (entry, _) = EntryRef::split(&bytes[offset..])?;
-        if entry.seq() != due {
-            return Err(DecodeError::Malformed(format!(
-                "seq {} where {due} was due",
-                entry.seq()
-            )));
-        }
+        let (entry, _) = EntryRef::split_due(&bytes[offset..], due)?;
         offset += entry.as_bytes().len();
     }
     Ok(offset)
@@ -223,17 +217,11 @@ impl Log {
                 .checked_mul(entry::PAYLOAD)
                 .and_then(|headers| (stored.len() - offset).checked_sub(headers));
             if let Some(payload) = rest_payload.filter(|&p| budget.fits_all(rest, p)) {
-                match EntryRef::split(&stored[offset..]) {
-                    Ok((entry, _)) if entry.seq() == from => {}
-                    Ok(_) | Err(_) if !budget.is_empty() => {
+                match EntryRef::split_due(&stored[offset..], from) {
+                    Ok(_) => {}
+                    Err(_) if !budget.is_empty() => {
                         stopped = true;
                         break;
-                    }
-                    Ok((entry, _)) => {
-                        return Err(undecodable(DecodeError::Malformed(format!(
-                            "seq {} where {from} was due",
-                            entry.seq()
-                        ))));
                     }
                     Err(source) => return Err(undecodable(source)),
                 }
@@ -253,14 +241,7 @@ impl Log {
             let mut rest_bytes = &stored[offset..];
             let mut due = from;
             while !rest_bytes.is_empty() {
-                let entry = match EntryRef::split(rest_bytes) {
-                    Ok((entry, _)) if entry.seq() != due => {
-                        broken = Some(DecodeError::Malformed(format!(
-                            "seq {} where {due} was due",
-                            entry.seq()
-                        )));
-                        break;
-                    }
+                let entry = match EntryRef::split_due(rest_bytes, due) {
                     Ok((entry, after)) => {
                         rest_bytes = after;
                         entry

@@ -1,21 +1,22 @@
-//! The mapping between the log's types and the WIT contract's, written once for every side that
-//! implements `pulse:watch/feed` (the host, a provider component), each with its own generated
-//! bindings. [`feed_conversions!`](crate::feed_conversions) expands to three functions,
-//! `to_wit(Event) -> wit::Event`, `uuid(u128) -> wit::Uuid` and `poll_error(ReadError) ->
-//! wit::PollError`, over the bindings module the caller has imported as `wit`.
+//! The mapping between the log's types and the WIT contract's, written once for every side of
+//! `pulse:watch/feed` (the host and a provider component, which implement it, and the guest SDK,
+//! which reads it), each with its own generated bindings, imported by the caller as `wit`.
+//! [`wire_conversions!`](crate::wire_conversions) expands to `change_kind(ChangeKind) ->
+//! wit::ChangeKind` and `uuid(u128) -> wit::Uuid`; [`feed_conversions!`](crate::feed_conversions)
+//! adds `to_wit(Event) -> wit::Event` and `poll_error(ReadError) -> wit::PollError`.
 
-/// Defines `to_wit`, `uuid` and `poll_error` for the `pulse:watch/feed` bindings in scope as
-/// `wit`. See the [module](crate::wit) documentation.
+/// Defines `change_kind` and `uuid` for the `pulse:watch/feed` bindings in scope as `wit`. See
+/// the [module](crate::wit) documentation.
 #[macro_export]
-macro_rules! feed_conversions {
+macro_rules! wire_conversions {
     () => {
-        /// Why a poll failed, in the contract's terms: an undecodable event is named by its
-        /// seq, deleted events by the oldest kept; anything else leaves the log unavailable for now.
-        fn poll_error(err: $crate::ReadError) -> wit::PollError {
-            match err {
-                $crate::ReadError::Undecodable { seq, .. } => wit::PollError::Undecodable(seq),
-                $crate::ReadError::Truncated { oldest } => wit::PollError::Truncated(oldest),
-                other => wit::PollError::Unavailable(other.to_string()),
+        /// A change kind as the contract's.
+        fn change_kind(kind: $crate::ChangeKind) -> wit::ChangeKind {
+            match kind {
+                $crate::ChangeKind::Created => wit::ChangeKind::Created,
+                $crate::ChangeKind::Updated => wit::ChangeKind::Updated,
+                $crate::ChangeKind::Archived => wit::ChangeKind::Archived,
+                $crate::ChangeKind::Deleted => wit::ChangeKind::Deleted,
             }
         }
 
@@ -24,6 +25,26 @@ macro_rules! feed_conversions {
             wit::Uuid {
                 hi: (id >> 64) as u64,
                 lo: id as u64,
+            }
+        }
+    };
+}
+
+/// Defines `change_kind`, `uuid`, `to_wit` and `poll_error` for the `pulse:watch/feed` bindings
+/// in scope as `wit`. See the [module](crate::wit) documentation.
+#[cfg(feature = "store")]
+#[macro_export]
+macro_rules! feed_conversions {
+    () => {
+        $crate::wire_conversions!();
+
+        /// Why a poll failed, in the contract's terms: an undecodable event is named by its
+        /// seq, deleted events by the oldest kept; anything else leaves the log unavailable for now.
+        fn poll_error(err: $crate::ReadError) -> wit::PollError {
+            match err {
+                $crate::ReadError::Undecodable { seq, .. } => wit::PollError::Undecodable(seq),
+                $crate::ReadError::Truncated { oldest } => wit::PollError::Truncated(oldest),
+                other => wit::PollError::Unavailable(other.to_string()),
             }
         }
 
@@ -38,12 +59,7 @@ macro_rules! feed_conversions {
             } = event.change;
             wit::Event {
                 seq: event.seq,
-                kind: match kind {
-                    $crate::ChangeKind::Created => wit::ChangeKind::Created,
-                    $crate::ChangeKind::Updated => wit::ChangeKind::Updated,
-                    $crate::ChangeKind::Archived => wit::ChangeKind::Archived,
-                    $crate::ChangeKind::Deleted => wit::ChangeKind::Deleted,
-                },
+                kind: change_kind(kind),
                 entity: uuid(entity),
                 collective: uuid(collective),
                 timestamp_ms,

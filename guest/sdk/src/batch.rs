@@ -1,9 +1,15 @@
 //! A packed batch from `poll-packed`, read in place: one buffer for the whole batch, and views
 //! into it that allocate nothing per event.
 
+use crate::bindings::pulse::watch::feed as wit;
 use crate::{ChangeKind, Event, PollError, Uuid};
+use pulsewatch_log::EntryRef;
 use pulsewatch_log::codec::Entries;
-use pulsewatch_log::{ChangeKind as StoredKind, EntryRef};
+
+pulsewatch_log::wire_conversions!();
+
+/// The events of a [`Batch`], in seq order.
+pub type BatchIter<'a> = std::iter::Map<Entries<'a>, fn(EntryRef<'a>) -> EventRef<'a>>;
 
 /// The events of one poll, as the host sent them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,8 +38,8 @@ impl Batch {
     }
 
     /// Its events, in seq order.
-    pub fn iter(&self) -> impl Iterator<Item = EventRef<'_>> + '_ {
-        Entries::new(&self.bytes).map(EventRef)
+    pub fn iter(&self) -> BatchIter<'_> {
+        Entries::new(&self.bytes).map(EventRef as fn(_) -> _)
     }
 
     /// How many events it holds.
@@ -59,10 +65,10 @@ impl Batch {
 
 impl<'a> IntoIterator for &'a Batch {
     type Item = EventRef<'a>;
-    type IntoIter = Box<dyn Iterator<Item = EventRef<'a>> + 'a>;
+    type IntoIter = BatchIter<'a>;
 
     fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+        self.iter()
     }
 }
 
@@ -70,13 +76,6 @@ impl<'a> IntoIterator for &'a Batch {
 /// and [`EventRef::payload`] borrows the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventRef<'a>(EntryRef<'a>);
-
-fn uuid(id: u128) -> Uuid {
-    Uuid {
-        hi: (id >> 64) as u64,
-        lo: id as u64,
-    }
-}
 
 impl<'a> EventRef<'a> {
     /// Its position in the log.
@@ -86,12 +85,7 @@ impl<'a> EventRef<'a> {
 
     /// What happened.
     pub fn kind(&self) -> ChangeKind {
-        match self.0.kind() {
-            StoredKind::Created => ChangeKind::Created,
-            StoredKind::Updated => ChangeKind::Updated,
-            StoredKind::Archived => ChangeKind::Archived,
-            StoredKind::Deleted => ChangeKind::Deleted,
-        }
+        change_kind(self.0.kind())
     }
 
     /// The entity that changed.

@@ -48,7 +48,7 @@ pub mod bindings {
     });
 }
 
-pub use batch::{Batch, EventRef};
+pub use batch::{Batch, BatchIter, EventRef};
 pub use bindings::pulse::watch::feed::{ChangeKind, Event, PollError, Uuid, WaitError};
 pub use checkpoint::{Checkpoint, Saved};
 pub use poller::{ChangePoller, DEFAULT_BATCH_LIMIT};

@@ -1,7 +1,7 @@
 //! The plugin loop: resume, poll, process, commit, wait.
 
 use crate::{Batch, ChangePoller, Checkpoint, DEFAULT_BATCH_LIMIT, Error, PollError, WaitError};
-use pulsewatch_log::START_VARIABLE;
+use pulsewatch_log::{START_VARIABLE, StartPosition};
 use std::time::Duration;
 
 /// How long one wait for new events lasts before the loop asks again. Short enough that a
@@ -89,20 +89,15 @@ pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Resul
 /// Where a plugin without a checkpoint starts, as the host says in [`START_VARIABLE`]: from the
 /// beginning unless told otherwise.
 fn start_position() -> Result<u64, Error> {
-    let value = std::env::var(START_VARIABLE);
-    let wrong = |value: &str| -> Error {
-        format!("{START_VARIABLE}={value:?}: expected beginning, head, a seq or time:<ms>").into()
+    let start = match std::env::var(START_VARIABLE) {
+        Ok(value) => value.parse().map_err(|e| format!("{START_VARIABLE}={e}"))?,
+        Err(_) => StartPosition::Beginning,
     };
-    match value.as_deref() {
-        Err(_) | Ok("beginning") => Ok(0),
-        Ok("head") => Ok(ChangePoller::from_head()?.last_sequence()),
-        Ok(value) => match value.strip_prefix("time:") {
-            Some(ms) => {
-                let ms = ms.parse().map_err(|_| wrong(value))?;
-                Ok(ChangePoller::from_time(ms)?.last_sequence())
-            }
-            None => value.parse().map_err(|_| wrong(value)),
-        },
+    match start {
+        StartPosition::Beginning => Ok(0),
+        StartPosition::Head => Ok(ChangePoller::from_head()?.last_sequence()),
+        StartPosition::After(seq) => Ok(seq),
+        StartPosition::Time(ms) => Ok(ChangePoller::from_time(ms)?.last_sequence()),
     }
 }
 
