@@ -312,15 +312,38 @@ fn a_blocked_sleep_in_a_worker_is_cancelled_too() {
         |harness| {
             wait_for_line(harness, "sleep-forever", "sleeping");
             wait_for_line(harness, "kind-counts", "cursor: ");
-            harness.options.stop.stop_now();
+            // Not `stop_now`: kind-counts has printed its cursor but may not have returned yet,
+            // and would be cancelled with it. Its grace period lets it return.
+            harness.options.stop.stop();
         },
     );
+    assert_eq!(run.hostile.result, Err(Failure::Cancelled { grace: GRACE }));
+}
+
+#[test]
+fn a_blocked_sleep_in_a_worker_is_cancelled_at_once_by_stop_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let _log = log_with(dir.path(), EVENTS);
+    let mut harness = Harness::with_limits(dir.path(), limits());
+    // A stop that is not at once would wait out this grace period and end otherwise.
+    harness.options.grace = Duration::from_secs(20);
+    let specs = [harness.spec("sleep-forever")];
+    let mut stopped_at = None;
+    let outcomes = std::thread::scope(|scope| {
+        let run = scope.spawn(|| harness.supervise(&specs, &dir.path().join("events.redb")));
+        wait_for_line(&harness, "sleep-forever", "sleeping");
+        stopped_at = Some(Instant::now());
+        harness.options.stop.stop_now();
+        run.join().unwrap()
+    });
     assert_eq!(
-        run.hostile.result,
+        outcomes[0].result,
         Err(Failure::Cancelled {
             grace: Duration::ZERO
         })
     );
+    let after_stop = stopped_at.unwrap().elapsed();
+    assert!(after_stop < Duration::from_secs(10), "{after_stop:?}");
 }
 
 #[test]

@@ -53,6 +53,8 @@ const NOW: u8 = 2;
 struct StopState {
     level: AtomicU8,
     changed: Notify,
+    /// Signals made by [`StopSignal::child`]: each is raised with this one.
+    children: std::sync::Mutex<Vec<std::sync::Weak<StopState>>>,
 }
 
 /// Stops the plugins of a run. [`StopSignal::stop`] asks them to finish: `poll` returns
@@ -78,9 +80,30 @@ impl StopSignal {
         self.raise(NOW);
     }
 
+    /// A signal of its own that is also given whenever this one is: one plugin can be stopped
+    /// alone, and a stop of the whole run reaches it, whenever it was made.
+    pub fn child(&self) -> StopSignal {
+        let child = StopSignal::new();
+        let mut children = self.children();
+        children.retain(|c| c.strong_count() > 0);
+        children.push(Arc::downgrade(&child.0));
+        // Read under the lock `raise` passes a level on under: a level raised before is seen
+        // here, one raised after reaches the child through the list.
+        child.raise(self.0.level.load(Ordering::SeqCst));
+        drop(children);
+        child
+    }
+
+    fn children(&self) -> std::sync::MutexGuard<'_, Vec<std::sync::Weak<StopState>>> {
+        self.0.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn raise(&self, level: u8) {
         self.0.level.fetch_max(level, Ordering::SeqCst);
         self.0.changed.notify_waiters();
+        for child in self.children().iter().filter_map(std::sync::Weak::upgrade) {
+            StopSignal(child).raise(level);
+        }
     }
 
     /// Whether plugins were asked to stop (either way).
@@ -376,4 +399,42 @@ async fn execute(
         Ended::Cancelled(grace) => Err((Failure::Cancelled { grace }, None)),
     };
     (result, refusals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopSignal;
+
+    #[test]
+    fn a_child_stops_with_its_parent_whenever_made_and_alone_when_told() {
+        let run = StopSignal::new();
+        let early = run.child();
+        early.stop();
+        assert!(
+            early.is_stopped() && !run.is_stopped(),
+            "a child stops alone"
+        );
+
+        let running = run.child();
+        run.stop();
+        assert!(running.is_stopped() && !running.is_stopped_now());
+        let late = run.child();
+        assert!(late.is_stopped() && !late.is_stopped_now());
+        run.stop_now();
+        assert!(running.is_stopped_now() && late.is_stopped_now() && early.is_stopped_now());
+        assert!(run.child().is_stopped_now());
+    }
+
+    #[tokio::test]
+    async fn a_childs_waiters_wake_when_the_parent_is_given() {
+        let run = StopSignal::new();
+        let child = run.child();
+        let waiter = tokio::spawn(async move { child.stopped_now().await });
+        tokio::task::yield_now().await;
+        run.stop_now();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+    }
 }

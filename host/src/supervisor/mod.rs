@@ -108,8 +108,8 @@ pub struct Supervisor {
 /// Reads the plugins of a run again (a manifest, when the run is told to reload).
 pub type Reload<'a> = &'a (dyn Fn() -> Result<Vec<PluginSpec>, String> + Sync);
 
-/// A plugin of the run: its spec, its status, and a stop signal of its own (the run's, passed on,
-/// or its removal from the manifest).
+/// A plugin of the run: its spec, its status, and a stop signal of its own (a child of the run's,
+/// also given on its removal from the manifest).
 struct Entry {
     spec: PluginSpec,
     status: Mutex<PluginStatus>,
@@ -121,12 +121,6 @@ struct Entry {
 
 impl Entry {
     fn new(spec: PluginSpec, options: &RunOptions) -> Arc<Entry> {
-        let stop = StopSignal::new();
-        if options.stop.is_stopped_now() {
-            stop.stop_now();
-        } else if options.stop.is_stopped() {
-            stop.stop();
-        }
         Arc::new(Entry {
             status: Mutex::new(PluginStatus {
                 name: spec.name.clone(),
@@ -140,7 +134,7 @@ impl Entry {
             }),
             tracker: options.progress.track(&spec.name),
             spec,
-            stop,
+            stop: options.stop.child(),
             replacement: Mutex::new(None),
         })
     }
@@ -283,7 +277,6 @@ impl Supervisor {
             running.push(self.lifecycle(index, entry, ready, &run));
         }
         let mut status_ticks = tokio::time::interval(STATUS_EVERY);
-        let (mut relayed, mut relayed_now) = (false, false);
         while !running.is_empty() {
             tokio::select! {
                 Some((index, outcome)) = running.next() => {
@@ -301,15 +294,7 @@ impl Supervisor {
                         running.push(self.lifecycle(index, entry, None, &run));
                     }
                 }
-                () = options.stop.stopped(), if !relayed => {
-                    relayed = true;
-                    entries.iter().for_each(|e| e.stop.stop());
-                }
-                () = options.stop.stopped_now(), if !relayed_now => {
-                    relayed_now = true;
-                    entries.iter().for_each(|e| e.stop.stop_now());
-                }
-                () = options.reload.requested(), if reload.is_some() && !relayed => {
+                () = options.reload.requested(), if reload.is_some() && !options.stop.is_stopped() => {
                     let Some(reload) = reload else { continue };
                     match reload() {
                         Err(why) => sink.notice(&format!("plugins not reloaded, nothing changed: {why}")),
