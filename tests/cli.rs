@@ -102,6 +102,50 @@ fn a_bad_line_names_file_and_line_and_writes_nothing() {
 }
 
 #[test]
+fn a_streaming_import_appends_each_line_as_it_arrives_and_stops_at_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(["import", "--stream", "--db", db.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let head = || {
+        pulsewatch::Log::open_read_only(&db)
+            .ok()
+            .and_then(|log| log.head().ok())
+    };
+    // Each line is in the log while the input is still open.
+    for n in 1..=3u64 {
+        writeln!(stdin, "{}", line("created", &n.to_string())).unwrap();
+        stdin.flush().unwrap();
+        common::wait_until(&format!("line {n} appended"), || head() == Some(n));
+    }
+    writeln!(
+        stdin,
+        "\n{}\n{}",
+        line("teleported", "4"),
+        line("created", "5")
+    )
+    .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("<stdin>:5"),
+        "the bad line is named: {stderr}"
+    );
+    assert!(
+        stderr.contains("the 3 events before it were imported; head is now 3"),
+        "{stderr}"
+    );
+    assert_eq!(head(), Some(3), "nothing after the bad line");
+}
+
+#[test]
 fn a_missing_or_corrupt_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.redb");

@@ -150,10 +150,18 @@ pub struct ImportArgs {
     db: PathBuf,
     /// JSON-lines file to read; `-` or nothing for stdin.
     file: Option<PathBuf>,
+    /// Append lines as they arrive (each durable within one commit of its arrival), instead of
+    /// all at once at the end of the input: for a writer that pipes events in as they happen.
+    /// A bad line stops the import; the lines before it stay appended.
+    #[arg(long)]
+    stream: bool,
 }
 
+/// The most lines a streaming import commits in one transaction.
+const STREAM_GROUP: usize = 10_000;
+
 pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let (name, reader): (String, Box<dyn BufRead>) = match &args.file {
+    let (name, reader): (String, Box<dyn BufRead + Send>) = match &args.file {
         Some(path) if path.as_os_str() != "-" => {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("{}: cannot open", path.display()))?;
@@ -162,20 +170,75 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
                 Box::new(std::io::BufReader::new(file)),
             )
         }
-        _ => ("<stdin>".to_owned(), Box::new(std::io::stdin().lock())),
+        _ => (
+            "<stdin>".to_owned(),
+            Box::new(std::io::BufReader::new(std::io::stdin())),
+        ),
     };
+    let parse = |index: usize, line: std::io::Result<String>| -> anyhow::Result<Option<Change>> {
+        let line = line.with_context(|| format!("{name}:{}: cannot read", index + 1))?;
+        if line.trim().is_empty() {
+            return Ok(None);
+        }
+        let change = parse_line(&line).with_context(|| format!("{name}:{}", index + 1))?;
+        Ok(Some(change))
+    };
+    if args.stream {
+        return import_stream(&args.db, reader, parse);
+    }
     // Parse everything before writing anything: a bad line leaves the database untouched.
     let mut changes = Vec::new();
     for (index, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("{name}:{}: cannot read", index + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        changes.push(parse_line(&line).with_context(|| format!("{name}:{}", index + 1))?);
+        changes.extend(parse(index, line)?);
     }
     let log = Log::create(&args.db)?;
     let head = log.append_batch(&changes)?;
     eprintln!("imported {} events; head is now {head}", changes.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Appends lines as they arrive: a thread reads them, and each commit takes every line that
+/// arrived meanwhile (up to [`STREAM_GROUP`]), so a slow trickle is durable line by line and a
+/// burst shares transactions.
+fn import_stream(
+    db: &std::path::Path,
+    reader: Box<dyn BufRead + Send>,
+    parse: impl Fn(usize, std::io::Result<String>) -> anyhow::Result<Option<Change>>,
+) -> anyhow::Result<ExitCode> {
+    let log = Log::create(db)?;
+    let (lines, arrived) = std::sync::mpsc::sync_channel(STREAM_GROUP);
+    std::thread::spawn(move || {
+        for line in reader.lines().enumerate() {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut imported = 0;
+    let mut head = log.head()?;
+    let mut group = Vec::new();
+    while let Ok(first) = arrived.recv() {
+        let mut bad = None;
+        for (index, line) in std::iter::once(first).chain(arrived.try_iter().take(STREAM_GROUP - 1))
+        {
+            match parse(index, line) {
+                Ok(change) => group.extend(change),
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            }
+        }
+        if !group.is_empty() {
+            head = log.append_batch(&group)?;
+            imported += group.len();
+            group.clear();
+        }
+        if let Some(e) = bad {
+            bail!("{e:#}; the {imported} events before it were imported; head is now {head}");
+        }
+    }
+    eprintln!("imported {imported} events; head is now {head}");
     Ok(ExitCode::SUCCESS)
 }
 
