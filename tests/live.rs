@@ -88,12 +88,16 @@ fn spawn_host(db: &Path, state: &Path, follow: bool, args: &[&str]) -> Child {
 }
 
 /// The batches `record-batches` recorded under `state`, in order.
+/// A whole line that is not `FIRST LAST` fails the test: it would hide a batch. A last line
+/// without its newline yet is being written, and is left for next time.
 fn batches(state: &Path) -> Vec<(u64, u64)> {
     let text = std::fs::read_to_string(state.join("record-batches/batches")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (a, b) = l.split_once(' ')?;
-            Some((a.parse().ok()?, b.parse().ok()?))
+    text.split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
+        .map(|l| {
+            l.split_once(' ')
+                .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                .unwrap_or_else(|| panic!("a torn record line {l:?} in:\n{text}"))
         })
         .collect()
 }

@@ -41,7 +41,10 @@ impl Plugin for RecordBatches {
             last = event.seq();
         }
         if let Some(first) = first {
-            writeln!(self.file, "{first} {last}")?;
+            // One write, so one system call: `writeln!` would write the pieces one by one, and
+            // a kill between them would leave a torn line for the next run to append to.
+            self.file
+                .write_all(format!("{first} {last}\n").as_bytes())?;
         }
         std::thread::sleep(self.pause);
         Ok(())
