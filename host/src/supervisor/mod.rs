@@ -258,6 +258,7 @@ impl Supervisor {
             options,
             sink,
             cache: cache.as_deref(),
+            cached: Mutex::default(),
         };
         let workers = tokio::select! {
             workers = self.admit_all(&to_admit, &run) => workers?,
@@ -333,6 +334,7 @@ impl Supervisor {
             options: &options,
             sink: &sink,
             cache: cache.as_deref(),
+            cached: Mutex::default(),
         };
         let specs: Vec<&PluginSpec> = specs.iter().collect();
         executor
@@ -419,9 +421,10 @@ impl Supervisor {
         Ok(ready)
     }
 
-    /// Compiles each distinct component of `specs` into the run's cache, in parallel, each in
-    /// a worker that only compiles (under the compile budget) and admits it as a plugin.
-    /// Returns the indices of the specs whose component was compiled (not found in the cache).
+    /// Compiles each distinct component of `specs` that this run has not yet had in its cache,
+    /// in parallel, each in a worker that only compiles (under the compile budget) and admits
+    /// it as a plugin. Returns the indices of the specs whose component was compiled (not found
+    /// in the cache).
     async fn compile_all(
         &self,
         specs: &[&PluginSpec],
@@ -430,19 +433,26 @@ impl Supervisor {
         let mut seen = BTreeSet::new();
         let mut compilers = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
-            if digest(spec).is_none_or(|d| seen.insert(d)) {
-                compilers.push((i, Worker::spawn(&self.worker, spec, run, true).await?));
+            let digest = digest(spec);
+            let new = match &digest {
+                Some(d) => !run.cached().contains(d) && seen.insert(d.clone()),
+                None => true,
+            };
+            if new {
+                let worker = Worker::spawn(&self.worker, spec, run, true).await?;
+                compilers.push((i, digest, worker));
             }
         }
         let admissions =
-            futures::future::join_all(compilers.iter_mut().map(|(_, w)| w.admit())).await;
+            futures::future::join_all(compilers.iter_mut().map(|(_, _, w)| w.admit())).await;
         let mut compiled_for = BTreeSet::new();
-        for ((i, _), admission) in compilers.into_iter().zip(admissions) {
+        for ((i, digest, _), admission) in compilers.into_iter().zip(admissions) {
             match admission {
                 Admission::Ready { compiled } => {
                     if compiled {
                         compiled_for.insert(i);
                     }
+                    run.cached().extend(digest);
                 }
                 Admission::Refused(reason) => {
                     return Err(SuperviseError::Refused {
@@ -613,11 +623,22 @@ impl Supervisor {
             result: Err(failure),
             ..Outcome::default()
         };
+        // A component new to the run (a reload, a changed manifest entry, a file replaced before
+        // a restart) is compiled as at the first start: in a worker that only compiles, under
+        // the compile budget, not the run worker's.
+        let compiled_first = match run.cache {
+            Some(_) => !self
+                .compile_all(&[&entry.spec], run)
+                .await
+                .map_err(|e| failed(Failure::Worker(e.to_string())))?
+                .is_empty(),
+            None => false,
+        };
         let mut worker = Worker::spawn(&self.worker, &entry.spec, run, false)
             .await
             .map_err(|e| failed(Failure::Worker(e.to_string())))?;
         match worker.admit().await {
-            Admission::Ready { compiled } => Ok((worker, compiled)),
+            Admission::Ready { compiled } => Ok((worker, compiled || compiled_first)),
             Admission::Refused(reason) => Err(failed(Failure::Worker(reason))),
             Admission::Ended(outcome) => Err(outcome),
         }
@@ -666,6 +687,14 @@ pub(crate) struct RunContext<'a> {
     pub(crate) sink: &'a Arc<dyn OutputSink>,
     /// The compile cache workers load from; `None` when none could be made.
     pub(crate) cache: Option<&'a Path>,
+    /// The digests of the components this run has had compiled into the cache, or found there.
+    pub(crate) cached: Mutex<BTreeSet<String>>,
+}
+
+impl RunContext<'_> {
+    fn cached(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.cached.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Each entry's outcome; one that never got one was stopped before it started.
