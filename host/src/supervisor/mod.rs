@@ -117,6 +117,8 @@ struct Entry {
     tracker: Arc<Tracker>,
     /// The spec to start once this one has stopped (it changed in the manifest).
     replacement: Mutex<Option<PluginSpec>>,
+    /// How it ended; `None` while it runs, or if it never started.
+    outcome: Mutex<Option<Outcome>>,
 }
 
 impl Entry {
@@ -136,6 +138,7 @@ impl Entry {
             spec,
             stop: options.stop.child(),
             replacement: Mutex::new(None),
+            outcome: Mutex::new(None),
         })
     }
 
@@ -145,6 +148,10 @@ impl Entry {
 
     fn set_state(&self, state: PluginState) {
         self.status().state = state;
+    }
+
+    fn set_outcome(&self, outcome: Outcome) {
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
     }
 }
 
@@ -236,17 +243,14 @@ impl Supervisor {
     ) -> Result<Vec<Outcome>, SuperviseError> {
         os::raise_open_files();
         let mut entries: Vec<Arc<Entry>> = Vec::new();
-        let mut outcomes: Vec<Option<Outcome>> = Vec::new();
         let mut admitted = Vec::new();
         // The plugins' positions as last recorded in the home's slots.
         let mut recorded = Vec::new();
         for spec in specs {
             let entry = Entry::new(spec.clone(), options);
-            if let Some(outcome) = self.held_in_quarantine(&entry) {
-                outcomes.push(Some(outcome));
-            } else {
-                admitted.push(entries.len());
-                outcomes.push(None);
+            match self.held_in_quarantine(&entry) {
+                Some(outcome) => entry.set_outcome(outcome),
+                None => admitted.push(entries.len()),
             }
             entries.push(entry);
         }
@@ -268,31 +272,27 @@ impl Supervisor {
                     entries[index].set_state(PluginState::Stopped);
                 }
                 self.write_status(&entries, false, &mut recorded);
-                return Ok(outcomes_of(&entries, outcomes, options));
+                return Ok(outcomes_of(&entries, options));
             }
         };
 
         let mut running = FuturesUnordered::new();
         for (&index, ready) in admitted.iter().zip(workers) {
-            let entry = entries[index].clone();
-            running.push(self.lifecycle(index, entry, ready, &run));
+            running.push(self.lifecycle(entries[index].clone(), ready, &run));
         }
         let mut status_ticks = tokio::time::interval(STATUS_EVERY);
         while !running.is_empty() {
             tokio::select! {
-                Some((index, outcome)) = running.next() => {
-                    outcomes[index] = Some(outcome);
-                    let replacement = entries[index]
+                Some(ended) = running.next() => {
+                    let replacement = ended
                         .replacement
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .take();
                     if let Some(spec) = replacement.filter(|_| !options.stop.is_stopped()) {
                         let entry = Entry::new(spec, options);
-                        let index = entries.len();
                         entries.push(entry.clone());
-                        outcomes.push(None);
-                        running.push(self.lifecycle(index, entry, None, &run));
+                        running.push(self.lifecycle(entry, None, &run));
                     }
                 }
                 () = options.reload.requested(), if reload.is_some() && !options.stop.is_stopped() => {
@@ -300,11 +300,9 @@ impl Supervisor {
                     match reload() {
                         Err(why) => sink.notice(&format!("plugins not reloaded, nothing changed: {why}")),
                         Ok(specs) => {
-                            for (index, entry) in self.apply(&entries, &specs, options) {
-                                outcomes.push(None);
+                            for entry in self.apply(&entries, &specs, options) {
                                 entries.push(entry.clone());
-                                debug_assert_eq!(index, entries.len() - 1);
-                                running.push(self.lifecycle(index, entry, None, &run));
+                                running.push(self.lifecycle(entry, None, &run));
                             }
                         }
                     }
@@ -313,7 +311,7 @@ impl Supervisor {
             }
         }
         self.write_status(&entries, false, &mut recorded);
-        Ok(outcomes_of(&entries, outcomes, options))
+        Ok(outcomes_of(&entries, options))
     }
 
     /// Checks that every plugin of `specs` can be started, as a run would before starting any:
@@ -394,27 +392,26 @@ impl Supervisor {
         specs: &[&PluginSpec],
         run: &RunContext<'_>,
     ) -> Result<Vec<Option<(Worker, bool)>>, SuperviseError> {
-        let refused = |spec: &PluginSpec, reason| SuperviseError::Refused {
-            plugin: spec.name.clone(),
-            reason,
-        };
         let compiled_for = if run.cache.is_some() {
             self.compile_all(specs, run).await?
         } else {
             BTreeSet::new()
         };
-        let mut workers = Vec::new();
-        for spec in specs {
-            workers.push(Worker::spawn(&self.worker, spec, run, false).await?);
-        }
-        let admissions = futures::future::join_all(workers.iter_mut().map(|w| w.admit())).await;
+        let launched =
+            futures::future::join_all(specs.iter().map(|spec| self.launch(spec, run, false))).await;
         let mut ready = Vec::with_capacity(specs.len());
-        for (i, (worker, admission)) in workers.into_iter().zip(admissions).enumerate() {
+        for (i, launched) in launched.into_iter().enumerate() {
+            let (worker, admission) = launched?;
             ready.push(match admission {
                 Admission::Ready { compiled } => {
                     Some((worker, compiled || compiled_for.contains(&i)))
                 }
-                Admission::Refused(reason) => return Err(refused(specs[i], reason)),
+                Admission::Refused(reason) => {
+                    return Err(SuperviseError::Refused {
+                        plugin: specs[i].name.clone(),
+                        reason,
+                    });
+                }
                 Admission::Ended(_) => None,
             });
         }
@@ -431,23 +428,22 @@ impl Supervisor {
         run: &RunContext<'_>,
     ) -> Result<BTreeSet<usize>, SuperviseError> {
         let mut seen = BTreeSet::new();
-        let mut compilers = Vec::new();
+        let mut new = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let digest = digest(spec);
-            let new = match &digest {
-                Some(d) => !run.cached().contains(d) && seen.insert(d.clone()),
-                None => true,
-            };
-            if new {
-                let worker = Worker::spawn(&self.worker, spec, run, true).await?;
-                compilers.push((i, digest, worker));
+            if digest
+                .as_ref()
+                .is_none_or(|d| !run.cached().contains(d) && seen.insert(d.clone()))
+            {
+                new.push((i, digest));
             }
         }
-        let admissions =
-            futures::future::join_all(compilers.iter_mut().map(|(_, _, w)| w.admit())).await;
+        let launched =
+            futures::future::join_all(new.iter().map(|&(i, _)| self.launch(specs[i], run, true)))
+                .await;
         let mut compiled_for = BTreeSet::new();
-        for ((i, digest, _), admission) in compilers.into_iter().zip(admissions) {
-            match admission {
+        for ((i, digest), launched) in new.into_iter().zip(launched) {
+            match launched?.1 {
                 Admission::Ready { compiled } => {
                     if compiled {
                         compiled_for.insert(i);
@@ -475,13 +471,26 @@ impl Supervisor {
         Ok(compiled_for)
     }
 
+    /// Starts a worker for `spec` (one that only compiles, or one that runs) and waits until
+    /// it says whether it admits the plugin.
+    async fn launch(
+        &self,
+        spec: &PluginSpec,
+        run: &RunContext<'_>,
+        compile_only: bool,
+    ) -> Result<(Worker, Admission), SuperviseError> {
+        let mut worker = Worker::spawn(&self.worker, spec, run, compile_only).await?;
+        let admission = worker.admit().await;
+        Ok((worker, admission))
+    }
+
     /// Applies a reloaded list of plugins to the running ones; returns the entries to start.
     fn apply(
         &self,
         entries: &[Arc<Entry>],
         specs: &[PluginSpec],
         options: &RunOptions,
-    ) -> Vec<(usize, Arc<Entry>)> {
+    ) -> Vec<Arc<Entry>> {
         let live = |name: &str| {
             entries
                 .iter()
@@ -503,7 +512,7 @@ impl Supervisor {
                     if let Some(home) = &self.home {
                         let _ = home.release(&spec.name);
                     }
-                    started.push((entries.len() + started.len(), entry));
+                    started.push(entry);
                 }
             }
         }
@@ -515,15 +524,26 @@ impl Supervisor {
         started
     }
 
-    /// Runs one plugin through its failures: restarts with growing pauses, and quarantine once
-    /// it keeps failing where it stands.
+    /// Runs one plugin to its end and records how it ended on its entry.
     async fn lifecycle(
         &self,
-        index: usize,
         entry: Arc<Entry>,
         first: Option<(Worker, bool)>,
         run: &RunContext<'_>,
-    ) -> (usize, Outcome) {
+    ) -> Arc<Entry> {
+        let outcome = self.supervised(&entry, first, run).await;
+        entry.set_outcome(outcome);
+        entry
+    }
+
+    /// Runs one plugin through its failures: restarts with growing pauses, and quarantine once
+    /// it keeps failing where it stands.
+    async fn supervised(
+        &self,
+        entry: &Entry,
+        first: Option<(Worker, bool)>,
+        run: &RunContext<'_>,
+    ) -> Outcome {
         let options = run.options;
         let mut next = first;
         let mut restarts = 0;
@@ -534,7 +554,7 @@ impl Supervisor {
         loop {
             let ready = match next.take() {
                 Some(ready) => Ok(ready),
-                None => self.start(&entry, run).await,
+                None => self.start(entry, run).await,
             };
             let mut outcome = match ready {
                 Ok((worker, was_compiled)) => {
@@ -542,7 +562,7 @@ impl Supervisor {
                     entry.set_state(PluginState::Running);
                     let started = Instant::now();
                     let outcome = worker
-                        .run(&entry.stop, options.grace, run.sink, &*entry)
+                        .run(&entry.stop, options.grace, run.sink, entry)
                         .await;
                     if started.elapsed() >= HEALTHY_RUN {
                         backoff = FIRST_BACKOFF;
@@ -560,16 +580,16 @@ impl Supervisor {
                 } else {
                     PluginState::Finished
                 });
-                return (index, outcome);
+                return outcome;
             };
             entry.status().last_error = Some(failure.to_string());
             if entry.stop.is_stopped() {
                 entry.set_state(PluginState::Stopped);
-                return (index, outcome);
+                return outcome;
             }
             if !options.follow || entry.spec.restart == RestartPolicy::Never {
                 entry.set_state(PluginState::Failed);
-                return (index, outcome);
+                return outcome;
             }
             let at = entry.tracker.cursor();
             in_a_row = if failed_at == Some(at) {
@@ -599,14 +619,14 @@ impl Supervisor {
                     failures: in_a_row,
                     last: failure.to_string(),
                 });
-                return (index, outcome);
+                return outcome;
             }
             entry.set_state(PluginState::BackingOff);
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 () = entry.stop.stopped() => {
                     entry.set_state(PluginState::Stopped);
-                    return (index, outcome);
+                    return outcome;
                 }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -634,10 +654,11 @@ impl Supervisor {
                 .is_empty(),
             None => false,
         };
-        let mut worker = Worker::spawn(&self.worker, &entry.spec, run, false)
+        let (worker, admission) = self
+            .launch(&entry.spec, run, false)
             .await
             .map_err(|e| failed(Failure::Worker(e.to_string())))?;
-        match worker.admit().await {
+        match admission {
             Admission::Ready { compiled } => Ok((worker, compiled || compiled_first)),
             Admission::Refused(reason) => Err(failed(Failure::Worker(reason))),
             Admission::Ended(outcome) => Err(outcome),
@@ -698,15 +719,15 @@ impl RunContext<'_> {
 }
 
 /// Each entry's outcome; one that never got one was stopped before it started.
-fn outcomes_of(
-    entries: &[Arc<Entry>],
-    outcomes: Vec<Option<Outcome>>,
-    options: &RunOptions,
-) -> Vec<Outcome> {
+fn outcomes_of(entries: &[Arc<Entry>], options: &RunOptions) -> Vec<Outcome> {
     entries
         .iter()
-        .zip(outcomes)
-        .map(|(entry, outcome)| {
+        .map(|entry| {
+            let outcome = entry
+                .outcome
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             outcome.unwrap_or_else(|| Outcome {
                 plugin: entry.spec.name.clone(),
                 result: Err(cancelled_before_start(options)),
