@@ -228,12 +228,12 @@ impl<'a> EntryRef<'a> {
 
     /// Splits off the entry at the front of `bytes`, as [`EntryRef::split`] does, and checks
     /// that it is the entry of seq `due`.
-    pub fn split_due(bytes: &'a [u8], due: u64) -> Result<(Self, &'a [u8]), DecodeError> {
+    pub(crate) fn split_due(bytes: &'a [u8], due: u64) -> Result<(Self, &'a [u8]), DecodeError> {
         let (entry, rest) = Self::split(bytes)?;
-        match entry.seq() == due {
-            true => Ok((entry, rest)),
-            false => Err(out_of_order(entry.seq(), due)),
+        if entry.seq() != due {
+            return Err(out_of_order(entry.seq(), due));
         }
+        Ok((entry, rest))
     }
 
     /// The entry's bytes, as stored and sent.

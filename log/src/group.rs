@@ -18,6 +18,7 @@
 use crate::event::Change;
 use crate::log::{Log, WriteError};
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -98,9 +99,12 @@ impl Group {
                 }
                 // A lone append gets the error itself, as an ungrouped one would (its outcome
                 // was just removed, so it holds the only reference); a group's members share it.
-                return result.map_err(|e| match alone {
-                    true => Arc::try_unwrap(e).unwrap_or_else(WriteError::Group),
-                    false => WriteError::Group(e),
+                return result.map_err(|e| {
+                    if alone {
+                        Arc::try_unwrap(e).unwrap_or_else(WriteError::Group)
+                    } else {
+                        WriteError::Group(e)
+                    }
                 });
             }
             if state.committing {
@@ -130,22 +134,33 @@ impl Group {
             let number = state.next;
             state.next += 1;
             drop(state);
-            let result = commit(&changes);
+            // A panic in the commit must not leave the group's other members (and this
+            // thread's own pending appends, dropped as it unwinds) waiting for ever.
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| commit(&changes)));
             state = self.lock();
             state.committing = false;
             let members = changes.len();
             state.last_group = members;
-            state.outcomes.insert(
-                number,
-                Outcome {
-                    first: result
-                        .map(|last| last - (members as u64 - 1))
-                        .map_err(Arc::new),
+            let (first, panic) = match result {
+                Ok(result) => (result.map(|last| last - (members as u64 - 1)), None),
+                Err(panic) => (Err(WriteError::CommitPanicked), Some(panic)),
+            };
+            // The panicking leader never collects its own share.
+            let uncollected = members - usize::from(panic.is_some());
+            if uncollected > 0 {
+                let first = first.map_err(Arc::new);
+                let outcome = Outcome {
+                    first,
                     members,
-                    uncollected: members,
-                },
-            );
+                    uncollected,
+                };
+                state.outcomes.insert(number, outcome);
+            }
             self.committed.notify_all();
+            if let Some(panic) = panic {
+                drop(state);
+                std::panic::resume_unwind(panic);
+            }
         }
     }
 }
@@ -160,8 +175,10 @@ struct Ticket {
 /// A change queued by [`Log::submit`], not yet known to be durable.
 ///
 /// [`PendingAppend::wait`] returns its seq once it is durable. Dropping it without waiting
-/// still waits for the commit (and discards its outcome), so that a queued change is never
-/// left behind with no one to commit it.
+/// still waits for the commit (and discards its outcome, a failure included), so that a
+/// queued change is never left behind with no one to commit it. As with [`Log::append`], the
+/// thread that waits or drops it must not hold a write transaction of the same file: the
+/// commit would wait for that transaction.
 #[must_use = "a queued change is durable only once `wait` returns its seq"]
 pub struct PendingAppend<'a> {
     log: &'a Log,
@@ -199,5 +216,32 @@ impl Drop for PendingAppend<'_> {
         if !self.waited {
             let _ = self.outcome();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ChangeKind;
+
+    #[test]
+    fn a_commit_that_panics_fails_the_group_instead_of_hanging_it() {
+        let group = Group::default();
+        let change = Change::new(ChangeKind::Created, 1, 2);
+        let (leader, follower) = (group.submit(&change), group.submit(&change));
+        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            group.wait(leader, |_| panic!("the storage engine broke"))
+        }));
+        assert!(panicked.is_err(), "the leader's panic goes on");
+        let error = group.wait(follower, |_| unreachable!("already committed"));
+        assert!(
+            matches!(&error, Err(WriteError::Group(e)) if matches!(**e, WriteError::CommitPanicked)),
+            "{error:?}"
+        );
+        // The queue still works, and nothing is left in it.
+        let next = group.submit(&change);
+        let seq = group.wait(next, |changes| Ok(changes.len() as u64));
+        assert!(matches!(seq, Ok(1)), "{seq:?}");
+        assert!(group.lock().outcomes.is_empty());
     }
 }

@@ -109,6 +109,10 @@ pub enum WriteError {
     /// The group commit this append joined failed; nothing of the group was stored.
     #[error("{0}")]
     Group(std::sync::Arc<WriteError>),
+    /// The commit of this append's group panicked, so whether it was stored is not known: read
+    /// the log to find out.
+    #[error("the commit of this append's group panicked; whether it was stored is not known")]
+    CommitPanicked,
     /// The last stored batch is damaged, so the next seq is not known for sure.
     #[error("cannot append: the last stored batch, from seq {first}, is damaged: {source}")]
     Damaged {
@@ -389,7 +393,7 @@ impl Log {
     /// Queues one change for the next group commit and returns at once; its seq comes from
     /// [`PendingAppend::wait`], once it is durable. A thread can so keep many single changes
     /// in flight, and groups grow past the number of appending threads. Seqs follow the order
-    /// of submission within this process.
+    /// of submission to this `Log`.
     pub fn submit(&self, change: &Change) -> Result<PendingAppend<'_>, WriteError> {
         self.database().ok_or(WriteError::ReadOnly)?;
         Ok(PendingAppend::new(self, change))

@@ -230,7 +230,9 @@ fn import_stream(
             }
         }
         if !group.is_empty() {
-            head = log.append_batch(&group)?;
+            head = log.append_batch(&group).with_context(|| {
+                format!("the {imported} events before these were imported; head is {head}")
+            })?;
             imported += group.len();
             group.clear();
         }
