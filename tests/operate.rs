@@ -363,6 +363,49 @@ fn signal(child: &std::process::Child, signal: &str) {
     assert!(sent.success());
 }
 
+/// A reload that adds two plugins of a component new to the run compiles it once, in a worker
+/// that only compiles (both run workers then load it from the cache), and both run.
+#[test]
+fn a_component_new_on_reload_is_compiled_once_for_all_its_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    log_with(&db, 200);
+    let root = dir.path().join("state");
+    let first = [spec("kc", "kind-counts", &root)];
+    let reloaded = [
+        spec("kc", "kind-counts", &root),
+        spec("a", "seq-check", &root),
+        spec("b", "seq-check", &root),
+    ];
+    let reload = || Ok(reloaded.to_vec());
+    let sink: Arc<dyn OutputSink> = Arc::new(common::Lines::default());
+    let options = RunOptions {
+        follow: true,
+        ..RunOptions::default()
+    };
+    let at_head = |name: &str| options.progress.cursor(name) == Some(200);
+    let outcomes = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            supervisor()
+                .with_home(Home::under(&root))
+                .run_reloading(&first, &db, &options, &sink, Some(&reload))
+                .unwrap()
+        });
+        wait_until("kc at the head", || at_head("kc") || run.is_finished());
+        options.reload.request();
+        wait_until("a and b at the head", || {
+            (at_head("a") && at_head("b")) || run.is_finished()
+        });
+        options.stop.stop();
+        run.join().unwrap()
+    });
+    let names: Vec<&str> = outcomes.iter().map(|o| o.plugin.as_str()).collect();
+    assert_eq!(names, ["kc", "a", "b"]);
+    assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
+    let compiled = outcomes[1..].iter().filter(|o| o.compiled).count();
+    assert_eq!(compiled, 1, "seq-check compiled once: {outcomes:?}");
+}
+
 /// `status` from another process during a run and after it; SIGHUP adds and removes plugins.
 #[test]
 fn status_during_and_after_a_run_and_sighup_reloading_the_manifest() {

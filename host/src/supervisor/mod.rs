@@ -30,7 +30,7 @@ use futures::stream::FuturesUnordered;
 use process::{Admission, Watch, Worker};
 use protocol::Report;
 use status::fingerprint;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -150,6 +150,15 @@ impl Entry {
         self.status().state = state;
     }
 
+    /// An outcome of this plugin: `failure`, before it ran.
+    fn failed(&self, failure: Failure) -> Outcome {
+        Outcome {
+            plugin: self.spec.name.clone(),
+            result: Err(failure),
+            ..Outcome::default()
+        }
+    }
+
     fn set_outcome(&self, outcome: Outcome) {
         *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
     }
@@ -262,7 +271,7 @@ impl Supervisor {
             options,
             sink,
             cache: cache.as_deref(),
-            cached: Mutex::default(),
+            compiled: Mutex::default(),
         };
         let workers = tokio::select! {
             workers = self.admit_all(&to_admit, &run) => workers?,
@@ -332,7 +341,7 @@ impl Supervisor {
             options: &options,
             sink: &sink,
             cache: cache.as_deref(),
-            cached: Mutex::default(),
+            compiled: Mutex::default(),
         };
         let specs: Vec<&PluginSpec> = specs.iter().collect();
         executor
@@ -418,10 +427,9 @@ impl Supervisor {
         Ok(ready)
     }
 
-    /// Compiles each distinct component of `specs` that this run has not yet had in its cache,
-    /// in parallel, each in a worker that only compiles (under the compile budget) and admits
-    /// it as a plugin. Returns the indices of the specs whose component was compiled (not found
-    /// in the cache).
+    /// Compiles each distinct component of `specs` into the run's cache, in parallel, each in
+    /// a worker that only compiles (under the compile budget) and admits it as a plugin.
+    /// Returns the indices of the specs whose component was compiled (not found in the cache).
     async fn compile_all(
         &self,
         specs: &[&PluginSpec],
@@ -431,10 +439,7 @@ impl Supervisor {
         let mut new = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let digest = digest(spec);
-            if digest
-                .as_ref()
-                .is_none_or(|d| !run.cached().contains(d) && seen.insert(d.clone()))
-            {
+            if digest.as_ref().is_none_or(|d| seen.insert(d.clone())) {
                 new.push((i, digest));
             }
         }
@@ -448,7 +453,9 @@ impl Supervisor {
                     if compiled {
                         compiled_for.insert(i);
                     }
-                    run.cached().extend(digest);
+                    if let Some(digest) = digest {
+                        let _ = run.compiled(&digest).set(());
+                    }
                 }
                 Admission::Refused(reason) => {
                     return Err(SuperviseError::Refused {
@@ -554,7 +561,14 @@ impl Supervisor {
         loop {
             let ready = match next.take() {
                 Some(ready) => Ok(ready),
-                None => self.start(entry, run).await,
+                None => tokio::select! {
+                    ready = self.start(entry, run, restarts == 0) => ready,
+                    // Stopped while compiling or starting: its workers are killed as they drop.
+                    () = entry.stop.stopped() => {
+                        entry.set_state(PluginState::Stopped);
+                        return entry.failed(cancelled_before_start(options));
+                    }
+                },
             };
             let mut outcome = match ready {
                 Ok((worker, was_compiled)) => {
@@ -635,34 +649,39 @@ impl Supervisor {
         }
     }
 
-    /// Starts and admits a worker for a plugin that is already part of the run.
-    async fn start(&self, entry: &Entry, run: &RunContext<'_>) -> Result<(Worker, bool), Outcome> {
+    /// Starts and admits a worker for a plugin that is already part of the run. The first
+    /// start of a plugin that came with a reload (or a changed manifest entry) compiles its
+    /// component as the run's first start did: in a worker that only compiles, under the
+    /// compile budget, not the run worker's; once per component, however many plugins use it.
+    async fn start(
+        &self,
+        entry: &Entry,
+        run: &RunContext<'_>,
+        first: bool,
+    ) -> Result<(Worker, bool), Outcome> {
         entry.set_state(PluginState::Starting);
-        let failed = |failure| Outcome {
-            plugin: entry.spec.name.clone(),
-            result: Err(failure),
-            ..Outcome::default()
-        };
-        // A component new to the run (a reload, a changed manifest entry, a file replaced before
-        // a restart) is compiled as at the first start: in a worker that only compiles, under
-        // the compile budget, not the run worker's.
-        let compiled_first = match run.cache {
-            Some(_) => !self
-                .compile_all(&[&entry.spec], run)
-                .await
-                .map_err(|e| failed(Failure::Worker(e.to_string())))?
-                .is_empty(),
-            None => false,
-        };
-        let (worker, admission) = self
-            .launch(&entry.spec, run, false)
-            .await
-            .map_err(|e| failed(Failure::Worker(e.to_string())))?;
-        match admission {
-            Admission::Ready { compiled } => Ok((worker, compiled || compiled_first)),
-            Admission::Refused(reason) => Err(failed(Failure::Worker(reason))),
+        let admitted = |admission| match admission {
+            Admission::Ready { compiled } => Ok(compiled),
+            Admission::Refused(reason) => Err(entry.failed(Failure::Worker(reason))),
             Admission::Ended(outcome) => Err(outcome),
+        };
+        let launch = |compile_only| async move {
+            self.launch(&entry.spec, run, compile_only)
+                .await
+                .map_err(|e| entry.failed(Failure::Worker(e.to_string())))
+        };
+        let mut compiled_first = false;
+        if let Some(digest) = digest(&entry.spec).filter(|_| first && run.cache.is_some()) {
+            run.compiled(&digest)
+                .get_or_try_init(|| async {
+                    compiled_first = admitted(launch(true).await?.1)?;
+                    Ok(())
+                })
+                .await?;
         }
+        let (worker, admission) = launch(false).await?;
+        let compiled = admitted(admission)?;
+        Ok((worker, compiled || compiled_first))
     }
 
     /// Writes the run's status, and the plugins' slots when their positions moved since
@@ -708,13 +727,15 @@ pub(crate) struct RunContext<'a> {
     pub(crate) sink: &'a Arc<dyn OutputSink>,
     /// The compile cache workers load from; `None` when none could be made.
     pub(crate) cache: Option<&'a Path>,
-    /// The digests of the components this run has had compiled into the cache, or found there.
-    pub(crate) cached: Mutex<BTreeSet<String>>,
+    /// For each component digest, whether this run has had it compiled into the cache (or
+    /// found it there), set once by whichever start did it.
+    pub(crate) compiled: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>,
 }
 
 impl RunContext<'_> {
-    fn cached(&self) -> MutexGuard<'_, BTreeSet<String>> {
-        self.cached.lock().unwrap_or_else(|e| e.into_inner())
+    fn compiled(&self, digest: &str) -> Arc<tokio::sync::OnceCell<()>> {
+        let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(compiled.entry(digest.to_owned()).or_default())
     }
 }
 
