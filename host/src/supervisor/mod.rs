@@ -671,7 +671,8 @@ impl Supervisor {
                 .map_err(|e| entry.failed(Failure::Worker(e.to_string())))
         };
         let mut compiled_first = false;
-        if let Some(digest) = digest(&entry.spec).filter(|_| first && run.cache.is_some()) {
+        let new_to_run = first && run.cache.is_some();
+        if let Some(digest) = new_to_run.then(|| digest(&entry.spec)).flatten() {
             run.compiled(&digest)
                 .get_or_try_init(|| async {
                     compiled_first = admitted(launch(true).await?.1)?;
