@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 fn limits() -> Limits {
     Limits {
         memory_bytes: 32 << 20,
-        fuel: 200_000_000,
+        cpu: Duration::from_millis(200),
         output_bytes: 64 << 10,
         ..Limits::default()
     }
@@ -169,9 +169,7 @@ fn spinning_forever_is_stopped_by_the_cpu_budget() {
     let run = beside("spin-forever", &[]);
     assert_eq!(
         run.hostile.result,
-        Err(Failure::CpuBudget {
-            fuel: limits().fuel
-        })
+        Err(Failure::CpuBudget { cpu: limits().cpu })
     );
     assert!(
         run.hostile.detail.is_some(),
@@ -205,9 +203,7 @@ fn computing_between_calls_that_deliver_nothing_is_stopped_by_the_cpu_budget() {
         );
         assert_eq!(
             run.hostile.result,
-            Err(Failure::CpuBudget {
-                fuel: limits().fuel
-            }),
+            Err(Failure::CpuBudget { cpu: limits().cpu }),
             "computing between `{call}` calls"
         );
         let rounds: u64 = run
@@ -224,6 +220,55 @@ fn computing_between_calls_that_deliver_nothing_is_stopped_by_the_cpu_budget() {
     }
 }
 
+/// Only events new to a plugin grant it CPU: one that polls the same events again and again
+/// spends its budget and is stopped, while the good plugin beside it finishes.
+#[test]
+fn replaying_old_events_forever_is_stopped_by_the_cpu_budget() {
+    let run = run_beside_a_good_plugin(
+        "replay-forever",
+        &[],
+        Host::InProcess,
+        // A safety net: a regression fails the assertion instead of hanging the test.
+        |_, spec| spec.limits.wall_clock = Some(Duration::from_secs(60)),
+        |_| {},
+    );
+    assert_eq!(run.hostile.result, Err(Failure::CpuBudget { cpu: limits().cpu }));
+    let rounds: u64 = run
+        .harness
+        .lines
+        .value("replay-forever", "rounds: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rounds >= 2, "it was given the same events {rounds} times");
+}
+
+/// The CPU the host spends inside a plugin's WASI calls is the plugin's: a plugin that makes the
+/// host work without end (random bytes, file reads, the clock), computing next to nothing
+/// itself, is stopped for its CPU budget, in a worker process as in this one.
+#[test]
+fn looping_over_host_calls_is_stopped_by_the_cpu_budget() {
+    for (call, host) in [
+        ("random", Host::InProcess),
+        ("read", Host::InProcess),
+        ("clock", Host::InProcess),
+        ("random", Host::Workers),
+    ] {
+        let run = run_beside_a_good_plugin(
+            "host-calls-forever",
+            &[call],
+            host,
+            |_, spec| spec.limits.wall_clock = Some(Duration::from_secs(60)),
+            |_| {},
+        );
+        assert_eq!(
+            run.hostile.result,
+            Err(Failure::CpuBudget { cpu: limits().cpu }),
+            "{call} calls"
+        );
+    }
+}
+
 /// A plugin that waits for events and does a little work every 100 ms earns more CPU while it
 /// waits than it spends: it runs as long as it is left running, far past what its budget alone
 /// would allow.
@@ -236,7 +281,7 @@ fn a_plugin_that_waits_and_does_a_little_periodic_work_keeps_running() {
         Limits {
             // Two or three rounds' work: without what it earns while waiting, it would be
             // stopped in its third round.
-            fuel: 10_000_000,
+            cpu: Duration::from_millis(10),
             ..limits()
         },
     );
@@ -388,9 +433,7 @@ fn printing_without_end_is_capped_and_stopped() {
     let run = beside("print-forever", &[]);
     assert_eq!(
         run.hostile.result,
-        Err(Failure::CpuBudget {
-            fuel: limits().fuel
-        })
+        Err(Failure::CpuBudget { cpu: limits().cpu })
     );
     let out = run.harness.lines.of("print-forever", Stream::Stdout);
     let shown: usize = out.iter().map(|l| l.len() + 1).sum();
@@ -506,7 +549,7 @@ fn directory_listings_exhaust_only_their_own_worker() {
         &["9000", "500"],
         Host::Workers,
         // Creating the files takes more than one budget's CPU, with no feed call between.
-        |_, spec| spec.limits.fuel = 20_000_000_000,
+        |_, spec| spec.limits.cpu = Duration::from_secs(600),
         |_| {},
     );
     let limit = limits().worker_data_bytes();

@@ -32,7 +32,7 @@ mod spec;
 pub mod supervisor;
 
 pub use bundle::{BundleError, bundle};
-pub use limits::{DiskQuota, Limits};
+pub use limits::{DiskQuota, Limit, LimitError, Limits};
 pub use manifest::ManifestError;
 pub use pulsewatch_log::redb;
 pub use pulsewatch_log::{
@@ -44,5 +44,5 @@ pub use runtime::{
     Progress, QuotaBreach, ReloadSignal, Resources, RunOptions, Runtime, STATE_DIR, SetupError,
     StopSignal, Stream,
 };
-pub use spec::{PluginSpec, RestartPolicy, START_VARIABLE, StartPosition, sha256_hex};
+pub use spec::{BadName, PluginSpec, RestartPolicy, START_VARIABLE, StartPosition, sha256_hex};
 pub use supervisor::{Home, SuperviseError, Supervisor, WorkerCommand};

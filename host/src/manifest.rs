@@ -1,8 +1,8 @@
 //! A manifest: the plugins of a deployment, their grants and their limits, as data a reviewer
-//! can read (Spin's `spin.toml` is the model). Parsed with `toml` and serde, unknown keys
-//! refused; every error names the file, the line, and where it applies the plugin and the key.
-//! Everything is checked before any plugin starts: duplicate names, missing or changed
-//! components (each pinned by its sha256), limits out of range.
+//! can read (Spin's `spin.toml` is the model). Every error names the file, the line, and where
+//! it applies the plugin and the key, in a sentence that says what was expected. Everything is
+//! checked before any plugin starts: duplicate names, missing or changed components (each
+//! pinned by its sha256), limits out of range ([`Limit`], the same bounds as `run`'s flags).
 //!
 //! ```toml
 //! [[plugin]]
@@ -17,24 +17,22 @@
 //!
 //! [plugin.limits]                             # each defaults to limits.rs
 //! memory_mib = 64
+//! cpu = "1s"
 //! wall_clock = "10m"
 //! ```
 
-use crate::limits::Limits;
+use crate::limits::{Limit, Limits, Unit};
 use crate::spec::{PluginSpec, RestartPolicy, StartPosition, sha256_hex};
-use serde::Deserialize;
-use std::collections::BTreeMap;
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// Why a manifest cannot be used. Nothing is started when a manifest is refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read the manifest: {source}", path.display())]
     Read {
         /// The manifest.
         path: PathBuf,
@@ -57,82 +55,17 @@ pub enum ManifestError {
     },
 }
 
-/// A start position as the manifest spells it: `"beginning"`, `"head"`, a seq, or
-/// `{ time = "2026-11-27T06:00:00Z" }` (RFC 3339, UTC).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-enum StartEntry {
-    Named(StartName),
-    Seq(u64),
-    Time(StartTime),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartTime {
-    time: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum StartName {
-    Beginning,
-    Head,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default)]
-    plugin: Vec<Spanned<Entry>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Entry {
-    name: Spanned<String>,
-    component: Spanned<PathBuf>,
-    sha256: Spanned<String>,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: Option<Spanned<BTreeMap<String, String>>>,
-    #[serde(default)]
-    start: Option<Spanned<StartEntry>>,
-    #[serde(default)]
-    restart: Option<RestartPolicy>,
-    #[serde(default)]
-    limits: Option<Spanned<LimitsEntry>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitsEntry {
-    memory_mib: Option<Spanned<u64>>,
-    fuel: Option<Spanned<u64>>,
-    idle_fuel_per_second: Option<Spanned<u64>>,
-    wall_clock: Option<Spanned<String>>,
-    disk_mib: Option<Spanned<u64>>,
-    disk_entries: Option<Spanned<u64>>,
-    poll_events: Option<Spanned<u64>>,
-    poll_mib: Option<Spanned<u64>>,
-    output_kib: Option<Spanned<u64>>,
-    handles: Option<Spanned<u64>>,
-}
-
-/// The bounds each limit may be set within, with its unit.
-mod bounds {
-    use std::ops::RangeInclusive;
-    pub const MEMORY_MIB: RangeInclusive<u64> = 1..=4096;
-    pub const FUEL: RangeInclusive<u64> = 1_000_000..=u64::MAX;
-    pub const IDLE_FUEL: RangeInclusive<u64> = 0..=u64::MAX;
-    pub const DISK_MIB: RangeInclusive<u64> = 1..=1 << 20;
-    pub const DISK_ENTRIES: RangeInclusive<u64> = 1..=10_000_000;
-    pub const POLL_EVENTS: RangeInclusive<u64> = 1..=100_000;
-    pub const POLL_MIB: RangeInclusive<u64> = 1..=256;
-    pub const OUTPUT_KIB: RangeInclusive<u64> = 1..=1 << 20;
-    pub const HANDLES: RangeInclusive<u64> = 16..=4096;
-}
+/// The keys of a `[[plugin]]` entry.
+const ENTRY_KEYS: [&str; 8] = [
+    "name",
+    "component",
+    "sha256",
+    "args",
+    "env",
+    "start",
+    "restart",
+    "limits",
+];
 
 /// The line (from 1) of byte `offset` in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
@@ -151,177 +84,363 @@ pub fn load(path: &Path, state_root: &Path) -> Result<Vec<PluginSpec>, ManifestE
 
 /// Checks manifest `text`, read from `path` (component paths are relative to its directory).
 pub fn parse(path: &Path, text: &str, state_root: &Path) -> Result<Vec<PluginSpec>, ManifestError> {
-    let invalid = |offset: usize, plugin: Option<&str>, key: Option<&str>, message: String| {
-        ManifestError::Invalid {
-            path: path.to_path_buf(),
-            line: line_of(text, offset),
-            plugin: plugin.map(str::to_owned),
-            key: key.map(str::to_owned),
-            message,
-        }
-    };
-    let file: File = toml::from_str(text).map_err(|e| {
+    let reader = Reader { path, text };
+    let file = DeTable::parse(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
-        invalid(offset, None, None, e.message().trim().to_owned())
+        reader.invalid(offset, None, None, sentence(e.message()))
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut specs: Vec<PluginSpec> = Vec::new();
-    for entry in &file.plugin {
-        let entry = entry.get_ref();
-        let name = entry.name.get_ref().as_str();
-        let at = |spanned_start: usize, key: &str, message: String| {
-            invalid(spanned_start, Some(name), Some(key), message)
-        };
-        let mut spec = PluginSpec::named(name, base.join(entry.component.get_ref()), state_root)
-            .map_err(|e| at(entry.name.span().start, "name", e.to_string()))?;
-        if specs.iter().any(|s| s.name == spec.name) {
-            return Err(at(
-                entry.name.span().start,
-                "name",
-                "a second plugin of this name (each needs its own state)".into(),
-            ));
-        }
-        let component = entry.component.span().start;
-        let bytes = std::fs::read(&spec.component).map_err(|e| {
-            at(
-                component,
-                "component",
-                format!("{}: cannot read: {e}", spec.component.display()),
-            )
-        })?;
-        let expected = entry.sha256.get_ref().to_ascii_lowercase();
-        if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(at(
-                entry.sha256.span().start,
-                "sha256",
-                format!("{expected:?} is not a sha256 (64 hex digits)"),
-            ));
-        }
-        let actual = sha256_hex(&bytes);
-        if actual != expected {
-            return Err(at(
-                entry.sha256.span().start,
-                "sha256",
-                format!(
-                    "{} does not match: the manifest says {expected}, the file's is {actual}",
-                    spec.component.display()
-                ),
-            ));
-        }
-        spec.sha256 = Some(actual);
-        spec.args = entry.args.clone();
-        if let Some(env) = &entry.env {
-            if let Some(key) = env
-                .get_ref()
-                .keys()
-                .find(|k| k.is_empty() || k.contains(['=', '\0']))
-            {
-                return Err(at(
-                    env.span().start,
-                    "env",
-                    format!("{key:?} is not a variable name"),
+    let mut plugins = None;
+    for (key, value) in file.get_ref() {
+        match key.get_ref().as_ref() {
+            "plugin" => plugins = Some(value),
+            other => {
+                return Err(reader.invalid(
+                    key.span().start,
+                    None,
+                    Some(other),
+                    "unknown key: a manifest holds only [[plugin]] entries".into(),
                 ));
             }
-            spec.env = env
-                .get_ref()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
         }
-        spec.start = match entry.start.as_ref().map(Spanned::get_ref) {
-            None | Some(StartEntry::Named(StartName::Beginning)) => StartPosition::Beginning,
-            Some(StartEntry::Named(StartName::Head)) => StartPosition::Head,
-            Some(StartEntry::Seq(seq)) => StartPosition::After(*seq),
-            Some(StartEntry::Time(StartTime { time })) => {
-                let offset = entry.start.as_ref().map_or(0, |s| s.span().start);
-                let at = humantime::parse_rfc3339(time).map_err(|e| {
-                    invalid(
-                        offset,
-                        Some(name),
-                        Some("start"),
-                        format!(
-                            "{time:?}: {e} (expected RFC 3339 in UTC, e.g. 2026-11-27T06:00:00Z)"
-                        ),
-                    )
-                })?;
-                let ms = at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                StartPosition::Time(ms)
-            }
+    }
+    let entries = match plugins.map(|v| (v, v.get_ref())) {
+        None => return Ok(Vec::new()),
+        Some((_, DeValue::Array(entries))) => entries.iter().collect::<Vec<_>>(),
+        Some((value, _)) => {
+            return Err(reader.invalid(
+                value.span().start,
+                None,
+                Some("plugin"),
+                "expected [[plugin]] entries (an array of tables)".into(),
+            ));
+        }
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut specs: Vec<PluginSpec> = Vec::new();
+    for entry in entries {
+        let DeValue::Table(table) = entry.get_ref() else {
+            return Err(reader.invalid(
+                entry.span().start,
+                None,
+                Some("plugin"),
+                "expected a table of keys such as name, component and sha256".into(),
+            ));
         };
-        spec.restart = entry.restart.unwrap_or_default();
-        if let Some(limits) = &entry.limits {
-            spec.limits = limits_from(limits.get_ref(), |offset, key, message| {
-                invalid(offset, Some(name), Some(key), message)
-            })?;
+        let spec = reader.entry(entry.span().start, table, base, state_root)?;
+        if specs.iter().any(|s| s.name == spec.name) {
+            let at = find(table, "name").map_or(entry.span().start, |(_, v)| v.span().start);
+            return Err(reader.invalid(
+                at,
+                Some(&spec.name),
+                Some("name"),
+                "a second plugin of this name: each needs its own state, so rename one".into(),
+            ));
         }
         specs.push(spec);
     }
     Ok(specs)
 }
 
-fn limits_from(
-    entry: &LimitsEntry,
-    invalid: impl Fn(usize, &str, String) -> ManifestError,
-) -> Result<Limits, ManifestError> {
-    let value = |field: &Option<Spanned<u64>>, key: &str, range: RangeInclusive<u64>| {
-        field
-            .as_ref()
-            .map(|v| {
-                if range.contains(v.get_ref()) {
-                    Ok(*v.get_ref())
-                } else {
-                    Err(invalid(
-                        v.span().start,
-                        &format!("limits.{key}"),
-                        format!(
-                            "{} is out of range ({} to {})",
-                            v.get_ref(),
-                            range.start(),
-                            range.end()
-                        ),
-                    ))
-                }
-            })
-            .transpose()
+/// The value of `key` in `table`, with the span of its key.
+fn find<'a, 'i>(
+    table: &'a DeTable<'i>,
+    key: &str,
+) -> Option<(std::ops::Range<usize>, &'a Spanned<DeValue<'i>>)> {
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == key)
+        .map(|(k, v)| (k.span(), v))
+}
+
+/// A parser's message as a sentence: capitalised words of its own stay, the trailing newline
+/// and full stop go.
+fn sentence(message: &str) -> String {
+    message.trim().trim_end_matches('.').to_owned()
+}
+
+/// What a value is, in a message: "a string", "a table".
+fn kind_of(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a decimal number",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// A whole number that is not negative, as a TOML integer gives it.
+fn whole(value: &DeValue<'_>) -> Option<u64> {
+    let DeValue::Integer(int) = value else {
+        return None;
     };
-    let mut limits = Limits::default();
-    if let Some(mib) = value(&entry.memory_mib, "memory_mib", bounds::MEMORY_MIB)? {
-        limits.memory_bytes = (mib << 20) as usize;
+    u64::from_str_radix(int.as_str(), int.radix()).ok()
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Reader<'_> {
+    fn invalid(
+        &self,
+        offset: usize,
+        plugin: Option<&str>,
+        key: Option<&str>,
+        message: String,
+    ) -> ManifestError {
+        ManifestError::Invalid {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, offset),
+            plugin: plugin.map(str::to_owned),
+            key: key.map(str::to_owned),
+            message,
+        }
     }
-    if let Some(fuel) = value(&entry.fuel, "fuel", bounds::FUEL)? {
-        limits.fuel = fuel;
+
+    /// One `[[plugin]]` entry, starting at `at`.
+    fn entry(
+        &self,
+        at: usize,
+        table: &DeTable<'_>,
+        base: &Path,
+        state_root: &Path,
+    ) -> Result<PluginSpec, ManifestError> {
+        // The name first, so that every other message can name the plugin.
+        let name = match find(table, "name") {
+            Some((_, value)) => match value.get_ref() {
+                DeValue::String(name) => name.to_string(),
+                other => {
+                    return Err(self.invalid(
+                        value.span().start,
+                        None,
+                        Some("name"),
+                        format!("expected the plugin's name as a string, found {}", kind_of(other)),
+                    ));
+                }
+            },
+            None => {
+                return Err(self.invalid(
+                    at,
+                    None,
+                    Some("name"),
+                    "missing: every [[plugin]] needs a name".into(),
+                ));
+            }
+        };
+        let at_key = |offset: usize, key: &str, message: String| {
+            self.invalid(offset, Some(&name), Some(key), message)
+        };
+        for (key, _) in table {
+            let key_name = key.get_ref().as_ref();
+            if !ENTRY_KEYS.contains(&key_name) {
+                return Err(at_key(
+                    key.span().start,
+                    key_name,
+                    format!("unknown key; a plugin's keys are {}", ENTRY_KEYS.join(", ")),
+                ));
+            }
+        }
+        let required = |key: &str| {
+            find(table, key)
+                .map(|(_, v)| v)
+                .ok_or_else(|| at_key(at, key, "missing: every [[plugin]] needs it".into()))
+        };
+        let string = |key: &str, value: &Spanned<DeValue<'_>>, what: &str| match value.get_ref() {
+            DeValue::String(s) => Ok(s.to_string()),
+            other => Err(at_key(
+                value.span().start,
+                key,
+                format!("expected {what} as a string, found {}", kind_of(other)),
+            )),
+        };
+
+        let name_value = required("name")?;
+        let component = required("component")?;
+        let component_path = string("component", component, "the component's path")?;
+        let mut spec = PluginSpec::named(&name, base.join(&component_path), state_root)
+            .map_err(|e| at_key(name_value.span().start, "name", e.to_string()))?;
+        let bytes = std::fs::read(&spec.component).map_err(|e| {
+            at_key(
+                component.span().start,
+                "component",
+                format!("cannot read {}: {e}", spec.component.display()),
+            )
+        })?;
+        let pinned = required("sha256")?;
+        let expected = string("sha256", pinned, "the component's sha256")?.to_ascii_lowercase();
+        if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(at_key(
+                pinned.span().start,
+                "sha256",
+                format!("{expected:?} is not a sha256 (64 hex digits); `sha256sum FILE` gives it"),
+            ));
+        }
+        let actual = sha256_hex(&bytes);
+        if actual != expected {
+            return Err(at_key(
+                pinned.span().start,
+                "sha256",
+                format!(
+                    "{} does not match: the manifest says {expected}, the file's is {actual}; \
+                     pin the new one if the change is wanted",
+                    spec.component.display()
+                ),
+            ));
+        }
+        spec.sha256 = Some(actual);
+
+        if let Some((_, args)) = find(table, "args") {
+            let list = match args.get_ref() {
+                DeValue::Array(list) => list,
+                other => {
+                    return Err(at_key(
+                        args.span().start,
+                        "args",
+                        format!("expected an array of strings, found {}", kind_of(other)),
+                    ));
+                }
+            };
+            for arg in list {
+                spec.args.push(string("args", arg, "each argument")?);
+            }
+        }
+        if let Some((_, env)) = find(table, "env") {
+            let DeValue::Table(vars) = env.get_ref() else {
+                return Err(at_key(
+                    env.span().start,
+                    "env",
+                    format!(
+                        "expected a table of variables, e.g. {{ REGION = \"eu\" }}, found {}",
+                        kind_of(env.get_ref())
+                    ),
+                ));
+            };
+            for (key, value) in vars {
+                let var = key.get_ref().to_string();
+                if var.is_empty() || var.contains(['=', '\0']) {
+                    return Err(at_key(
+                        key.span().start,
+                        "env",
+                        format!("{var:?} is not a variable name (no = or NUL, not empty)"),
+                    ));
+                }
+                let value = string(&format!("env.{var}"), value, "the variable's value")?;
+                spec.env.push((var, value));
+            }
+        }
+        if let Some((_, start)) = find(table, "start") {
+            spec.start = self.start(start).map_err(|message| {
+                at_key(start.span().start, "start", message)
+            })?;
+        }
+        if let Some((_, restart)) = find(table, "restart") {
+            spec.restart = match restart.get_ref().as_str() {
+                Some("on-failure") => RestartPolicy::OnFailure,
+                Some("never") => RestartPolicy::Never,
+                _ => {
+                    return Err(at_key(
+                        restart.span().start,
+                        "restart",
+                        "expected \"on-failure\" or \"never\"".into(),
+                    ));
+                }
+            };
+        }
+        if let Some((_, limits)) = find(table, "limits") {
+            spec.limits = self.limits(limits, &name)?;
+        }
+        Ok(spec)
     }
-    if let Some(rate) = value(
-        &entry.idle_fuel_per_second,
-        "idle_fuel_per_second",
-        bounds::IDLE_FUEL,
-    )? {
-        limits.idle_fuel_per_second = rate;
+
+    /// A start position: `"beginning"`, `"head"`, a seq, or `{ time = "..." }` (RFC 3339, UTC;
+    /// a TOML date-time without quotes is taken too).
+    fn start(&self, value: &Spanned<DeValue<'_>>) -> Result<StartPosition, String> {
+        const EXPECTED: &str = "expected \"beginning\", \"head\", a seq (a whole number) or \
+                                { time = \"2026-11-27T06:00:00Z\" }";
+        let time = |text: &str| {
+            let at = humantime::parse_rfc3339(text).map_err(|e| {
+                format!("{text:?} is not a time: {e}; expected RFC 3339 in UTC, e.g. 2026-11-27T06:00:00Z")
+            })?;
+            let ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            Ok(StartPosition::Time(ms))
+        };
+        match value.get_ref() {
+            DeValue::String(s) if s == "beginning" => Ok(StartPosition::Beginning),
+            DeValue::String(s) if s == "head" => Ok(StartPosition::Head),
+            DeValue::String(s) => Err(format!("{s:?} is not a start position: {EXPECTED}")),
+            DeValue::Integer(_) => whole(value.get_ref())
+                .map(StartPosition::After)
+                .ok_or_else(|| format!("a seq is a whole number from 0: {EXPECTED}")),
+            DeValue::Datetime(at) => time(&at.to_string()),
+            DeValue::Table(table) => match (table.len(), find(table, "time")) {
+                (1, Some((_, at))) => match at.get_ref() {
+                    DeValue::String(text) => time(text),
+                    DeValue::Datetime(at) => time(&at.to_string()),
+                    _ => Err(EXPECTED.into()),
+                },
+                _ => Err(EXPECTED.into()),
+            },
+            other => Err(format!("found {}: {EXPECTED}", kind_of(other))),
+        }
     }
-    if let Some(text) = &entry.wall_clock {
-        let limit: Duration = humantime::parse_duration(text.get_ref())
-            .map_err(|e| invalid(text.span().start, "limits.wall_clock", format!("{e}")))?;
-        limits.wall_clock = Some(limit);
+
+    /// `[plugin.limits]`: each key a [`Limit`], checked against its bounds.
+    fn limits(&self, value: &Spanned<DeValue<'_>>, plugin: &str) -> Result<Limits, ManifestError> {
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(self.invalid(
+                value.span().start,
+                Some(plugin),
+                Some("limits"),
+                format!("expected a table, found {}", kind_of(value.get_ref())),
+            ));
+        };
+        let mut limits = Limits::default();
+        for (key, value) in table {
+            let key_name = key.get_ref().as_ref();
+            let full_key = format!("limits.{key_name}");
+            let invalid = |message: String| {
+                self.invalid(value.span().start, Some(plugin), Some(&full_key), message)
+            };
+            let Some(limit) = Limit::from_key(key_name) else {
+                let known: Vec<&str> = Limit::ALL.iter().map(|l| l.key()).collect();
+                return Err(self.invalid(
+                    key.span().start,
+                    Some(plugin),
+                    Some(&full_key),
+                    format!("unknown limit; the limits are {}", known.join(", ")),
+                ));
+            };
+            let (min, max) = limit.bounds();
+            let expected = match limit.unit() {
+                Unit::Count(_) => format!(
+                    "expected a whole number from {} to {}",
+                    limit.show(min),
+                    limit.show(max)
+                ),
+                Unit::Duration => format!(
+                    "expected a duration as a string, from {:?} to {:?}",
+                    limit.show(min),
+                    limit.show(max)
+                ),
+            };
+            let set = match (limit.unit(), value.get_ref()) {
+                (Unit::Count(_), DeValue::Integer(_)) => match whole(value.get_ref()) {
+                    Some(n) => limit.set(&mut limits, n),
+                    None => return Err(invalid(expected)),
+                },
+                (Unit::Duration, DeValue::String(text)) => limit.set_text(&mut limits, text),
+                (_, other) => {
+                    return Err(invalid(format!("{expected}, found {}", kind_of(other))));
+                }
+            };
+            set.map_err(|e| invalid(e.to_string()))?;
+        }
+        Ok(limits)
     }
-    if let Some(mib) = value(&entry.disk_mib, "disk_mib", bounds::DISK_MIB)? {
-        limits.disk.bytes = mib << 20;
-    }
-    if let Some(entries) = value(&entry.disk_entries, "disk_entries", bounds::DISK_ENTRIES)? {
-        limits.disk.entries = entries;
-    }
-    if let Some(events) = value(&entry.poll_events, "poll_events", bounds::POLL_EVENTS)? {
-        limits.poll.max_events = events as u32;
-    }
-    if let Some(mib) = value(&entry.poll_mib, "poll_mib", bounds::POLL_MIB)? {
-        limits.poll.max_bytes = (mib << 20) as usize;
-    }
-    if let Some(kib) = value(&entry.output_kib, "output_kib", bounds::OUTPUT_KIB)? {
-        limits.output_bytes = (kib << 10) as usize;
-    }
-    if let Some(handles) = value(&entry.handles, "handles", bounds::HANDLES)? {
-        limits.handles = handles as usize;
-    }
-    Ok(limits)
 }

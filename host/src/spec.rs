@@ -2,7 +2,6 @@
 //! command-line flags today; a manifest entry becomes one too.
 
 use crate::limits::Limits;
-use crate::runtime::LoadError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -50,7 +49,7 @@ impl PluginSpec {
     pub fn from_file(
         component: impl Into<PathBuf>,
         state_root: &Path,
-    ) -> Result<PluginSpec, LoadError> {
+    ) -> Result<PluginSpec, BadName> {
         let component = component.into();
         let name = component.file_stem().map_or_else(
             || component.display().to_string(),
@@ -64,7 +63,7 @@ impl PluginSpec {
         name: impl Into<String>,
         component: impl Into<PathBuf>,
         state_root: &Path,
-    ) -> Result<PluginSpec, LoadError> {
+    ) -> Result<PluginSpec, BadName> {
         let name = name.into();
         check_name(&name)?;
         Ok(PluginSpec {
@@ -91,9 +90,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A plugin name that cannot be used: a name labels the plugin's output and names its state
+/// directory, so it must be one plain path component.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{name:?} is not a usable plugin name: it must be a plain file name, without / or \\ or control characters, not starting with a dot"
+)]
+pub struct BadName {
+    /// The name given.
+    pub name: String,
+}
+
 /// A name labels output and usually names the state directory: one plain path component, not
 /// hidden, with nothing that could rewrite a terminal line.
-pub(crate) fn check_name(name: &str) -> Result<(), LoadError> {
+pub(crate) fn check_name(name: &str) -> Result<(), BadName> {
     let plain = !name.is_empty()
         && !name.starts_with('.')
         && !name.contains(['/', '\\'])
@@ -101,7 +111,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), LoadError> {
     if plain {
         Ok(())
     } else {
-        Err(LoadError::BadName {
+        Err(BadName {
             name: name.to_owned(),
         })
     }

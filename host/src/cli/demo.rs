@@ -18,7 +18,7 @@ const FILTER_JSONL: &[u8] =
 const MANIFEST_HEADER: &str = "\
 # The plugins of the demo: `pulsewatch run --manifest plugins.toml --db events.redb --state-dir state`.
 # Per plugin: args, env, start (\"beginning\", \"head\" or a seq), restart (\"on-failure\" or
-# \"never\"), and [plugin.limits] (memory_mib, fuel, wall_clock, disk_mib, ...); see the README.
+# \"never\"), and [plugin.limits] (memory_mib, cpu, wall_clock, disk_mib, ...); see the README.
 ";
 
 /// Arguments of `pulsewatch demo`.

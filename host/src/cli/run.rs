@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::limits::DEFAULT_GRACE;
 use pulsewatch::{
-    Console, Home, Limits, Log, OpenError, Outcome, OutputSink, PluginSpec, RunOptions, StopSignal,
+    Console, Home, Limit, Limits, Log, OpenError, Outcome, OutputSink, PluginSpec, RunOptions, StopSignal,
     Supervisor, WorkerCommand, manifest,
 };
 use std::path::{Path, PathBuf};
@@ -44,43 +44,45 @@ pub struct Args {
     plugins: Vec<PathBuf>,
 }
 
-/// Per-plugin limits, the same for every plugin of the run.
+/// Per-plugin limits, the same for every plugin of the run. Their bounds are the manifest's
+/// ([`Limit`]); with `--manifest` each plugin's limits are the manifest's, and these are refused.
 #[derive(ClapArgs)]
 pub struct LimitArgs {
-    /// Linear memory limit per plugin, in MiB.
-    #[arg(long, default_value_t = Limits::default().memory_bytes >> 20)]
-    memory_mib: usize,
-    /// CPU budget per plugin from each call that delivers events, in fuel units (about one per
-    /// instruction).
-    #[arg(long, default_value_t = Limits::default().fuel)]
-    fuel: u64,
+    /// Linear memory limit per plugin, in MiB [default: 64].
+    #[arg(long, value_name = "MIB", conflicts_with = "manifest")]
+    memory_mib: Option<String>,
+    /// CPU time per plugin for each batch of new events it is given, e.g. 500ms or 2s; a plugin
+    /// that spends more without receiving new events is stopped [default: 1s].
+    #[arg(long, value_name = "DURATION", conflicts_with = "manifest")]
+    cpu: Option<String>,
     /// Wall-clock time a plugin may run, e.g. 30s or 10m [default: unlimited].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    wall_clock: Option<Duration>,
-    /// Disk quota per plugin in its /state, in MiB.
-    #[arg(long, default_value_t = Limits::default().disk.bytes >> 20)]
-    disk_mib: u64,
-    /// Files, directories and links a plugin may keep in its /state.
-    #[arg(long, default_value_t = Limits::default().disk.entries)]
-    disk_entries: u64,
+    #[arg(long, value_name = "DURATION", conflicts_with = "manifest")]
+    wall_clock: Option<String>,
+    /// Disk quota per plugin in its /state, in MiB [default: 256].
+    #[arg(long, value_name = "MIB", conflicts_with = "manifest")]
+    disk_mib: Option<String>,
+    /// Files, directories and links a plugin may keep in its /state [default: 10000].
+    #[arg(long, value_name = "N", conflicts_with = "manifest")]
+    disk_entries: Option<String>,
 }
 
 impl LimitArgs {
+    /// The limits the flags give, each checked against the bounds a manifest has too.
     fn limits(&self) -> anyhow::Result<Limits> {
-        let mut limits = Limits {
-            memory_bytes: self
-                .memory_mib
-                .checked_mul(1 << 20)
-                .context("--memory-mib is too large")?,
-            fuel: self.fuel,
-            wall_clock: self.wall_clock,
-            ..Limits::default()
-        };
-        limits.disk.bytes = self
-            .disk_mib
-            .checked_mul(1 << 20)
-            .context("--disk-mib is too large")?;
-        limits.disk.entries = self.disk_entries;
+        let mut limits = Limits::default();
+        for (limit, flag) in [
+            (Limit::MemoryMib, &self.memory_mib),
+            (Limit::Cpu, &self.cpu),
+            (Limit::WallClock, &self.wall_clock),
+            (Limit::DiskMib, &self.disk_mib),
+            (Limit::DiskEntries, &self.disk_entries),
+        ] {
+            if let Some(text) = flag {
+                limit.set_text(&mut limits, text).with_context(|| {
+                    format!("--{} {text}", limit.key().replace('_', "-"))
+                })?;
+            }
+        }
         Ok(limits)
     }
 }

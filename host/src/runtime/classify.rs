@@ -2,6 +2,7 @@
 //! the plugin while it ran, so that a limit reads as that limit whatever the guest's language
 //! runtime made of the refusal.
 
+use super::cpu::CpuBudgetSpent;
 use super::limiter::TableLimitExceeded;
 use super::{Failure, QuotaBreach};
 use crate::limits::Limits;
@@ -88,6 +89,8 @@ const MAX_BACKTRACE_FRAMES: usize = 20;
 pub(crate) fn classify(error: wasmtime::Error, limits: &Limits) -> (Failure, Option<String>) {
     let failure = if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return (Failure::Exit(exit.0), None);
+    } else if error.downcast_ref::<CpuBudgetSpent>().is_some() {
+        Failure::CpuBudget { cpu: limits.cpu }
     } else if let Some(TableLimitExceeded { limit }) = error.downcast_ref() {
         Failure::Table { limit: *limit }
     } else if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
@@ -96,7 +99,7 @@ pub(crate) fn classify(error: wasmtime::Error, limits: &Limits) -> (Failure, Opt
         }
     } else if let Some(trap) = error.downcast_ref::<Trap>() {
         match trap {
-            Trap::OutOfFuel => Failure::CpuBudget { fuel: limits.fuel },
+            Trap::OutOfFuel => Failure::CpuBudget { cpu: limits.cpu },
             Trap::StackOverflow => Failure::StackOverflow,
             // A Rust or C guest keeps its stack in linear memory; overflowing it is an access
             // below address 0, which wraps to the top of the 32-bit space.

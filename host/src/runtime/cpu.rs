@@ -1,101 +1,243 @@
-//! CPU is granted for work on events. A feed call that delivers events refills the plugin's
-//! fuel in full; a call that delivers nothing (`head`, an empty `poll`, `wait`) only adds what
-//! the plugin earned at its idle rate since its last grant, so that cheap calls cannot be turned
-//! into unlimited computation while a plugin that waits and does a little periodic work keeps
-//! running.
+//! CPU is granted for new events. A feed call that gives a plugin events it was not given before
+//! (its highest delivered seq rises) grants it a full budget ([`Limits::cpu`]); while it receives
+//! nothing new it earns CPU at its idle rate, up to that budget. Re-reading old events, calling
+//! `head` or `wait`, or looping over any host call earns nothing more.
+//!
+//! What counts is all the CPU its run takes: its own code, its instantiation, and the host's work
+//! inside its WASI and feed calls (random bytes, file reads, clocks). It is read from the CPU
+//! clock of the thread that runs the plugin, over each step of its run (each poll of its future:
+//! wasmtime runs the plugin and its host calls on the polling thread), so that it is exact with
+//! many plugins in one process as with one per worker, and leaves out what the host does for
+//! itself (progress reports, the supervisor's protocol). Time spent waiting is no step: it costs
+//! nothing.
+//!
+//! The budget is looked at after each host call (at most once a millisecond) and after each
+//! step; computation that calls nothing yields a step every few milliseconds (the fuel yield
+//! interval, `store.rs`).
 
 use crate::limits::Limits;
-use std::time::Instant;
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
-/// The fuel grants of one plugin.
+/// How often, at most, a host call's return looks at the thread's CPU clock (a system call).
+const CHECK_EVERY: Duration = Duration::from_millis(1);
+
+/// Raised into a plugin's run when it has spent its CPU budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the plugin used its CPU budget")]
+pub(crate) struct CpuBudgetSpent;
+
+/// The CPU account of one plugin's run. Nanoseconds of thread CPU time throughout.
 #[derive(Debug)]
-pub(crate) struct CpuGrant {
-    fuel: u64,
-    idle_per_second: u64,
-    last_grant: Instant,
+pub(crate) struct CpuMeter {
+    budget: u64,
+    idle_percent: u64,
+    account: Mutex<Account>,
 }
 
-impl CpuGrant {
+#[derive(Debug, Clone)]
+struct Account {
+    /// CPU spent in finished steps.
+    spent: u64,
+    /// The thread's CPU clock when the current step began, during a step.
+    step_began: Option<u64>,
+    /// What `spent` may reach.
+    allowance: u64,
+    /// The highest seq delivered so far.
+    delivered: u64,
+    /// When idle earnings were last added.
+    earned_at: Instant,
+    /// When a host call's return next looks at the clock.
+    next_check: Instant,
+}
+
+/// The calling thread's CPU time, in ns.
+fn thread_cpu() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
+        (t.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec() as u64)
+    })
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Account {
+    /// CPU spent so far, the current step included, `now_cpu` being the thread's clock.
+    fn spent(&self, now_cpu: u64) -> u64 {
+        self.spent
+            .saturating_add(self.step_began.map_or(0, |b| now_cpu.saturating_sub(b)))
+    }
+
+    /// Adds what was earned at the idle rate since the last time, never more than a full budget
+    /// beyond what is spent.
+    fn earn(&mut self, budget: u64, idle_percent: u64, spent: u64, now: Instant) {
+        let elapsed = nanos(now.saturating_duration_since(self.earned_at));
+        let earned = u64::try_from(u128::from(elapsed) * u128::from(idle_percent) / 100)
+            .unwrap_or(u64::MAX);
+        self.earned_at = now;
+        self.allowance = self
+            .allowance
+            .saturating_add(earned)
+            .min(spent.saturating_add(budget));
+    }
+}
+
+impl CpuMeter {
     pub(crate) fn new(limits: &Limits, now: Instant) -> Self {
-        CpuGrant {
-            fuel: limits.fuel,
-            idle_per_second: limits.idle_fuel_per_second,
-            last_grant: now,
+        let budget = nanos(limits.cpu);
+        CpuMeter {
+            budget,
+            idle_percent: u64::from(limits.idle_cpu_percent),
+            account: Mutex::new(Account {
+                spent: 0,
+                step_began: None,
+                allowance: budget,
+                delivered: 0,
+                earned_at: now,
+                next_check: now,
+            }),
         }
     }
 
-    /// The fuel to start with: a full grant.
-    pub(crate) fn initial(&self) -> u64 {
-        self.fuel
+    fn account(&self) -> MutexGuard<'_, Account> {
+        self.account.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The fuel a plugin holds after a call that delivered events: a full grant.
-    pub(crate) fn delivered(&mut self, now: Instant) -> u64 {
-        self.last_grant = now;
-        self.fuel
+    /// A step of the plugin's run begins on this thread.
+    pub(crate) fn begin_step(&self) {
+        self.account().step_began = Some(thread_cpu());
     }
 
-    /// The fuel a plugin holds after a call that delivered nothing: what it had left, plus what
-    /// it earned since its last grant, never more than a full grant.
-    pub(crate) fn idle(&mut self, remaining: u64, now: Instant) -> u64 {
-        let nanos = now.saturating_duration_since(self.last_grant).as_nanos();
-        let earned = u128::from(self.idle_per_second) * nanos / 1_000_000_000;
-        self.last_grant = now;
-        let earned = u64::try_from(earned).unwrap_or(u64::MAX);
-        remaining.saturating_add(earned).min(self.fuel)
+    /// The step ends; returns whether the plugin is now over its budget.
+    pub(crate) fn end_step(&self) -> bool {
+        let now_cpu = thread_cpu();
+        let mut account = self.account();
+        account.spent = account.spent(now_cpu);
+        account.step_began = None;
+        self.over(&mut account, now_cpu, Instant::now())
     }
+
+    /// A feed call delivered events up to `last_seq`: a full budget if any of them is new.
+    pub(crate) fn delivered(&self, last_seq: u64) {
+        let mut account = self.account();
+        if last_seq > account.delivered {
+            account.delivered = last_seq;
+            let spent = account.spent(thread_cpu());
+            account.allowance = spent.saturating_add(self.budget);
+            account.earned_at = Instant::now();
+        }
+    }
+
+    /// After a host call: whether the plugin is over its budget, looking at the clock at most
+    /// every [`CHECK_EVERY`].
+    pub(crate) fn check(&self) -> Result<(), CpuBudgetSpent> {
+        let now = Instant::now();
+        let mut account = self.account();
+        if now < account.next_check {
+            return Ok(());
+        }
+        account.next_check = now + CHECK_EVERY;
+        if self.over(&mut account, thread_cpu(), now) {
+            Err(CpuBudgetSpent)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn over(&self, account: &mut Account, now_cpu: u64, now: Instant) -> bool {
+        let spent = account.spent(now_cpu);
+        account.earn(self.budget, self.idle_percent, spent, now);
+        spent > account.allowance
+    }
+}
+
+/// Runs `run`, a plugin's run on `meter`'s store, one metered step per poll; a step that leaves
+/// it over its budget ends it (dropping `run` cancels the plugin wherever it is).
+pub(crate) async fn metered<T>(
+    meter: &CpuMeter,
+    run: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    let mut run = std::pin::pin!(run);
+    std::future::poll_fn(|cx| {
+        meter.begin_step();
+        let polled = run.as_mut().poll(cx);
+        let over = meter.end_step();
+        match polled {
+            Poll::Pending if over => Poll::Ready(Err(wasmtime::Error::new(CpuBudgetSpent))),
+            polled => polled,
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    fn grant(fuel: u64, idle_per_second: u64, now: Instant) -> CpuGrant {
-        CpuGrant::new(
+    const MS: u64 = 1_000_000;
+
+    fn account(allowance: u64, at: Instant) -> Account {
+        Account {
+            spent: 0,
+            step_began: None,
+            allowance,
+            delivered: 0,
+            earned_at: at,
+            next_check: at,
+        }
+    }
+
+    #[test]
+    fn idle_time_earns_at_the_idle_rate_up_to_a_full_budget() {
+        let t0 = Instant::now();
+        let mut a = account(100 * MS, t0);
+        a.spent = 90 * MS;
+        // 5% of 1 s is 50 ms.
+        a.earn(100 * MS, 5, 90 * MS, t0 + Duration::from_secs(1));
+        assert_eq!(a.allowance, 150 * MS);
+        a.earn(100 * MS, 5, 90 * MS, t0 + Duration::from_secs(1));
+        assert_eq!(a.allowance, 150 * MS, "no time passed, nothing earned");
+        a.earn(100 * MS, 5, 90 * MS, t0 + Duration::from_secs(100));
+        assert_eq!(a.allowance, 190 * MS, "capped at a budget beyond what is spent");
+    }
+
+    #[test]
+    fn the_current_step_counts_until_it_ends() {
+        let mut a = account(0, Instant::now());
+        a.spent = 5;
+        a.step_began = Some(100);
+        assert_eq!(a.spent(130), 35);
+        a.step_began = None;
+        assert_eq!(a.spent(130), 5);
+    }
+
+    #[test]
+    fn only_events_not_delivered_before_grant_a_budget() {
+        let meter = CpuMeter::new(
             &Limits {
-                fuel,
-                idle_fuel_per_second: idle_per_second,
+                cpu: Duration::from_millis(10),
+                idle_cpu_percent: 0,
                 ..Limits::default()
             },
-            now,
-        )
-    }
-
-    #[test]
-    fn a_delivering_call_refills_in_full() {
-        let t0 = Instant::now();
-        let mut cpu = grant(1000, 10, t0);
-        assert_eq!(cpu.initial(), 1000);
-        assert_eq!(cpu.delivered(t0 + Duration::from_millis(1)), 1000);
-    }
-
-    #[test]
-    fn a_call_that_delivers_nothing_adds_only_what_was_earned_at_the_idle_rate() {
-        let t0 = Instant::now();
-        let mut cpu = grant(1000, 100, t0);
-        assert_eq!(cpu.idle(10, t0 + Duration::from_millis(500)), 60);
-        assert_eq!(
-            cpu.idle(60, t0 + Duration::from_millis(500)),
-            60,
-            "no time passed, nothing earned"
+            Instant::now(),
         );
-        assert_eq!(cpu.idle(990, t0 + Duration::from_secs(60)), 1000, "capped");
-    }
-
-    #[test]
-    fn computing_faster_than_the_idle_rate_runs_out() {
-        // A plugin that burns 100 fuel per millisecond and calls `head` after each, against an
-        // idle rate of 10 fuel per millisecond: its fuel drains by 90 a round.
-        let t0 = Instant::now();
-        let mut cpu = grant(1000, 10_000, t0);
-        let mut fuel = cpu.initial();
-        let mut rounds = 0;
-        while fuel >= 100 {
-            fuel -= 100;
-            rounds += 1;
-            fuel = cpu.idle(fuel, t0 + Duration::from_millis(rounds));
-        }
-        assert!((10..=12).contains(&rounds), "{rounds} rounds");
+        meter.account().spent = 25 * MS;
+        meter.delivered(1000);
+        assert_eq!(meter.account().allowance, 35 * MS);
+        meter.account().spent = 40 * MS;
+        meter.delivered(1000);
+        meter.delivered(10);
+        assert_eq!(
+            meter.account().allowance,
+            35 * MS,
+            "events delivered before grant nothing"
+        );
+        assert!(meter.end_step(), "40 ms spent of 35");
     }
 }

@@ -17,15 +17,9 @@ pub enum LoadError {
         /// Why.
         source: std::io::Error,
     },
-    /// The name cannot be used: it labels the plugin's output and names its state directory, so
-    /// it must be one plain path component.
-    #[error(
-        "{name:?}: not a usable plugin name (it must be a plain file name, without / or \\ or control characters, not starting with a dot)"
-    )]
-    BadName {
-        /// The name given.
-        name: String,
-    },
+    /// The name cannot be used: it labels the plugin's output and names its state directory.
+    #[error(transparent)]
+    BadName(#[from] crate::spec::BadName),
     /// The bytes are not WebAssembly.
     #[error("{name}: not a WebAssembly component (no \\0asm header)")]
     NotWasm {
@@ -138,14 +132,14 @@ pub enum Failure {
     /// It exited with a non-zero status (or returned an error from `main`).
     #[error("exited with status {0}")]
     Exit(i32),
-    /// It computed past its CPU budget: the fuel of its last event-delivering call plus what it
-    /// earned while idle.
+    /// It spent more CPU than new events granted it (plus what it earned while idle), in its
+    /// own code or in host calls.
     #[error(
-        "stopped: used its CPU budget ({fuel} fuel from each call that delivers events) without receiving more events"
+        "stopped: used its CPU budget ({} for each batch of new events) without receiving new events", humantime::format_duration(*.cpu)
     )]
     CpuBudget {
-        /// The fuel each delivering call grants.
-        fuel: u64,
+        /// The CPU time each batch of new events grants.
+        cpu: Duration,
     },
     /// It tried to grow its memory past the limit (whatever its language runtime then did).
     #[error("stopped: tried to grow memory past its limit of {} MiB", .limit >> 20)]

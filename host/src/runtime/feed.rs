@@ -1,5 +1,5 @@
 //! The host side of `pulse:watch/feed`: answers a plugin's calls from the event log, and grants
-//! it CPU for them ([`super::cpu`]).
+//! it CPU for the events that are new to it ([`super::cpu`]).
 
 use super::StopSignal;
 use super::run::{Resources, Tracker};
@@ -102,24 +102,19 @@ impl Feed {
 
 pulsewatch_log::feed_conversions!();
 
-/// After a feed call: sets the plugin's fuel (a full grant if the call delivered events,
-/// otherwise what it earned while idle) and publishes what it holds of its limits.
-fn after_call(store: &mut StoreContextMut<'_, Sandbox>, delivered: bool) -> wasmtime::Result<()> {
-    let now = Instant::now();
-    let fuel = if delivered {
-        store.data_mut().cpu.delivered(now)
-    } else {
-        let remaining = store.get_fuel()?;
-        store.data_mut().cpu.idle(remaining, now)
-    };
+/// After a feed call: grants a full CPU budget if it delivered events up to `delivered` and any
+/// of them is new to the plugin, and publishes what the plugin holds of its limits.
+fn after_call(store: &StoreContextMut<'_, Sandbox>, delivered: Option<u64>) {
     let sandbox = store.data();
+    if let Some(last_seq) = delivered {
+        sandbox.cpu.delivered(last_seq);
+    }
     let (disk_bytes, disk_entries) = sandbox.disk.counts();
     sandbox.feed.tracker.set_resources(Resources {
         memory_bytes: sandbox.limiter.memory_used() as u64,
         disk_bytes,
         disk_entries,
     });
-    store.set_fuel(fuel)
 }
 
 /// Adds the feed functions to `linker`. `poll`, `head` and `seq-at` answer at once from a read
@@ -127,39 +122,45 @@ fn after_call(store: &mut StoreContextMut<'_, Sandbox>, delivered: bool) -> wasm
 /// or a cancellation reaches it.
 pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     let mut feed = linker.instance(FEED_INTERFACE)?;
-    feed.func_wrap("poll", |mut store, (since, limit): (u64, u32)| {
+    feed.func_wrap("poll", |store, (since, limit): (u64, u32)| {
         let result = store.data().feed.poll(since, limit);
-        let delivered = matches!(&result, Ok((events, _)) if !events.is_empty());
-        after_call(&mut store, delivered)?;
+        let delivered = match &result {
+            Ok((events, last_seq)) if !events.is_empty() => Some(*last_seq),
+            _ => None,
+        };
+        after_call(&store, delivered);
         Ok((result,))
     })?;
-    feed.func_wrap("poll-packed", |mut store, (since, limit): (u64, u32)| {
+    feed.func_wrap("poll-packed", |store, (since, limit): (u64, u32)| {
         let result = store.data().feed.poll_packed(since, limit);
-        let delivered = matches!(&result, Ok((bytes, _)) if !bytes.is_empty());
-        after_call(&mut store, delivered)?;
+        let delivered = match &result {
+            Ok((bytes, last_seq)) if !bytes.is_empty() => Some(*last_seq),
+            _ => None,
+        };
+        after_call(&store, delivered);
         Ok((result,))
     })?;
-    feed.func_wrap("head", |mut store, (): ()| {
+    feed.func_wrap("head", |store, (): ()| {
         let result = store.data().feed.log.head().map_err(poll_error);
-        after_call(&mut store, false)?;
+        after_call(&store, None);
         Ok((result,))
     })?;
-    feed.func_wrap("seq-at", |mut store, (timestamp_ms,): (u64,)| {
+    feed.func_wrap("seq-at", |store, (timestamp_ms,): (u64,)| {
         let result = store
             .data()
             .feed
             .log
             .seq_at(timestamp_ms)
             .map_err(poll_error);
-        after_call(&mut store, false)?;
+        after_call(&store, None);
         Ok((result,))
     })?;
-    feed.func_wrap_async("wait", |mut store, (since, timeout_ms): (u64, u32)| {
+    feed.func_wrap_async("wait", |store, (since, timeout_ms): (u64, u32)| {
         Box::new(async move {
             let feed = store.data().feed.clone();
             let timeout = Duration::from_millis(u64::from(timeout_ms));
             let result = feed.wait(since, timeout).await;
-            after_call(&mut store, false)?;
+            after_call(&store, None);
             Ok((result,))
         })
     })?;

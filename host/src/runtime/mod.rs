@@ -107,6 +107,7 @@ impl Runtime {
     /// A runtime whose engine compiles as `options` say.
     pub fn with_options(options: EngineOptions) -> Result<Runtime, SetupError> {
         let mut config = Config::new();
+        // Fuel paces the yield points of computation (store.rs); the CPU budget is time (cpu.rs).
         config.consume_fuel(true);
         config.parallel_compilation(options.parallel_compilation);
         let engine = Engine::new(&config).map_err(|e| SetupError::Engine(format!("{e:#}")))?;

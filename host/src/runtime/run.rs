@@ -5,7 +5,7 @@
 use super::classify::{Refusals, classify};
 use super::feed::Feed;
 use super::output::{Capture, OutputSink, Stream};
-use super::{Failure, Plugin, grants, store};
+use super::{Failure, Plugin, cpu, grants, store};
 use crate::limits::DEFAULT_GRACE;
 use pulsewatch_log::Log;
 use std::collections::BTreeMap;
@@ -355,15 +355,15 @@ async fn execute(
         stop: options.stop.clone(),
         tracker: options.progress.track(&spec.name),
     };
-    let mut store = match store::new_store(engine, &spec.limits, grants, feed) {
+    let (mut store, meter) = match store::new_store(engine, &spec.limits, grants, feed) {
         Ok(store) => store,
         Err(e) => return (Err(classify(e, &spec.limits)), Refusals::default()),
     };
     let ended = {
-        let run = async {
+        let run = cpu::metered(&meter, async {
             let command = plugin.pre.instantiate_async(&mut store).await?;
             command.wasi_cli_run().call_run(&mut store).await
-        };
+        });
         let wall_clock = async {
             match spec.limits.wall_clock {
                 Some(limit) => {

@@ -1,6 +1,6 @@
 //! A plugin's store: its grants, its feed and the limits the engine enforces on it.
 
-use super::cpu::CpuGrant;
+use super::cpu::CpuMeter;
 use super::feed::Feed;
 use super::grants::Grants;
 use super::limiter::Limiter;
@@ -10,13 +10,13 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store};
+use wasmtime::{CallHook, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Fuel between two chances for the executor to look at the stop signal and the deadline while
-/// a plugin computes: about 5 ms. The fuel already metered for the CPU budget gives these
-/// yield points, so compute needs no second instrumentation (such as epoch interruption) and no
-/// ticker thread to be stoppable.
+/// Fuel between two chances for the executor to look at the stop signal, the deadline and the
+/// CPU budget while a plugin computes without calling the host: about 5 ms. Fuel is metered
+/// only for these yield points (the budget is CPU time, `cpu.rs`), so compute needs no second
+/// instrumentation (such as epoch interruption) and no ticker thread to be stoppable.
 const YIELD_FUEL: u64 = 10_000_000;
 
 /// The store data of one plugin.
@@ -25,7 +25,7 @@ pub(crate) struct Sandbox {
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) feed: Arc<Feed>,
-    pub(crate) cpu: CpuGrant,
+    pub(crate) cpu: Arc<CpuMeter>,
     pub(crate) disk: DiskUsage,
     /// Held, locked, for as long as the store lives.
     _state_lock: File,
@@ -40,17 +40,18 @@ impl WasiView for Sandbox {
     }
 }
 
-/// A store for one run of a plugin with `limits`, its fuel set and its yield points on.
+/// A store for one run of a plugin with `limits`: its CPU account (shared with the caller, which
+/// meters each step of the run), its yield points, and its budget looked at as each host call
+/// returns.
 pub(crate) fn new_store(
     engine: &Engine,
     limits: &Limits,
     grants: Grants,
     feed: Feed,
-) -> wasmtime::Result<Store<Sandbox>> {
+) -> wasmtime::Result<(Store<Sandbox>, Arc<CpuMeter>)> {
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.handles);
-    let cpu = CpuGrant::new(limits, Instant::now());
-    let fuel = cpu.initial();
+    let cpu = Arc::new(CpuMeter::new(limits, Instant::now()));
     let mut store = Store::new(
         engine,
         Sandbox {
@@ -58,13 +59,20 @@ pub(crate) fn new_store(
             table,
             limiter: Limiter::new(limits),
             feed: Arc::new(feed),
-            cpu,
+            cpu: cpu.clone(),
             disk: grants.disk,
             _state_lock: grants.state_lock,
         },
     );
     store.limiter(|sandbox| &mut sandbox.limiter);
-    store.set_fuel(fuel)?;
+    store.call_hook(|store, hook| {
+        if let CallHook::ReturningFromHost = hook {
+            store.data().cpu.check()?;
+        }
+        Ok(())
+    });
+    // Never runs out: fuel only paces the yields.
+    store.set_fuel(u64::MAX)?;
     store.fuel_async_yield_interval(Some(YIELD_FUEL))?;
-    Ok(store)
+    Ok((store, cpu))
 }

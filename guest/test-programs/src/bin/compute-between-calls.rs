@@ -8,7 +8,7 @@ fn main() {
     let head = feed::head().expect("head");
     let mut x = 1u64;
     for round in 1u64.. {
-        // Well within one budget of the tests' (200 M fuel), so that only refills matter.
+        // Well within one budget of the tests' (100 ms of CPU), so that only refills matter.
         for _ in 0..1_000_000u64 {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
