@@ -232,7 +232,10 @@ fn replaying_old_events_forever_is_stopped_by_the_cpu_budget() {
         |_, spec| spec.limits.wall_clock = Some(Duration::from_secs(60)),
         |_| {},
     );
-    assert_eq!(run.hostile.result, Err(Failure::CpuBudget { cpu: limits().cpu }));
+    assert_eq!(
+        run.hostile.result,
+        Err(Failure::CpuBudget { cpu: limits().cpu })
+    );
     let rounds: u64 = run
         .harness
         .lines

@@ -81,7 +81,10 @@ fn a_name_that_is_not_a_plain_file_name_is_refused() {
     ] {
         let err = PluginSpec::named(name, guest("kind-counts"), root).unwrap_err();
         assert_eq!(err.name, name);
-        assert!(err.to_string().contains("not a usable plugin name"), "{err}");
+        assert!(
+            err.to_string().contains("not a usable plugin name"),
+            "{err}"
+        );
     }
     // A spec's fields are public: the runtime checks the name again.
     let mut spec = PluginSpec::named("kind-counts.v2", guest("kind-counts"), root).unwrap();

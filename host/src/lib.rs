@@ -25,6 +25,7 @@
 //! ```
 
 pub mod bundle;
+pub mod jsonl;
 pub mod limits;
 pub mod manifest;
 pub mod runtime;

@@ -218,7 +218,10 @@ impl Reader<'_> {
                         value.span().start,
                         None,
                         Some("name"),
-                        format!("expected the plugin's name as a string, found {}", kind_of(other)),
+                        format!(
+                            "expected the plugin's name as a string, found {}",
+                            kind_of(other)
+                        ),
                     ));
                 }
             },
@@ -333,9 +336,9 @@ impl Reader<'_> {
             }
         }
         if let Some((_, start)) = find(table, "start") {
-            spec.start = self.start(start).map_err(|message| {
-                at_key(start.span().start, "start", message)
-            })?;
+            spec.start = self
+                .start(start)
+                .map_err(|message| at_key(start.span().start, "start", message))?;
         }
         if let Some((_, restart)) = find(table, "restart") {
             spec.restart = match restart.get_ref().as_str() {

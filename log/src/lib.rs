@@ -35,6 +35,8 @@ mod read;
 #[cfg(feature = "store")]
 mod retention;
 #[cfg(feature = "store")]
+mod salvage;
+#[cfg(feature = "store")]
 pub mod schema;
 #[cfg(feature = "store")]
 mod snapshot;
@@ -59,6 +61,8 @@ pub use poll::{Batch, Budget, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits}
 pub use read::Packed;
 #[cfg(feature = "store")]
 pub use retention::Compacted;
+#[cfg(feature = "store")]
+pub use salvage::{Damage, Verified};
 #[cfg(feature = "store")]
 pub use snapshot::{SnapshotError, SnapshotInfo};
 pub use start::{START_VARIABLE, StartPosition, UnknownStart};

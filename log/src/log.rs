@@ -13,7 +13,7 @@ use crate::codec::{self, BatchWriter, CheckedBatch, DecodeError};
 use crate::event::Change;
 use crate::group::{Group, PendingAppend};
 use crate::retention::{self, TimeMarks};
-use crate::schema::{BATCHES, EVENTS_V1, FORMAT_KEY, FORMAT_VERSION, META, TIMES};
+use crate::schema::{BATCHES, EVENTS_V1, FORMAT_KEY, FORMAT_VERSION, LOST, META, TIMES};
 use redb::{
     Builder, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
     ReadableTable, TableError, WriteTransaction,
@@ -82,6 +82,17 @@ pub enum ReadError {
     Truncated {
         /// The seq of the oldest event still stored.
         oldest: u64,
+    },
+    /// The events asked for begin with ones lost to a damaged batch and left out when the log
+    /// was salvaged; nothing was skipped.
+    #[error(
+        "events {first}..{last} were lost to a damaged batch and left out when the log was salvaged (read from {last} to go on without them)"
+    )]
+    Lost {
+        /// The first lost seq at or after the one asked for.
+        first: u64,
+        /// The last seq of the lost range.
+        last: u64,
     },
     /// A stored event could not be read: its batch is damaged, or of a newer version.
     #[error("event {seq} cannot be decoded: {source}")]
@@ -436,23 +447,32 @@ impl Log {
                 }
                 ReadError::Storage(e) => WriteError::Storage(e),
                 // Reading the head never meets deleted events.
-                other @ ReadError::Truncated { .. } => {
+                other @ (ReadError::Truncated { .. } | ReadError::Lost { .. }) => {
                     WriteError::Storage(redb::StorageError::Corrupted(other.to_string()).into())
                 }
             });
         }
         let mut marks = TimeMarks::open(txn)?;
+        // Seqs a salvage recorded as lost after the last batch are never given again.
+        let lost_after = txn
+            .open_table(LOST)
+            .map_err(storage)?
+            .last()
+            .map_err(storage)?
+            .map_or(0, |(_, last)| last.value());
         // Go on from the last batch, if it has room for the first change; a full one stays as
         // it is, rather than be written again unchanged.
         let next_payload = changes.peek().map_or(0, |change| change.payload.len());
         let (mut first, mut batch, mut head) = match table.last().map_err(storage)? {
-            None => (1, BatchWriter::new(), 0),
+            None => (lost_after + 1, BatchWriter::new(), lost_after),
             Some((key, stored)) => {
                 let key = key.value();
                 let last = CheckedBatch::new(key, stored.value())
                     .map_err(|source| WriteError::Damaged { first: key, source })?;
                 let extended = BatchWriter::extending(&last);
-                if extended.has_room_for(next_payload) {
+                if lost_after > last.last() {
+                    (lost_after + 1, BatchWriter::new(), lost_after)
+                } else if extended.has_room_for(next_payload) {
                     (key, extended, last.last())
                 } else {
                     (last.last() + 1, BatchWriter::new(), last.last())

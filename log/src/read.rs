@@ -5,6 +5,7 @@
 use crate::codec::{CheckedBatch, DecodeError, Entries, EntryRef, batch, entry};
 use crate::log::{KnownHead, Log, ReadError, last_seq, storage};
 use crate::poll::{Batch, Budget, PollLimits};
+use crate::salvage;
 use crate::schema::BATCHES;
 use redb::ReadableTable;
 use std::time::{Duration, Instant};
@@ -62,7 +63,13 @@ impl Log {
         let Some((first, _)) = table.first().map_err(storage)? else {
             return Ok(0);
         };
-        Ok(last_seq(&table)? - first.value() + 1)
+        let (first, last) = (first.value(), last_seq(&table)?);
+        let lost: u64 = salvage::lost_ranges(&txn)?
+            .into_iter()
+            .filter(|r| *r.end() >= first && *r.start() <= last)
+            .map(|r| (*r.end()).min(last) - (*r.start()).max(first) + 1)
+            .sum();
+        Ok((last - first + 1).saturating_sub(lost))
     }
 
     /// Whether the log holds no event.
@@ -158,8 +165,11 @@ impl Log {
             Some(entry) => entry.map_err(storage)?.0.value(),
             None => match table.first().map_err(storage)? {
                 Some((oldest, _)) => {
-                    return Err(ReadError::Truncated {
-                        oldest: oldest.value(),
+                    return Err(match salvage::lost_at(&txn, first)? {
+                        Some((_, last)) => ReadError::Lost { first, last },
+                        None => ReadError::Truncated {
+                            oldest: oldest.value(),
+                        },
                     });
                 }
                 None => first,
@@ -176,12 +186,33 @@ impl Log {
                 seq: key.max(first),
                 source,
             };
-            let checked = CheckedBatch::new(key, stored).and_then(|batch| match expected {
-                Some(seq) if seq != key => Err(DecodeError::Malformed(format!(
-                    "a batch from seq {key} where {seq} was due"
-                ))),
-                _ => Ok(batch),
-            });
+            // Seqs follow on from the batch before, but across a range a salvage recorded as
+            // lost: a reader that reaches it is told, never skips it.
+            let gap = match expected {
+                Some(due) if due != key => match salvage::lost_at(&txn, due)? {
+                    Some((_, last)) if due < key && last == key - 1 => {
+                        if !budget.is_empty() {
+                            stopped = true;
+                            break;
+                        }
+                        if first <= last {
+                            return Err(ReadError::Lost {
+                                first: first.max(due),
+                                last,
+                            });
+                        }
+                        None
+                    }
+                    _ => Some(DecodeError::Malformed(format!(
+                        "a batch from seq {key} where {due} was due"
+                    ))),
+                },
+                _ => None,
+            };
+            let checked = match gap {
+                Some(malformed) => Err(malformed),
+                None => CheckedBatch::new(key, stored),
+            };
             let batch = match checked {
                 Ok(batch) => batch,
                 Err(source) if budget.is_empty() => return Err(undecodable(source)),

@@ -13,7 +13,7 @@
 
 use crate::codec::CheckedBatch;
 use crate::log::{Log, OpenError, ReadError, WriteError, db_error, storage};
-use crate::schema::{BATCHES, TIMES};
+use crate::schema::{BATCHES, LOST, TIMES};
 use redb::{ReadableTable, Table, WriteTransaction};
 use std::path::Path;
 
@@ -122,6 +122,16 @@ impl Log {
         })
     }
 
+    /// The seq of the oldest event [`Log::compact_before`] would keep if called with `seq` now:
+    /// compaction deletes whole batches, so it may keep events below `seq`, and never deletes
+    /// the last batch. What a caller checks before compacting (which plugins would lose unread
+    /// events); compacting before the answer then deletes exactly what it said.
+    pub fn oldest_after_compacting(&self, seq: u64) -> Result<u64, ReadError> {
+        let txn = self.begin_read()?;
+        let batches = txn.open_table(BATCHES).map_err(storage)?;
+        Ok(plan(&batches, seq)?.1)
+    }
+
     /// Deletes the events with a seq below `seq`, in whole stored batches: the batch holding
     /// `seq` is kept whole, and so is the last batch, whatever `seq` is. Durable when this
     /// returns; readers in this and other processes see it on their next read. A reader whose
@@ -131,17 +141,7 @@ impl Log {
         let txn = db.begin_write().map_err(storage)?;
         let compacted = {
             let mut batches = txn.open_table(BATCHES).map_err(storage)?;
-            let mut keys = Vec::new();
-            for item in batches.range(..=seq).map_err(storage)? {
-                keys.push(item.map_err(storage)?.0.value());
-            }
-            // The last key at or below `seq` starts the batch that holds it (or `seq` itself):
-            // every batch before it ends before `seq`.
-            let kept = keys.pop();
-            let oldest = match (kept, batches.first().map_err(storage)?) {
-                (Some(kept), _) => kept,
-                (None, first) => first.map_or(1, |(k, _)| k.value()),
-            };
+            let (keys, oldest) = plan(&batches, seq)?;
             let deleted = keys.first().map_or(0, |&first| oldest - first);
             for key in keys {
                 batches.remove(key).map_err(storage)?;
@@ -160,10 +160,43 @@ impl Log {
             for time in stale {
                 times.remove(time).map_err(storage)?;
             }
+            // Lost ranges wholly before what is kept: a poll from there is `Truncated` now.
+            let mut lost = txn.open_table(LOST).map_err(storage)?;
+            let mut gone = Vec::new();
+            for item in lost.iter().map_err(storage)? {
+                let (first, last) = item.map_err(storage)?;
+                if last.value() >= oldest {
+                    break;
+                }
+                gone.push(first.value());
+            }
+            for first in gone {
+                lost.remove(first).map_err(storage)?;
+            }
             Compacted { deleted, oldest }
         };
         txn.commit().map_err(storage)?;
         self.changes.bump();
         Ok(compacted)
     }
+}
+
+/// What compacting before `seq` deletes: the keys of the batches to delete, and the seq of the
+/// oldest event kept.
+fn plan(
+    batches: &impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+) -> Result<(Vec<u64>, u64), redb::Error> {
+    let mut keys = Vec::new();
+    for item in batches.range(..=seq).map_err(storage)? {
+        keys.push(item.map_err(storage)?.0.value());
+    }
+    // The last key at or below `seq` starts the batch that holds it (or `seq` itself): every
+    // batch before it ends before `seq`.
+    let kept = keys.pop();
+    let oldest = match (kept, batches.first().map_err(storage)?) {
+        (Some(kept), _) => kept,
+        (None, first) => first.map_or(1, |(k, _)| k.value()),
+    };
+    Ok((keys, oldest))
 }

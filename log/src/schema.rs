@@ -9,6 +9,13 @@ pub const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("pulsewatc
 /// which the maximum had that value (see `retention.rs`).
 pub const TIMES: TableDefinition<u64, u64> = TableDefinition::new("pulsewatch.times");
 
+/// Events lost to a damaged batch and left out when the log was salvaged (`pulsewatch snapshot
+/// --skip-damaged`): the first seq of each lost range to its last. Seqs stay gap-free where
+/// this table says nothing: a reader that reaches a recorded range is told the events are gone
+/// ([`crate::ReadError::Lost`]), and a writer never gives their seqs again. Absent in a log that
+/// never lost any (older builds stop at such a gap, as at any other, rather than skip it).
+pub const LOST: TableDefinition<u64, u64> = TableDefinition::new("pulsewatch.lost");
+
 /// Format 1's table: one record per event, by seq. Read only by [`crate::Log::upgrade`].
 pub const EVENTS_V1: TableDefinition<u64, &[u8]> = TableDefinition::new("pulsewatch.events");
 

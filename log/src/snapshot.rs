@@ -5,7 +5,8 @@
 use crate::codec::{BatchWriter, CheckedBatch};
 use crate::log::{Log, OpenError, ReadError, db_error, storage};
 use crate::retention;
-use crate::schema::BATCHES;
+use crate::salvage::{self, Damage};
+use crate::schema::{BATCHES, LOST};
 use redb::{Builder, Database};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ impl From<redb::Error> for SnapshotError {
 }
 
 /// What a snapshot holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
     /// The seq of its first event, if it holds any.
     pub first: Option<u64>,
@@ -55,6 +56,9 @@ pub struct SnapshotInfo {
     pub last: Option<u64>,
     /// How many events it holds.
     pub events: u64,
+    /// The damaged ranges left out ([`Log::snapshot_skipping_damaged`]), recorded in the copy as
+    /// lost; empty for a plain snapshot, which fails on damage instead.
+    pub lost: Vec<Damage>,
 }
 
 impl Log {
@@ -69,6 +73,29 @@ impl Log {
         seqs: RangeInclusive<u64>,
         overwrite: bool,
     ) -> Result<SnapshotInfo, SnapshotError> {
+        self.write_snapshot(path, seqs, overwrite, false)
+    }
+
+    /// A [`Log::snapshot`] that salvages a damaged log: every intact batch is copied with its
+    /// seqs, and each damaged range is left out and recorded in the copy as lost, so that its
+    /// readers are told of the gap ([`ReadError::Lost`]) and its writers never give those seqs
+    /// again. The ranges left out are in the returned [`SnapshotInfo::lost`].
+    pub fn snapshot_skipping_damaged(
+        &self,
+        path: &Path,
+        seqs: RangeInclusive<u64>,
+        overwrite: bool,
+    ) -> Result<SnapshotInfo, SnapshotError> {
+        self.write_snapshot(path, seqs, overwrite, true)
+    }
+
+    fn write_snapshot(
+        &self,
+        path: &Path,
+        seqs: RangeInclusive<u64>,
+        overwrite: bool,
+        skip_damaged: bool,
+    ) -> Result<SnapshotInfo, SnapshotError> {
         if !overwrite && path.exists() {
             return Err(SnapshotError::Exists {
                 path: path.to_path_buf(),
@@ -77,7 +104,7 @@ impl Log {
         let mut partial = path.as_os_str().to_owned();
         partial.push(format!(".partial-{}", std::process::id()));
         let partial = PathBuf::from(partial);
-        let written = self.copy_to(&partial, seqs);
+        let written = self.copy_to(&partial, seqs, skip_damaged);
         let moved = written.and_then(|info| {
             std::fs::rename(&partial, path)
                 .map(|()| info)
@@ -96,6 +123,7 @@ impl Log {
         &self,
         path: &Path,
         seqs: RangeInclusive<u64>,
+        skip_damaged: bool,
     ) -> Result<SnapshotInfo, SnapshotError> {
         // The default concurrency mode: a snapshot has no writer, and a reader under WASI, which
         // has no file locks, can open nothing else.
@@ -112,14 +140,45 @@ impl Log {
             first: None,
             last: None,
             events: 0,
+            lost: Vec::new(),
         };
+        // What the source already records as lost stays lost in the copy.
+        let mut lost: Vec<(u64, u64)> = salvage::lost_ranges(&source)?
+            .into_iter()
+            .filter(|r| *r.end() >= low && *r.start() <= high)
+            .map(|r| ((*r.start()).max(low), (*r.end()).min(high)))
+            .collect();
         let mut finished = Vec::new();
         let mut writer = BatchWriter::new();
         let mut first_in_writer = 0;
-        'batches: for item in table.range(start..=high).map_err(storage)? {
+        let mut batches = table.range(start..).map_err(storage)?.peekable();
+        'batches: while let Some(item) = batches.next() {
             let (key, stored) = item.map_err(storage)?;
             let key = key.value();
+            if key > high {
+                break;
+            }
             let undecodable = |source| ReadError::Undecodable { seq: key, source };
+            if let Err(reason) = salvage::check(key, stored.value()) {
+                if !skip_damaged {
+                    return Err(undecodable(reason).into());
+                }
+                let end = match batches.peek() {
+                    Some(Ok((next, _))) => next.value() - 1,
+                    Some(Err(_)) | None => salvage::indexed_head(&source)?
+                        .filter(|&h| h >= key)
+                        .unwrap_or(key),
+                };
+                let (from, to) = (key.max(low), end.min(high));
+                if from <= to {
+                    lost.push((from, to));
+                    info.lost.push(Damage {
+                        seqs: from..=to,
+                        reason,
+                    });
+                }
+                continue;
+            }
             let batch = CheckedBatch::new(key, stored.value()).map_err(undecodable)?;
             for entry in batch.entries() {
                 let entry = entry.map_err(undecodable)?;
@@ -133,7 +192,7 @@ impl Log {
                 if !writer.has_room_for(entry.payload().len()) {
                     finished.push((first_in_writer, std::mem::take(&mut writer).finish()));
                     if finished.len() >= BATCHES_PER_TRANSACTION {
-                        write_batches(&copy, path, &mut finished, false)?;
+                        write_batches(&copy, path, &mut finished, &[], false)?;
                     }
                 }
                 if writer.is_empty() {
@@ -148,17 +207,19 @@ impl Log {
         if !writer.is_empty() {
             finished.push((first_in_writer, writer.finish()));
         }
-        write_batches(&copy, path, &mut finished, true)?;
+        write_batches(&copy, path, &mut finished, &lost, true)?;
         Ok(info)
     }
 }
 
 /// Writes `batches` to the copy in one transaction and empties the list; with `last`, also
-/// builds the copy's timestamp index from everything written, as an upgrade does.
+/// records the `lost` ranges and builds the copy's timestamp index from everything written, as
+/// an upgrade does.
 fn write_batches(
     copy: &Database,
     path: &Path,
     batches: &mut Vec<(u64, Vec<u8>)>,
+    lost: &[(u64, u64)],
     last: bool,
 ) -> Result<(), OpenError> {
     let txn = copy.begin_write().map_err(|e| db_error(path, e))?;
@@ -168,6 +229,12 @@ fn write_batches(
             table
                 .insert(first, bytes.as_slice())
                 .map_err(|e| db_error(path, e))?;
+        }
+        if !lost.is_empty() {
+            let mut table = txn.open_table(LOST).map_err(|e| db_error(path, e))?;
+            for &(first, last) in lost {
+                table.insert(first, last).map_err(|e| db_error(path, e))?;
+            }
         }
     }
     if last {

@@ -39,11 +39,16 @@ macro_rules! feed_conversions {
         $crate::wire_conversions!();
 
         /// Why a poll failed, in the contract's terms: an undecodable event is named by its
-        /// seq, deleted events by the oldest kept; anything else leaves the log unavailable for now.
+        /// seq, deleted events by the oldest kept, events a salvage left out by the first one
+        /// after them (the contract's `truncated`: they are gone, and the plugin is told);
+        /// anything else leaves the log unavailable for now.
         fn poll_error(err: $crate::ReadError) -> wit::PollError {
             match err {
                 $crate::ReadError::Undecodable { seq, .. } => wit::PollError::Undecodable(seq),
                 $crate::ReadError::Truncated { oldest } => wit::PollError::Truncated(oldest),
+                $crate::ReadError::Lost { last, .. } => {
+                    wit::PollError::Truncated(last.saturating_add(1))
+                }
                 other => wit::PollError::Unavailable(other.to_string()),
             }
         }

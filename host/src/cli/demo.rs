@@ -1,6 +1,7 @@
 //! `pulsewatch demo`: the whole pipeline on a throwaway database, finished in seconds.
 
-use super::run::{report, stop_on_signals, supervise};
+use super::run::{report, supervise};
+use super::{safety, signals};
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use pulsewatch::{Change, ChangeKind, Home, Log, RunOptions, manifest, sha256_hex};
@@ -14,6 +15,12 @@ const KIND_COUNTS: &[u8] =
 const FILTER_JSONL: &[u8] =
     include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/filter-jsonl.wasm"));
 
+/// The demo's plugins: name, component, extra manifest lines.
+const PLUGINS: [(&str, &[u8], &str); 2] = [
+    ("kind-counts", KIND_COUNTS, ""),
+    ("filter-jsonl", FILTER_JSONL, "args = [\"kind=deleted\"]\n"),
+];
+
 /// The top of the manifest the demo writes: a starting point for a user's own.
 const MANIFEST_HEADER: &str = "\
 # The plugins of the demo: `pulsewatch run --manifest plugins.toml --db events.redb --state-dir state`.
@@ -24,8 +31,9 @@ const MANIFEST_HEADER: &str = "\
 /// Arguments of `pulsewatch demo`.
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Where the demo database and plugin state go; a previous demo's are replaced
-    /// [default: the user's data directory, e.g. ~/.local/share/pulsewatch/demo].
+    /// Where the demo database and plugin state go: an empty or new directory, or an earlier
+    /// demo's, of which only what the demo wrote is replaced [default: the user's data
+    /// directory, e.g. ~/.local/share/pulsewatch/demo].
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Events written before the plugins first run.
@@ -131,36 +139,46 @@ impl Shop {
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let dir = args.dir.clone().unwrap_or_else(default_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // A stop signal stops the plugins, and the writer after its transaction: the demo's
+    // database is never left needing a repair.
+    let mut options = RunOptions::default();
+    let caught = signals::stop_on_signals(&options.stop, options.grace)?;
+    let stopped = || caught.signal().map(signals::exit_code);
+    let kept = safety::demo_dir(&dir)?;
     let db = dir.join("events.redb");
     let state = dir.join("state");
-    // Start afresh, removing only what a previous demo made: --dir may hold other files.
-    if db.exists() {
-        std::fs::remove_file(&db).with_context(|| format!("cannot remove {}", db.display()))?;
-    }
-    if state.exists() {
-        std::fs::remove_dir_all(&state)
-            .with_context(|| format!("cannot remove {}", state.display()))?;
+    let home = Home::under(&state);
+    for (name, _, _) in PLUGINS {
+        // An earlier demo's records of its own plugins.
+        let _ = home.release(name);
+        let _ = home.drop_slot(name);
     }
     let log = Log::create(&db)?;
     let mut shop = Shop::new();
 
-    println!(
+    out!(
         "== 1. A writer records {} order changes in {}",
         args.events,
         db.display()
-    );
+    )?;
+    if !kept.is_empty() {
+        let names: Vec<String> = kept.iter().map(|p| p.display().to_string()).collect();
+        out!("   (kept, as no demo wrote them: {})", names.join(", "))?;
+    }
     let started = Instant::now();
     let head = log.append_batch(&shop.changes(args.events))?;
-    println!(
+    out!(
         "   head is now seq {head} ({} ms, one transaction)",
         started.elapsed().as_millis()
-    );
+    )?;
     for (id, name) in &shop.tenants {
-        println!(
+        out!(
             "   collective {} is tenant {name}",
             uuid::Uuid::from_u128(*id)
-        );
+        )?;
+    }
+    if let Some(code) = stopped() {
+        return Ok(code);
     }
 
     // The example plugins, embedded in this binary, as files a user can run again, and the
@@ -169,10 +187,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("cannot create {}", plugins_dir.display()))?;
     let mut manifest_text = String::from(MANIFEST_HEADER);
-    for (name, bytes, extra) in [
-        ("kind-counts", KIND_COUNTS, ""),
-        ("filter-jsonl", FILTER_JSONL, "args = [\"kind=deleted\"]\n"),
-    ] {
+    for (name, bytes, extra) in PLUGINS {
         let path = plugins_dir.join(format!("{name}.wasm"));
         std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
         manifest_text += &format!(
@@ -184,24 +199,24 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     std::fs::write(&manifest_path, &manifest_text)
         .with_context(|| format!("cannot write {}", manifest_path.display()))?;
     let specs = manifest::load(&manifest_path, &state)?;
-    let mut options = RunOptions::default();
-    stop_on_signals(&options.stop, options.grace)?;
 
-    println!(
+    out!(
         "\n== 2. Two sandboxed plugins, each in a worker process, read the feed from their own cursors, until caught up"
-    );
+    )?;
     let started = Instant::now();
-    let home = Home::under(&state);
     let outcomes = supervise(&specs, &db, &options, &home, None)?;
-    println!(
+    out!(
         "   ({} ms, compile included)",
         started.elapsed().as_millis()
-    );
+    )?;
     if report(&outcomes, &options, true) != ExitCode::SUCCESS {
         return Ok(ExitCode::FAILURE);
     }
+    if let Some(code) = stopped() {
+        return Ok(code);
+    }
 
-    println!("\n== 3. Live: plugins follow the feed while the writer appends 4 x 500 more");
+    out!("\n== 3. Live: plugins follow the feed while the writer appends 4 x 500 more")?;
     options.follow = true;
     let outcomes = std::thread::scope(|scope| {
         let plugins_done = scope.spawn(|| supervise(&specs, &db, &options, &home, None));
@@ -209,8 +224,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             let mut head = 0;
             for _ in 0..4 {
                 std::thread::sleep(Duration::from_millis(150));
+                if options.stop.is_stopped() {
+                    break;
+                }
                 head = log.append_batch(&shop.changes(500))?;
-                println!("   writer: head is now seq {head}");
+                out!("   writer: head is now seq {head}")?;
             }
             // Let the plugins catch up (a failed one never will: give up after a while), then
             // ask them to commit and stop.
@@ -220,7 +238,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     .iter()
                     .all(|s| options.progress.cursor(&s.name).is_some_and(|c| c >= head))
             };
-            while !caught_up() && Instant::now() < deadline && !plugins_done.is_finished() {
+            while !caught_up()
+                && Instant::now() < deadline
+                && !plugins_done.is_finished()
+                && !options.stop.is_stopped()
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Ok(head)
@@ -234,41 +256,44 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     if report(&outcomes, &options, true) != ExitCode::SUCCESS {
         return Ok(ExitCode::FAILURE);
     }
+    if let Some(code) = stopped() {
+        return Ok(code);
+    }
 
     let matches = state.join("filter-jsonl/matches.jsonl");
     let text = std::fs::read_to_string(&matches).unwrap_or_default();
-    println!(
+    out!(
         "\n== 4. What filter-jsonl wrote to its /state ({}):",
         matches.display()
-    );
+    )?;
     for line in text.lines().take(3) {
-        println!("   {line}");
+        out!("   {line}")?;
     }
-    println!("   ... {} lines in all", text.lines().count());
+    out!("   ... {} lines in all", text.lines().count())?;
     // The path this binary was run from, so the hints work before `pulsewatch` is on PATH.
     let me =
         std::env::current_exe().map_or_else(|_| "pulsewatch".into(), |p| p.display().to_string());
-    println!("\nEach plugin resumed from its own committed cursor in phase 3. Try:");
-    println!(
+    out!("\nEach plugin resumed from its own committed cursor in phase 3. Try:")?;
+    out!(
         "   {me} tail --db {} --since {}",
         db.display(),
         log.head()?.saturating_sub(3)
-    );
-    println!(
+    )?;
+    out!(
         "   {me} run --db {} --arg filter-jsonl=kind=archived {}",
         db.display(),
         plugins_dir.join("filter-jsonl.wasm").display()
-    );
-    println!(
+    )?;
+    out!(
         "   {me} run --follow --manifest {} --db {} --state-dir {}",
         manifest_path.display(),
         db.display(),
         state.display()
-    );
-    println!(
+    )?;
+    out!(
         "   {me} status --db {} --state-dir {}    # from another terminal",
         db.display(),
         state.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,102 +1,16 @@
-//! Events as JSON lines: `append`, `import` and `tail`.
-//!
-//! One event per line:
-//! `{"seq":1,"kind":"created","entity":"<uuid>","collective":"<uuid>","timestamp_ms":1700000000000,"payload":{...}}`
-//! `payload` is any JSON value, stored as its exact text; bytes that are not JSON are written as
-//! `"payload_hex"`. On import `seq` is ignored (the log assigns it), `timestamp_ms` defaults to
-//! now, and `payload`/`payload_hex` are optional.
+//! Events as JSON lines ([`pulsewatch::jsonl`]): `append`, `import` and `tail`.
 
+use super::{safety, signals};
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
-use pulsewatch::{Change, ChangeKind, Event, Log};
-use serde::{Deserialize, Serialize};
+use pulsewatch::jsonl::{parse_line, write_event};
+use pulsewatch::{Change, ChangeKind, Log};
 use serde_json::value::RawValue;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use uuid::Uuid;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InLine<'a> {
-    #[serde(default)]
-    #[allow(dead_code)]
-    seq: Option<u64>,
-    kind: ChangeKind,
-    entity: Uuid,
-    collective: Uuid,
-    timestamp_ms: Option<u64>,
-    #[serde(borrow)]
-    payload: Option<&'a RawValue>,
-    payload_hex: Option<String>,
-}
-
-#[derive(Serialize)]
-struct OutLine<'a> {
-    seq: u64,
-    kind: &'static str,
-    entity: Uuid,
-    collective: Uuid,
-    timestamp_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload_hex: Option<String>,
-}
-
-fn parse_line(line: &str) -> anyhow::Result<Change> {
-    let parsed: InLine = serde_json::from_str(line)?;
-    let payload = match (parsed.payload, parsed.payload_hex) {
-        (Some(_), Some(_)) => bail!("give payload or payload_hex, not both"),
-        (Some(json), None) => json.get().as_bytes().to_vec(),
-        (None, Some(hex)) => decode_hex(&hex).context("payload_hex")?,
-        (None, None) => Vec::new(),
-    };
-    let change = Change::new(
-        parsed.kind,
-        parsed.entity.as_u128(),
-        parsed.collective.as_u128(),
-    )
-    .with_payload(payload);
-    Ok(match parsed.timestamp_ms {
-        Some(ts) => change.at(ts),
-        None => change,
-    })
-}
-
-fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
-    let digit = |b: u8| char::from(b).to_digit(16).context("not a hex digit");
-    let bytes = hex.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        bail!("odd number of hex digits");
-    }
-    bytes
-        .chunks(2)
-        .map(|pair| Ok((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
-        .collect()
-}
-
-fn write_event(out: &mut impl Write, event: &Event) -> anyhow::Result<()> {
-    let payload = &event.change.payload;
-    let json = std::str::from_utf8(payload)
-        .ok()
-        .filter(|_| !payload.is_empty())
-        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
-    let line = OutLine {
-        seq: event.seq,
-        kind: event.change.kind.as_str(),
-        entity: Uuid::from_u128(event.change.entity),
-        collective: Uuid::from_u128(event.change.collective),
-        timestamp_ms: event.change.timestamp_ms,
-        payload: json,
-        payload_hex: (json.is_none() && !payload.is_empty())
-            .then(|| payload.iter().map(|b| format!("{b:02x}")).collect()),
-    };
-    serde_json::to_writer(&mut *out, &line)?;
-    out.write_all(b"\n")?;
-    Ok(())
-}
 
 /// Arguments of `pulsewatch append`.
 #[derive(ClapArgs)]
@@ -136,10 +50,15 @@ pub fn append(args: &AppendArgs) -> anyhow::Result<ExitCode> {
     if let Some(ts) = args.timestamp_ms {
         change = change.at(ts);
     }
+    // A stop signal waits for the append's commit and the file's clean close.
+    let caught = signals::catch_stops(|_| {})?;
     let log = Log::create(&args.db)?;
     let seq = log.append(&change)?;
-    println!("{seq}");
-    Ok(ExitCode::SUCCESS)
+    drop(log);
+    out!("{seq}")?;
+    Ok(caught
+        .signal()
+        .map_or(ExitCode::SUCCESS, signals::exit_code))
 }
 
 /// Arguments of `pulsewatch import`.
@@ -160,9 +79,21 @@ pub struct ImportArgs {
 /// The most lines a streaming import commits in one transaction.
 const STREAM_GROUP: usize = 10_000;
 
+/// What the import's reading thread and signal handler tell it.
+enum Input {
+    /// A line, by its index from 0.
+    Line(usize, std::io::Result<String>),
+    /// The input ended.
+    End,
+    /// A stop signal came.
+    Stop(i32),
+}
+
 pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let (name, reader): (String, Box<dyn BufRead + Send>) = match &args.file {
         Some(path) if path.as_os_str() != "-" => {
+            safety::not_onto_input(path, &args.db, "the database to import into")
+                .context("refused to read the database as JSON lines")?;
             let file = std::fs::File::open(path)
                 .with_context(|| format!("{}: cannot open", path.display()))?;
             (
@@ -175,6 +106,19 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
             Box::new(std::io::BufReader::new(std::io::stdin())),
         ),
     };
+    // Lines are read on a thread of their own, so that a stop signal reaches the import while
+    // it waits for input; the signal ends it after its transaction, never in the middle.
+    let (inputs, arrived) = std::sync::mpsc::sync_channel(STREAM_GROUP);
+    let stops = inputs.clone();
+    signals::catch_stops(move |signal| drop(stops.send(Input::Stop(signal))))?;
+    std::thread::spawn(move || {
+        for (index, line) in reader.lines().enumerate() {
+            if inputs.send(Input::Line(index, line)).is_err() {
+                return;
+            }
+        }
+        let _ = inputs.send(Input::End);
+    });
     let parse = |index: usize, line: std::io::Result<String>| -> anyhow::Result<Option<Change>> {
         let line = line.with_context(|| format!("{name}:{}: cannot read", index + 1))?;
         if line.trim().is_empty() {
@@ -184,47 +128,73 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         Ok(Some(change))
     };
     if args.stream {
-        return import_stream(&args.db, reader, parse);
+        return import_stream(&args.db, &arrived, parse);
     }
-    // Parse everything before writing anything: a bad line leaves the database untouched.
+    // Parse everything before writing anything: a bad line, or a stop before the input ends,
+    // leaves the database untouched.
     let mut changes = Vec::new();
-    for (index, line) in reader.lines().enumerate() {
-        changes.extend(parse(index, line)?);
+    loop {
+        match arrived.recv() {
+            Ok(Input::Line(index, line)) => changes.extend(parse(index, line)?),
+            Ok(Input::End) | Err(_) => break,
+            Ok(Input::Stop(signal)) => {
+                say!(
+                    "pulsewatch: stopped by {} before the input ended: nothing imported (an \
+                     import without --stream is all or nothing)",
+                    signals::name(signal)
+                );
+                return Ok(signals::exit_code(signal));
+            }
+        }
     }
     let log = Log::create(&args.db)?;
     let head = log.append_batch(&changes)?;
-    eprintln!("imported {} events; head is now {head}", changes.len());
-    Ok(ExitCode::SUCCESS)
+    drop(log);
+    say!("imported {} events; head is now {head}", changes.len());
+    // A stop that came during the commit waited for it.
+    Ok(
+        match arrived.try_iter().find_map(|i| match i {
+            Input::Stop(signal) => Some(signal),
+            _ => None,
+        }) {
+            Some(signal) => signals::exit_code(signal),
+            None => ExitCode::SUCCESS,
+        },
+    )
 }
 
-/// Appends lines as they arrive: a thread reads them, and each commit takes every line that
-/// arrived meanwhile (up to [`STREAM_GROUP`]), so a slow trickle is durable line by line and a
-/// burst shares transactions.
+/// Appends lines as they arrive: each commit takes every line that arrived meanwhile (up to
+/// [`STREAM_GROUP`]), so a slow trickle is durable line by line and a burst shares
+/// transactions. A bad line stops it, and so does a stop signal, each after committing the lines
+/// before it; the log is closed cleanly either way.
 fn import_stream(
     db: &std::path::Path,
-    reader: Box<dyn BufRead + Send>,
+    arrived: &std::sync::mpsc::Receiver<Input>,
     parse: impl Fn(usize, std::io::Result<String>) -> anyhow::Result<Option<Change>>,
 ) -> anyhow::Result<ExitCode> {
     let log = Log::create(db)?;
-    let (lines, arrived) = std::sync::mpsc::sync_channel(STREAM_GROUP);
-    std::thread::spawn(move || {
-        for line in reader.lines().enumerate() {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
     let mut imported = 0;
     let mut head = log.head()?;
     let mut group = Vec::new();
-    while let Ok(first) = arrived.recv() {
+    loop {
+        let Ok(first) = arrived.recv() else { break };
         let mut bad = None;
-        for (index, line) in std::iter::once(first).chain(arrived.try_iter().take(STREAM_GROUP - 1))
-        {
-            match parse(index, line) {
-                Ok(change) => group.extend(change),
-                Err(e) => {
-                    bad = Some(e);
+        let mut ended = None;
+        for input in std::iter::once(first).chain(arrived.try_iter().take(STREAM_GROUP - 1)) {
+            match input {
+                Input::Line(index, line) => match parse(index, line) {
+                    Ok(change) => group.extend(change),
+                    Err(e) => {
+                        bad = Some(e);
+                        break;
+                    }
+                },
+                Input::End => {
+                    ended = Some(None);
+                    break;
+                }
+                Input::Stop(signal) => {
+                    ended = Some(Some(signal));
                     break;
                 }
             }
@@ -239,8 +209,21 @@ fn import_stream(
         if let Some(e) = bad {
             bail!("{e:#}; the {imported} events before it were imported; head is now {head}");
         }
+        match ended {
+            None => {}
+            Some(None) => break,
+            Some(Some(signal)) => {
+                drop(log);
+                say!(
+                    "pulsewatch: stopped by {}: imported {imported} events; head is now {head}; \
+                     the log is closed cleanly",
+                    signals::name(signal)
+                );
+                return Ok(signals::exit_code(signal));
+            }
+        }
     }
-    eprintln!("imported {imported} events; head is now {head}");
+    say!("imported {imported} events; head is now {head}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -284,59 +267,4 @@ pub fn tail(args: &TailArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_line_round_trips_with_its_exact_payload() {
-        let line = r#"{"kind":"updated","entity":"67e55044-10b1-426f-9247-bb680e5fe0c8","collective":"00000000-0000-0000-0000-00000000000a","timestamp_ms":5,"payload":{"b":1, "a":[2]}}"#;
-        let change = parse_line(line).unwrap();
-        assert_eq!(change.payload, br#"{"b":1, "a":[2]}"#);
-        let mut out = Vec::new();
-        write_event(
-            &mut out,
-            &Event {
-                seq: 9,
-                change: change.clone(),
-            },
-        )
-        .unwrap();
-        let again = parse_line(std::str::from_utf8(&out).unwrap().trim_end()).unwrap();
-        assert_eq!(again, change);
-    }
-
-    #[test]
-    fn binary_payloads_use_hex() {
-        let change = Change::new(ChangeKind::Deleted, 1, 2).with_payload(vec![0xff, 0x00]);
-        let mut out = Vec::new();
-        write_event(
-            &mut out,
-            &Event {
-                seq: 1,
-                change: change.clone(),
-            },
-        )
-        .unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains(r#""payload_hex":"ff00""#), "{text}");
-        assert_eq!(parse_line(text.trim_end()).unwrap(), change);
-    }
-
-    #[test]
-    fn bad_hex_is_an_error_not_a_panic() {
-        for hex in ["aéb", "+f", "abc", "zz"] {
-            assert!(decode_hex(hex).is_err(), "{hex}");
-        }
-        assert_eq!(decode_hex("00fFa0").unwrap(), [0, 255, 160]);
-    }
-
-    #[test]
-    fn bad_lines_say_why() {
-        let err = parse_line(r#"{"kind":"moved","entity":"x","collective":"y"}"#).unwrap_err();
-        assert!(format!("{err:#}").contains("unknown variant"), "{err:#}");
-        assert!(parse_line("not json").is_err());
-    }
 }

@@ -1,6 +1,27 @@
-//! Command-line interface. Exit status: 0 success; 1 a plugin did not end cleanly; 2 the command
-//! could not do its job (bad arguments, missing or corrupt database, bad input, a component
-//! refused).
+//! Command-line interface. Exit status: 0 success; 1 a plugin did not end cleanly (or `repair`
+//! found damaged events); 2 the command could not do its job (bad arguments, missing or corrupt
+//! database, bad input, a component refused); 128 + N stopped by signal N (130 for SIGINT, 143
+//! for SIGTERM), with everything it had committed kept and the database closed cleanly.
+//!
+//! Output to a closed pipe (`| head`) ends a command quietly, as a Unix tool does: [`out!`] fails
+//! with the broken pipe and [`main`] exits 0. Messages go to stderr with [`say!`], which never
+//! fails.
+
+/// Writes a line to stdout, returning the `io::Result` (a closed pipe ends the command quietly).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// Writes a line to stderr; a closed stderr loses the line, and nothing else.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 mod demo;
 mod jsonl;
@@ -8,10 +29,12 @@ mod operate;
 mod progress;
 mod retention;
 mod run;
+mod safety;
+mod signals;
 mod standalone;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use pulsewatch::{Log, OpenError};
+use pulsewatch::{Log, OpenError, ReadError};
 use pulsewatch_log::schema::FORMAT_VERSION;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,21 +104,65 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(error) if closed_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}{}", hint(&error));
+            say!("error: {}{}", sentence(&error), hint(&error));
             ExitCode::from(2)
         }
     }
 }
 
+/// Whether `error` is a write to a reader that went away (`| head`): the command ends quietly.
+fn closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `error` and its causes as one line, each cause said once: a library error that already says
+/// its cause (`cannot open database: ...`) is not followed by the same words again.
+pub fn sentence(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 /// The command that fixes what `error` reports, when there is one.
 fn hint(error: &anyhow::Error) -> String {
+    let damaged = error.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<ReadError>(),
+            Some(ReadError::Undecodable { .. })
+        )
+    });
+    if damaged {
+        return "; `pulsewatch repair --db DB` names every damaged range, and `pulsewatch \
+                snapshot --skip-damaged` salvages the rest (see the README's Salvage section)"
+            .into();
+    }
     match error.chain().find_map(|e| e.downcast_ref::<OpenError>()) {
         Some(OpenError::NeedsRepair { path }) => {
-            format!("; run `pulsewatch repair --db {}`", path.display())
+            format!(
+                "; run `pulsewatch repair --db {}` to repair it",
+                path.display()
+            )
         }
         Some(OpenError::UnsupportedFormat { path, found }) if *found < FORMAT_VERSION => {
-            format!("; run `pulsewatch upgrade --db {}`", path.display())
+            format!(
+                "; run `pulsewatch upgrade --db {}` to rewrite it in this format",
+                path.display()
+            )
         }
         _ => String::new(),
     }
@@ -109,10 +176,11 @@ pub struct RepairArgs {
     db: PathBuf,
 }
 
-/// Rewrites an older log in place, in one transaction.
+/// Rewrites an older log in place, in one transaction; a stop signal waits for it.
 pub fn upgrade(args: &RepairArgs) -> anyhow::Result<ExitCode> {
+    let caught = signals::catch_stops(|_| {})?;
     let events = Log::upgrade(&args.db)?;
-    eprintln!(
+    say!(
         "{}: {}",
         args.db.display(),
         if events == 0 {
@@ -121,16 +189,50 @@ pub fn upgrade(args: &RepairArgs) -> anyhow::Result<ExitCode> {
             format!("rewrote {events} events in this format")
         }
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(caught
+        .signal()
+        .map_or(ExitCode::SUCCESS, signals::exit_code))
 }
 
-/// Opening for writing repairs a file a crashed writer left; readers can open it again after.
+/// Opening for writing repairs a file a crashed writer left; then every batch is checked.
+/// Exit status 1 if damaged events were found, with the ranges and the way forward.
 pub fn repair(args: &RepairArgs) -> anyhow::Result<ExitCode> {
+    let caught = signals::catch_stops(|_| {})?;
     let log = Log::open(&args.db)?;
-    eprintln!(
-        "{}: consistent; head is seq {}",
-        args.db.display(),
-        log.head()?
-    );
-    Ok(ExitCode::SUCCESS)
+    let verified = log.verify()?;
+    let head = log.head().ok();
+    drop(log);
+    let db = args.db.display();
+    for range in &verified.lost {
+        say!(
+            "{db}: events {}..{} were lost and left out by an earlier salvage; readers are told",
+            range.start(),
+            range.end()
+        );
+    }
+    let code = if verified.damaged.is_empty() {
+        say!(
+            "{db}: consistent: {} events in {} batches, every checksum verified; head is seq {}",
+            verified.events,
+            verified.batches,
+            head.unwrap_or(0)
+        );
+        ExitCode::SUCCESS
+    } else {
+        for damage in &verified.damaged {
+            say!("{db}: damaged: {damage}");
+        }
+        say!(
+            "{db}: {} damaged range{} ({} intact events in {} batches); readers stop at the first. \
+             Salvage every intact event into a new log with\n   pulsewatch snapshot --db {db} -o \
+             salvaged.redb --skip-damaged\nthen stop the writers and readers and move it into place \
+             (see the README's Salvage section)",
+            verified.damaged.len(),
+            if verified.damaged.len() == 1 { "" } else { "s" },
+            verified.events,
+            verified.batches
+        );
+        ExitCode::FAILURE
+    };
+    Ok(caught.signal().map_or(code, signals::exit_code))
 }

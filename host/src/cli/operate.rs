@@ -89,36 +89,43 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
     let compiled = supervisor.check(&specs)?;
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    println!(
+    out!(
         "{}: {} plugin{} can start: {}",
         args.manifest.display(),
         specs.len(),
         if specs.len() == 1 { "" } else { "s" },
         names.join(", "),
-    );
+    )?;
     if let Some(root) = &root {
-        println!(
+        out!(
             "compile cache {}: {compiled} component{} compiled now; the run loads them from there",
             Home::under(root).cache_dir().display(),
             if compiled == 1 { "" } else { "s" },
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn release(args: &ReleaseArgs) -> anyhow::Result<ExitCode> {
-    let released = args
-        .root
-        .home()
-        .release(&args.name)
-        .with_context(|| format!("cannot release {:?}", args.name))?;
+    let home = args.root.home();
+    let released = home.release(&args.name).with_context(|| {
+        format!(
+            "cannot release {:?} under {}",
+            args.name,
+            home.dir().display()
+        )
+    })?;
     if released {
-        eprintln!(
+        say!(
             "{}: released; it starts with the next run (or the next reload of a running one)",
             args.name
         );
     } else {
-        eprintln!("{}: not quarantined", args.name);
+        say!(
+            "{}: not quarantined under {} (nothing to release)",
+            args.name,
+            home.dir().display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -158,11 +165,18 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let home = args.root.home();
     let log = Log::open_read_only(&args.root.db)?;
     let head = log.head()?;
-    let Some(mut run) = home.status() else {
+    let Some(mut run) = home.status().with_context(|| {
+        format!(
+            "cannot read the status of the run under {}",
+            home.dir().display()
+        )
+    })?
+    else {
         anyhow::bail!(
-            "no run has recorded its status for {} yet (`pulsewatch run` does, under {})",
+            "no run has recorded its status in {} yet: `pulsewatch run --db {}` does, with the \
+             same --state-dir as here",
+            home.dir().display(),
             args.root.db.display(),
-            pulsewatch::supervisor::HOME_DIR
         );
     };
     if run.running && !alive(run.pid) {
@@ -207,9 +221,9 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             head,
             plugins: rows,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print_table(&run, head, &rows);
+        print_table(&run, &home, head, &rows)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -218,18 +232,19 @@ fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / f64::from(1 << 20))
 }
 
-fn print_table(run: &RunStatus, head: u64, rows: &[Row]) {
-    println!(
-        "{} (pid {}), head {head}, as of {} ms ago",
+fn print_table(run: &RunStatus, home: &Home, head: u64, rows: &[Row]) -> std::io::Result<()> {
+    out!(
+        "{} (pid {}), head {head}, as of {} ms ago, from {}",
         if run.running {
             "running"
         } else {
             "not running"
         },
         run.pid,
-        pulsewatch::now_ms().saturating_sub(run.updated_ms)
-    );
-    println!(
+        pulsewatch::now_ms().saturating_sub(run.updated_ms),
+        home.dir().display()
+    )?;
+    out!(
         "{:<20} {:<12} {:>10} {:>10} {:>10} {:>8} {:>8} {:>14} {:>22}  last error",
         "plugin",
         "state",
@@ -240,11 +255,11 @@ fn print_table(run: &RunStatus, head: u64, rows: &[Row]) {
         "cpu",
         "memory MiB",
         "disk MiB / entries"
-    );
+    )?;
     for row in rows {
         let s = &row.status;
         let limits = &s.limits;
-        println!(
+        out!(
             "{:<20} {:<12} {:>10} {:>10} {:>10} {:>8} {:>8} {:>14} {:>22}  {}",
             s.name,
             s.state.to_string(),
@@ -268,10 +283,14 @@ fn print_table(run: &RunStatus, head: u64, rows: &[Row]) {
                 limits.disk.entries
             ),
             match (&s.quarantine, &s.last_error) {
-                (Some(q), _) => format!("quarantined at seq {}: {}", q.seq, q.error),
+                (Some(q), _) => match q.seq {
+                    Some(seq) => format!("quarantined at seq {seq}: {}", q.error),
+                    None => format!("quarantined before reading any event: {}", q.error),
+                },
                 (None, Some(e)) => e.clone(),
                 (None, None) => "-".into(),
             }
-        );
+        )?;
     }
+    Ok(())
 }

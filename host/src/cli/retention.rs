@@ -2,6 +2,7 @@
 //! read unless forced, the way replication slots hold back a database's WAL.
 
 use super::operate::RootArgs;
+use super::signals;
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::{Log, now_ms};
@@ -35,10 +36,12 @@ pub struct CompactArgs {
 
 pub fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
     let db = args.root.db();
+    // A stop signal waits for the compaction's transaction: the file is never left unclean.
+    let caught = signals::catch_stops(|_| {})?;
     // Writers take turns: this works while the application's writer and readers run.
     let log = Log::open(db)?;
     let head = log.head()?;
-    let before = match (args.keep_last, args.before, args.older_than) {
+    let asked = match (args.keep_last, args.before, args.older_than) {
         (Some(n), _, _) => head.saturating_sub(n) + 1,
         (_, Some(seq), _) => seq,
         (_, _, Some(age)) => {
@@ -47,6 +50,9 @@ pub fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
         }
         _ => bail!("one of --keep-last, --before or --older-than is needed"),
     };
+    // Whole batches go, never the newest: what is really deleted is what the plugins are
+    // checked against, and all that is deleted.
+    let before = log.oldest_after_compacting(asked)?;
     let home = args.root.home();
     let slots = home.slots().with_context(|| {
         format!(
@@ -62,13 +68,18 @@ pub fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
         }
         let lag = head.saturating_sub(seq);
         if args.max_keep.is_some_and(|max| lag > max) {
-            eprintln!(
+            say!(
                 "pulsewatch: {plugin} is {lag} events behind (at seq {seq}), more than --max-keep: \
-                 its unread events are deleted, and it gets `truncated`"
+                 events {}..{} it has not read are deleted, and it gets `truncated`",
+                seq + 1,
+                before - 1
             );
         } else if args.force {
-            eprintln!(
-                "pulsewatch: {plugin} has read only to seq {seq}: its unread events are deleted (--force)"
+            say!(
+                "pulsewatch: {plugin} has read only to seq {seq}: events {}..{} it has not read \
+                 are deleted (--force), and it gets `truncated`",
+                seq + 1,
+                before - 1
             );
         } else {
             holding.push(format!("{plugin} (at seq {seq})"));
@@ -82,13 +93,21 @@ pub fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let compacted = log.compact_before(before)?;
-    eprintln!(
-        "{}: deleted {} events; the oldest kept is seq {}, the head {head}",
+    drop(log);
+    say!(
+        "{}: deleted {} events; the oldest kept is seq {}, the head {head}{}",
         db.display(),
         compacted.deleted,
-        compacted.oldest
+        compacted.oldest,
+        if compacted.oldest < asked {
+            " (compaction deletes whole stored batches, and never the newest)"
+        } else {
+            ""
+        }
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(caught
+        .signal()
+        .map_or(ExitCode::SUCCESS, signals::exit_code))
 }
 
 /// Arguments of `pulsewatch forget`.
@@ -103,17 +122,21 @@ pub struct ForgetArgs {
 /// Drops a plugin's slot, so that it holds back no compaction.
 pub fn forget(args: &ForgetArgs) -> anyhow::Result<ExitCode> {
     let home = args.root.home();
-    let dropped = home
-        .drop_slot(&args.name)
-        .with_context(|| format!("cannot forget {:?}", args.name))?;
+    let dropped = home.drop_slot(&args.name).with_context(|| {
+        format!(
+            "cannot forget {:?} under {}",
+            args.name,
+            home.dir().display()
+        )
+    })?;
     if dropped {
-        eprintln!(
+        say!(
             "{}: forgotten; compaction no longer waits for it",
             args.name
         );
     } else {
-        eprintln!(
-            "{}: no position recorded under {}",
+        say!(
+            "{}: no position recorded under {} (nothing to forget)",
             args.name,
             home.dir().display()
         );

@@ -1,16 +1,17 @@
 //! `pulsewatch run`: plugins over a database's change feed, each in a worker process.
 
+use super::signals;
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::limits::DEFAULT_GRACE;
 use pulsewatch::{
-    Console, Home, Limit, Limits, Log, OpenError, Outcome, OutputSink, PluginSpec, RunOptions, StopSignal,
-    Supervisor, WorkerCommand, manifest,
+    Failure, Home, Limit, Limits, Log, OpenError, Outcome, OutputSink, PluginSpec, RunOptions,
+    StopSignal, Stream, Supervisor, WorkerCommand, manifest,
 };
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Arguments of `pulsewatch run`.
 #[derive(ClapArgs)]
@@ -78,9 +79,9 @@ impl LimitArgs {
             (Limit::DiskEntries, &self.disk_entries),
         ] {
             if let Some(text) = flag {
-                limit.set_text(&mut limits, text).with_context(|| {
-                    format!("--{} {text}", limit.key().replace('_', "-"))
-                })?;
+                limit
+                    .set_text(&mut limits, text)
+                    .with_context(|| format!("--{} {text}", limit.key().replace('_', "-")))?;
             }
         }
         Ok(limits)
@@ -115,8 +116,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         grace: args.grace.into(),
         ..RunOptions::default()
     };
-    stop_on_signals(&options.stop, options.grace)?;
-    reload_on_sighup(&options)?;
+    signals::stop_on_signals(&options.stop, options.grace)?;
+    signals::reload_on_sighup(&options.reload)?;
     let reload = |path: &PathBuf| {
         let (path, root) = (path.clone(), state_root.clone());
         move || manifest::load(&path, &root).map_err(|e| e.to_string())
@@ -175,53 +176,30 @@ pub fn supervise(
 ) -> anyhow::Result<Vec<Outcome>> {
     let worker =
         WorkerCommand::current_exe(["worker"]).context("cannot find this executable's path")?;
-    let sink: Arc<dyn OutputSink> = Arc::new(Console);
+    let sink: Arc<dyn OutputSink> = Arc::new(Shell {
+        stop: options.stop.clone(),
+    });
     Ok(Supervisor::new(worker)
         .with_home(home.clone())
         .run_reloading(specs, db, options, &sink, reload)?)
 }
 
-/// SIGHUP asks the run to read its manifest again.
-fn reload_on_sighup(options: &RunOptions) -> anyhow::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-        .context("cannot install the SIGHUP handler")?;
-    let reload = options.reload.clone();
-    std::thread::Builder::new()
-        .name("sighup".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                reload.request();
-            }
-        })
-        .context("cannot start the SIGHUP thread")?;
-    Ok(())
+/// Plugin output on this process's stdout and stderr as `[plugin] line`. A closed stdout (`|
+/// head`) stops the run, as it ends any Unix tool: every plugin gets its grace period to commit.
+struct Shell {
+    stop: StopSignal,
 }
 
-/// First SIGINT or SIGTERM: plugins commit and return within the grace period. Second: they
-/// are cancelled at once.
-pub fn stop_on_signals(stop: &StopSignal, grace: Duration) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("cannot install the signal handlers")?;
-    let stop = stop.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                if stop.is_stopped() {
-                    eprintln!("stopping now");
-                    stop.stop_now();
-                } else {
-                    eprintln!(
-                        "stopping: plugins have {} to commit and return (Ctrl-C again to stop them now)",
-                        humantime::format_duration(grace)
-                    );
-                    stop.stop();
-                }
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
+impl OutputSink for Shell {
+    fn line(&self, plugin: &str, stream: Stream, line: &str) {
+        let written = match stream {
+            Stream::Stdout => writeln!(std::io::stdout().lock(), "[{plugin}] {line}"),
+            Stream::Stderr => writeln!(std::io::stderr().lock(), "[{plugin}] {line}"),
+        };
+        if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+            self.stop.stop();
+        }
+    }
 }
 
 /// One line per plugin; exit status 1 if any failed, 130 if the run was stopped at once.
@@ -234,22 +212,24 @@ pub fn report(outcomes: &[Outcome], options: &RunOptions, verbose: bool) -> Exit
             .cursor(&outcome.plugin)
             .map_or_else(String::new, |seq| format!(" at seq {seq}"));
         if let (true, Some(peak)) = (verbose, outcome.peak_rss_bytes) {
-            eprintln!(
+            say!(
                 "pulsewatch: plugin {}: worker peak RSS {:.1} MiB",
                 outcome.plugin,
                 peak as f64 / f64::from(1 << 20)
             );
         }
         match &outcome.result {
-            Ok(()) => eprintln!(
+            Ok(()) => say!(
                 "pulsewatch: plugin {} ended cleanly{cursor}",
                 outcome.plugin
             ),
             Err(failure) => {
-                failed = true;
-                eprintln!("pulsewatch: plugin {} {failure}", outcome.plugin);
+                // A plugin that did not start because the run was stopped first did nothing
+                // wrong.
+                failed |= *failure != Failure::NotStarted;
+                say!("pulsewatch: plugin {} {failure}", outcome.plugin);
                 if let (true, Some(detail)) = (verbose, &outcome.detail) {
-                    eprintln!("{detail}");
+                    say!("{detail}");
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! `pulsewatch snapshot` and `pulsewatch bundle`: what a plugin needs to run where pulsewatch
 //! is not installed, under the stock `wasmtime run`.
 
+use super::safety;
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::Log;
@@ -24,9 +25,13 @@ pub struct SnapshotArgs {
     /// Copy only the events up to this seq [default: the head].
     #[arg(long)]
     until: Option<u64>,
-    /// Replace the output file if it exists.
+    /// Replace the output file if it exists (never the database itself).
     #[arg(long)]
     force: bool,
+    /// Salvage a damaged log: copy every intact batch, leave out the damaged ones and record
+    /// them in the copy as lost, so that its readers are told (see `pulsewatch repair`).
+    #[arg(long)]
+    skip_damaged: bool,
 }
 
 /// Arguments of `pulsewatch bundle`.
@@ -40,44 +45,56 @@ pub struct BundleArgs {
     /// Where the bundled provider finds the snapshot, as the plugin's WASI host preopens it.
     #[arg(long, default_value = DEFAULT_DB_PATH)]
     db_path: String,
-    /// Replace the output file if it exists.
+    /// Replace the output file if it exists (never the plugin itself).
     #[arg(long)]
     force: bool,
 }
 
 pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
+    safety::not_onto_input(&args.output, &args.db, "the database it copies")?;
     let log = Log::open_read_only(&args.db)?;
     let until = args.until.unwrap_or(u64::MAX);
     if args.since >= until {
-        bail!("--since {} is not below --until {until}", args.since);
+        bail!(
+            "--since {} is not below --until {until}: there is nothing to copy",
+            args.since
+        );
     }
     if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let started = Instant::now();
-    let info = log
-        .snapshot(&args.output, args.since + 1..=until, args.force)
-        .map_err(|e| match e {
-            pulsewatch::SnapshotError::Exists { .. } => {
-                anyhow::anyhow!("{e} (pass --force to replace it)")
-            }
-            other => other.into(),
-        })?;
+    let seqs = args.since + 1..=until;
+    let written = if args.skip_damaged {
+        log.snapshot_skipping_damaged(&args.output, seqs, args.force)
+    } else {
+        log.snapshot(&args.output, seqs, args.force)
+    };
+    let info = written.map_err(|e| match e {
+        pulsewatch::SnapshotError::Exists { .. } => {
+            anyhow::anyhow!("{e} (pass --force to replace it)")
+        }
+        other => other.into(),
+    })?;
     let range = match (info.first, info.last) {
         (Some(first), Some(last)) => format!("seq {first} to {last}"),
         _ => "no events".into(),
     };
-    eprintln!(
+    say!(
         "{}: {} events, {range} ({} ms)",
         args.output.display(),
         info.events,
         started.elapsed().as_millis()
     );
+    for damage in &info.lost {
+        say!("pulsewatch: left out, damaged: {damage}; the copy records them as lost");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
+    safety::not_onto_input(&args.output, &args.plugin, "the plugin it bundles")?;
     if !args.force && args.output.exists() {
         bail!(
             "{}: already exists (pass --force to replace it)",
@@ -93,7 +110,7 @@ pub fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
     let bundled = pulsewatch::bundle(&name, &bytes, &args.db_path)?;
     std::fs::write(&args.output, &bundled)
         .with_context(|| format!("{}: cannot write", args.output.display()))?;
-    eprintln!(
+    say!(
         "{}: {name} with the feed provider ({} bytes); run it with\n   wasmtime run --dir SNAPSHOT_DIR::{} --dir STATE_DIR::/state {}",
         args.output.display(),
         bundled.len(),

@@ -78,8 +78,8 @@ impl Account {
     /// beyond what is spent.
     fn earn(&mut self, budget: u64, idle_percent: u64, spent: u64, now: Instant) {
         let elapsed = nanos(now.saturating_duration_since(self.earned_at));
-        let earned = u64::try_from(u128::from(elapsed) * u128::from(idle_percent) / 100)
-            .unwrap_or(u64::MAX);
+        let earned =
+            u64::try_from(u128::from(elapsed) * u128::from(idle_percent) / 100).unwrap_or(u64::MAX);
         self.earned_at = now;
         self.allowance = self
             .allowance
@@ -204,7 +204,11 @@ mod tests {
         a.earn(100 * MS, 5, 90 * MS, t0 + Duration::from_secs(1));
         assert_eq!(a.allowance, 150 * MS, "no time passed, nothing earned");
         a.earn(100 * MS, 5, 90 * MS, t0 + Duration::from_secs(100));
-        assert_eq!(a.allowance, 190 * MS, "capped at a budget beyond what is spent");
+        assert_eq!(
+            a.allowance,
+            190 * MS,
+            "capped at a budget beyond what is spent"
+        );
     }
 
     #[test]

@@ -173,11 +173,15 @@ pub enum Failure {
     },
     /// It was still running when the grace period after the stop signal ended (zero for an
     /// immediate stop), and was cancelled.
-    #[error("stopped: still running {} after the stop signal", humantime::format_duration(*.grace))]
+    #[error("stopped: {}", if .grace.is_zero() { "cancelled at once by an immediate stop".to_owned() } else { format!("still running {} after the stop signal", humantime::format_duration(*.grace)) })]
     Cancelled {
         /// The grace period it had.
         grace: Duration,
     },
+    /// The run was stopped before this plugin started (while it was compiled or admitted, or
+    /// waiting to be started again): it did not run, and nothing of it was lost.
+    #[error("did not start: the run was stopped first")]
+    NotStarted,
     /// It trapped, for example on a Rust panic (`unreachable`).
     #[error("trapped: {0}")]
     Trap(String),
@@ -190,7 +194,7 @@ pub enum Failure {
         reason: String,
     },
     /// Another run of the same plugin holds its state directory.
-    #[error("could not be started: {} is in use by another run of this plugin", path.display())]
+    #[error("could not be started: its state directory {} is in use by another run of this plugin; stop that run, or give this one another --state-dir", path.display())]
     InUse {
         /// The directory.
         path: PathBuf,
@@ -209,10 +213,11 @@ pub enum Failure {
         limit: u64,
     },
     /// It failed too often without its cursor moving, and is not started again until released.
-    #[error("quarantined: failed {failures} times on event {seq} (its last failure: {last})")]
+    #[error("quarantined: failed {failures} times {} (its last failure: {last}); `pulsewatch release` lets it start again", .seq.map_or_else(|| "before reading any event".to_owned(), |seq| format!("on event {seq}")))]
     Quarantined {
-        /// The event it kept failing on: the one after its cursor.
-        seq: u64,
+        /// The event it kept failing on: the one after its position; `None` if it failed before
+        /// it ever read the feed.
+        seq: Option<u64>,
         /// How many times in a row.
         failures: u32,
         /// Its last failure.

@@ -29,7 +29,8 @@ pub trait OutputSink: Send + Sync {
     /// Something the host has to say about the run (a reload that failed, say). Printed to
     /// stderr as `pulsewatch: ...` unless the sink says otherwise.
     fn notice(&self, text: &str) {
-        eprintln!("pulsewatch: {text}");
+        // A closed stderr loses the notice, and nothing else.
+        let _ = writeln!(std::io::stderr().lock(), "pulsewatch: {text}");
     }
 }
 

@@ -1,19 +1,11 @@
-//! Where a supervised run keeps what outlives a process, under the state root in `.pulsewatch/`
-//! (no plugin can be named so, none is ever granted it): the compile cache, quarantine records,
-//! and the status of the run, rewritten every second, which `pulsewatch status` reads from
-//! another process, during a run or after it.
+//! What a run says of itself: each plugin's state, position, usage and quarantine, as
+//! `pulsewatch status` shows them ([`super::Home`] keeps them on disk).
 
+use super::entry::Entry;
 use crate::limits::Limits;
-use crate::runtime::write_atomically;
 use crate::spec::{PluginSpec, sha256_hex};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-
-/// Each plugin's recorded position (the seq it has read through), by name; see [`Home::slots`].
-pub type Slots = std::collections::BTreeMap<String, u64>;
-
-/// The directory under the state root.
-pub const HOME_DIR: &str = ".pulsewatch";
+use std::sync::Arc;
 
 /// Where a plugin stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,8 +60,9 @@ pub struct Usage {
 /// Why a plugin is quarantined.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantine {
-    /// The event it kept failing on: the one after its cursor.
-    pub seq: u64,
+    /// The event it kept failing on: the one after its position; `None` if it failed before it
+    /// ever read the feed.
+    pub seq: Option<u64>,
     /// Its last failure.
     pub error: String,
     /// When, in ms since the Unix epoch.
@@ -117,113 +110,39 @@ pub(crate) fn fingerprint(spec: &PluginSpec) -> String {
     sha256_hex(&serde_json::to_vec(spec).unwrap_or_default())
 }
 
-/// The `.pulsewatch/` directory of a state root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Home {
-    dir: PathBuf,
-}
-
-impl Home {
-    /// The home of the plugins whose state lives under `state_root`.
-    pub fn under(state_root: &Path) -> Home {
-        Home {
-            dir: state_root.join(HOME_DIR),
-        }
-    }
-
-    /// The directory itself.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The compile cache.
-    pub fn cache_dir(&self) -> PathBuf {
-        self.dir.join("cache")
-    }
-
-    fn status_path(&self) -> PathBuf {
-        self.dir.join("status.json")
-    }
-
-    fn slots_path(&self) -> PathBuf {
-        self.dir.join("slots.json")
-    }
-
-    /// Where each plugin run under this state root last stood: the `since` of its latest feed
-    /// call, recorded by the host (not read from anything the plugin wrote), kept when the
-    /// plugin leaves the run, so that `pulsewatch compact` does not delete what it has yet to
-    /// read. The plugin's own checkpoint stays the truth: a slot may lag it by a second.
-    pub fn slots(&self) -> std::io::Result<Slots> {
-        match std::fs::read(self.slots_path()) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", self.slots_path().display()),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Slots::new()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Records the positions of `plugins`, keeping every other plugin's slot.
-    pub(crate) fn record_slots(
+impl super::Supervisor {
+    /// Writes the run's status, and the plugins' slots when their positions moved since
+    /// `recorded` (the slots file is read and merged only then).
+    pub(super) fn write_status(
         &self,
-        plugins: impl IntoIterator<Item = (String, u64)>,
-    ) -> std::io::Result<()> {
-        let mut slots = self.slots().unwrap_or_default();
-        slots.extend(plugins);
-        std::fs::create_dir_all(&self.dir)?;
-        let bytes = serde_json::to_vec_pretty(&slots).map_err(std::io::Error::other)?;
-        write_atomically(&self.slots_path(), &bytes)
-    }
-
-    /// Forgets a plugin's slot, so that it holds back no compaction. Returns whether it had one.
-    pub fn drop_slot(&self, plugin: &str) -> std::io::Result<bool> {
-        let mut slots = self.slots()?;
-        if slots.remove(plugin).is_none() {
-            return Ok(false);
+        entries: &[Arc<Entry>],
+        running: bool,
+        recorded: &mut Vec<(String, u64)>,
+    ) {
+        let Some(home) = &self.home else {
+            return;
+        };
+        // The latest entry of each name: a replaced spec's entry is history.
+        let mut plugins: Vec<PluginStatus> = Vec::new();
+        for entry in entries {
+            let status = entry.status().clone();
+            match plugins.iter_mut().find(|p| p.name == status.name) {
+                Some(slot) => *slot = status,
+                None => plugins.push(status),
+            }
         }
-        let bytes = serde_json::to_vec_pretty(&slots).map_err(std::io::Error::other)?;
-        write_atomically(&self.slots_path(), &bytes)?;
-        Ok(true)
-    }
-
-    fn quarantine_path(&self, plugin: &str) -> PathBuf {
-        self.dir.join("quarantine").join(format!("{plugin}.json"))
-    }
-
-    /// The status the last (or current) run wrote.
-    pub fn status(&self) -> Option<RunStatus> {
-        let bytes = std::fs::read(self.status_path()).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    pub(crate) fn write_status(&self, status: &RunStatus) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let bytes = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
-        write_atomically(&self.status_path(), &bytes)
-    }
-
-    /// The quarantine record of `plugin`, if it has one.
-    pub fn quarantine(&self, plugin: &str) -> Option<Quarantine> {
-        let bytes = std::fs::read(self.quarantine_path(plugin)).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    pub(crate) fn set_quarantine(&self, plugin: &str, record: &Quarantine) -> std::io::Result<()> {
-        let path = self.quarantine_path(plugin);
-        std::fs::create_dir_all(path.parent().expect("a parent"))?;
-        let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-        write_atomically(&path, &bytes)
-    }
-
-    /// Lets a quarantined plugin start again. Returns whether it was quarantined.
-    pub fn release(&self, plugin: &str) -> std::io::Result<bool> {
-        match std::fs::remove_file(self.quarantine_path(plugin)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+        let positions: Vec<(String, u64)> = plugins
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.cursor?)))
+            .collect();
+        if positions != *recorded && home.record_slots(positions.clone()).is_ok() {
+            *recorded = positions;
         }
+        let _ = home.write_status(&RunStatus {
+            pid: std::process::id(),
+            running,
+            updated_ms: pulsewatch_log::now_ms(),
+            plugins,
+        });
     }
 }

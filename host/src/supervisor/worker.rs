@@ -1,188 +1,271 @@
-//! The worker side: one plugin in a process of its own, under OS limits, driven by the
-//! supervisor through its stdin and stdout (see [`super::protocol`]).
+//! One worker process: started with an assignment, admitted, run to its end, and reported
+//! on, with its death explained when it dies without reporting.
 
 use super::os;
-use super::protocol::{Assignment, Order, Report, send};
-use crate::runtime::{
-    CompileCache, EngineOptions, Failure, OutputSink, RunOptions, Runtime, StopSignal, Stream,
-};
-use pulsewatch_log::{Log, OpenError};
+use super::protocol::{self, Assignment, Order, Report};
+use super::{RunContext, SuperviseError, WorkerCommand};
+use crate::runtime::{Failure, Outcome, OutputSink, StopSignal};
+use crate::spec::PluginSpec;
 use std::path::Path;
-use std::process::ExitCode;
-use std::sync::{Arc, mpsc};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::time::Instant;
 
-/// How often the plugin's progress is passed on when it moves.
-const PROGRESS_REPORTS: Duration = Duration::from_millis(20);
+/// How long after a worker should have ended on its own (its grace period or wall-clock limit
+/// is over, and it cancels its plugin then) the supervisor kills it.
+const KILL_MARGIN: Duration = Duration::from_secs(1);
 
-/// Serves one assignment from the supervisor on stdin and stdout, then exits. A binary that
-/// hands its worker subcommand ([`super::WorkerCommand`]) to this function can be a supervisor's
-/// worker. Exit status 2 means the supervisor could not be understood; everything about the
-/// plugin, failures included, is reported on stdout.
-pub fn serve() -> ExitCode {
-    match serve_assignment() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("pulsewatch worker: {error}");
-            ExitCode::from(2)
-        }
-    }
+/// How often a worker's memory and CPU time are read while it runs.
+const SAMPLES: Duration = Duration::from_millis(250);
+
+/// The last bytes of a worker's stderr kept for the report of its death.
+const STDERR_TAIL: usize = 2048;
+
+/// One worker process, as the supervisor holds it.
+pub(super) struct Worker {
+    pub(super) spec: PluginSpec,
+    child: Child,
+    orders: ChildStdin,
+    reports: Lines<BufReader<ChildStdout>>,
+    last_words: tokio::task::JoinHandle<String>,
+    pid: String,
 }
 
-/// Sends a report; a supervisor that is gone is noticed on stdin instead.
-fn report(message: &Report) {
-    let _ = send(&mut std::io::stdout().lock(), message);
+/// How a worker's first report went.
+pub(super) enum Admission {
+    Ready {
+        compiled: bool,
+    },
+    Refused(String),
+    /// It never became ready: how it ended instead.
+    Ended(Outcome),
 }
 
-fn ended(result: Result<(), Failure>, detail: Option<String>) {
-    report(&Report::Ended {
-        result,
-        detail,
-        peak_rss_bytes: os::peak_rss("self"),
-    });
+/// What the supervisor learns of a running worker, for the run's status.
+pub(super) trait Watch: Send + Sync {
+    /// Its cursor and what it holds of its limits moved.
+    fn progress(&self, report: &Report);
+    /// Its CPU time and resident memory, sampled.
+    fn sampled(&self, cpu_ms: u64, rss_bytes: u64);
 }
 
-/// Plugin output, passed to the supervisor line by line.
-struct Relay;
-
-impl OutputSink for Relay {
-    fn line(&self, _plugin: &str, stream: Stream, line: &str) {
-        report(&Report::Line {
-            stream,
-            text: line.to_owned(),
+impl Worker {
+    /// Starts a worker for `spec` and gives it its assignment: to run it, or only to compile
+    /// its component into the run's cache.
+    pub(super) async fn spawn(
+        command: &WorkerCommand,
+        spec: &PluginSpec,
+        run: &RunContext<'_>,
+        compile_only: bool,
+    ) -> Result<Worker, SuperviseError> {
+        let failed = |source| SuperviseError::Spawn {
+            program: command.program.clone(),
+            source,
+        };
+        let mut child = Command::new(&command.program)
+            .args(&command.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // A terminal's Ctrl-C goes to the supervisor, which decides what each worker hears.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(failed)?;
+        let (Some(mut orders), Some(reports), Some(mut stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(failed(std::io::Error::other("no pipes to the worker")));
+        };
+        let assignment = Assignment {
+            spec: spec.clone(),
+            db: run.db.to_path_buf(),
+            follow: run.options.follow,
+            grace: run.options.grace,
+            cache_dir: run.cache.map(Path::to_path_buf),
+            compile_only,
+        };
+        let mut line = Vec::new();
+        protocol::send(&mut line, &assignment).map_err(failed)?;
+        // A worker that died at once is reported when its first report does not come.
+        let _ = orders.write_all(&line).await;
+        let last_words = tokio::spawn(async move {
+            let mut tail = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf).await {
+                tail.extend_from_slice(&buf[..n]);
+                let excess = tail.len().saturating_sub(STDERR_TAIL);
+                tail.drain(..excess);
+            }
+            String::from_utf8_lossy(&tail).trim().to_owned()
         });
+        Ok(Worker {
+            spec: spec.clone(),
+            pid: child
+                .id()
+                .map_or_else(|| "self".into(), |id| id.to_string()),
+            child,
+            orders,
+            reports: BufReader::new(reports).lines(),
+            last_words,
+        })
     }
-}
 
-/// Opens the log read-only. Following, a file that needs repair (its writer was killed) is
-/// waited for, saying so, with pauses doubling from 100 ms to 5 s, until a writer reopens it or
-/// the run stops: a crashed writer is not the plugin's failure, and must not restart or
-/// quarantine it.
-fn open_log(db: &Path, follow: bool, stop: &StopSignal) -> Result<Log, OpenError> {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match Log::open_read_only(db) {
-            Err(e @ OpenError::NeedsRepair { .. }) if follow && !stop.is_stopped() => {
-                report(&Report::Notice(format!(
-                    "{e}; waiting for its writer to reopen it (again in {pause:?})"
-                )));
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            other => return other,
+    async fn order(&mut self, order: Order) {
+        let mut line = Vec::new();
+        // A worker that is gone cannot be told anything; its end is reported from its status.
+        if protocol::send(&mut line, &order).is_ok() {
+            let _ = self.orders.write_all(&line).await;
         }
     }
-}
 
-fn serve_assignment() -> Result<(), String> {
-    let mut first = String::new();
-    match std::io::stdin().read_line(&mut first) {
-        Ok(0) => return Err("no assignment on stdin".into()),
-        Ok(_) => {}
-        Err(e) => return Err(format!("cannot read the assignment: {e}")),
-    }
-    let Assignment {
-        spec,
-        db,
-        follow,
-        grace,
-        cache_dir,
-        compile_only,
-    } = serde_json::from_str(&first).map_err(|e| format!("bad assignment: {e}"))?;
-
-    // Before anything is compiled: Cranelift's memory counts against the limit too.
-    if let Err(e) = os::restrict(&spec.limits, compile_only) {
-        ended(
-            Err(Failure::Worker(format!("cannot set its OS limits: {e}"))),
-            None,
-        );
-        return Ok(());
-    }
-    // A worker that only compiles is one of few; one that runs is one of many, and loads.
-    let mut runtime = Runtime::with_options(EngineOptions {
-        parallel_compilation: compile_only,
-    })
-    .map_err(|e| e.to_string())?;
-    // Without its cache the plugin is compiled, which only costs time.
-    if let Some(cache) = cache_dir.and_then(|dir| CompileCache::open(&dir).ok()) {
-        runtime = runtime.with_cache(cache);
-    }
-    let plugin = match runtime.load(&spec) {
-        Ok(plugin) => plugin,
-        Err(refusal) => {
-            report(&Report::Refused(refusal.to_string()));
-            return Ok(());
-        }
-    };
-    report(&Report::Ready {
-        compiled: plugin.compiled(),
-    });
-    if compile_only {
-        return Ok(());
+    /// The next report, or `None` once the worker's stdout closes (or says something that is
+    /// not a report, which a worker never does).
+    async fn next_report(&mut self) -> Option<Report> {
+        let line = self.reports.next_line().await.ok()??;
+        serde_json::from_str(&line).ok()
     }
 
-    let stop = StopSignal::new();
-    let (start, started) = mpsc::channel();
-    let orders_stop = stop.clone();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines().map_while(Result::ok) {
-            match serde_json::from_str(&line) {
-                Ok(Order::Start) => drop(start.send(())),
-                Ok(Order::Stop) => orders_stop.stop(),
-                Ok(Order::StopNow) | Err(_) => break,
+    /// Waits for the worker's first report.
+    pub(super) async fn admit(&mut self) -> Admission {
+        match self.next_report().await {
+            Some(Report::Ready { compiled }) => Admission::Ready { compiled },
+            Some(Report::Refused(reason)) => Admission::Refused(reason),
+            Some(Report::Ended {
+                result,
+                detail,
+                peak_rss_bytes,
+            }) => Admission::Ended(Outcome {
+                plugin: self.spec.name.clone(),
+                result,
+                detail,
+                peak_rss_bytes,
+                ..Outcome::default()
+            }),
+            _ => {
+                let status = self.child.wait().await;
+                let last_words = (&mut self.last_words).await.unwrap_or_default();
+                Admission::Ended(Outcome {
+                    plugin: self.spec.name.clone(),
+                    result: Err(died(&self.spec, status, &last_words)),
+                    ..Outcome::default()
+                })
             }
         }
-        // The supervisor said so, or is gone: nobody is left to wait for a graceful end.
-        orders_stop.stop_now();
-    });
-    if started.recv().is_err() {
-        return Ok(());
     }
-    let log = match open_log(&db, follow, &stop) {
-        Ok(log) => Arc::new(log),
-        Err(e) => {
-            ended(Err(Failure::Log(e.to_string())), None);
-            return Ok(());
-        }
-    };
 
-    let options = RunOptions {
-        follow,
-        stop,
-        grace,
-        ..RunOptions::default()
-    };
-    let tracker = options.progress.track(&spec.name);
-    let sink: Arc<dyn OutputSink> = Arc::new(Relay);
-    let executor = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async executor: {e}"))?;
-    let outcome = executor.block_on(async {
-        let watched = tracker.clone();
-        let reporter = tokio::spawn(async move {
-            let mut reported = None;
-            let mut ticks = tokio::time::interval(PROGRESS_REPORTS);
-            loop {
-                ticks.tick().await;
-                let now = (watched.cursor(), watched.resources());
-                if reported != Some(now) {
-                    report(&Report::Progress {
-                        cursor: now.0,
-                        resources: now.1,
-                    });
-                    reported = Some(now);
+    /// Runs a ready worker to its end: starts it, relays its reports, passes stops on, and
+    /// kills it if it outlives its grace period or wall-clock limit by [`KILL_MARGIN`].
+    pub(super) async fn run(
+        mut self,
+        stop: &StopSignal,
+        grace: Duration,
+        sink: &Arc<dyn OutputSink>,
+        watch: &dyn Watch,
+    ) -> Outcome {
+        let name = self.spec.name.clone();
+        let limits = self.spec.limits;
+        self.order(Order::Start).await;
+        let started = Instant::now();
+        // When to kill the worker, and what to report then.
+        let mut kill: Option<(Instant, Failure)> = limits
+            .wall_clock
+            .map(|limit| (started + limit + KILL_MARGIN, Failure::WallClock { limit }));
+        let mut stop_passed = false;
+        let mut killed: Option<Failure> = None;
+        let mut ended = None;
+        let mut peak = None;
+        let mut samples = tokio::time::interval(SAMPLES);
+        loop {
+            let kill_at = kill.as_ref().map(|(at, _)| *at);
+            tokio::select! {
+                report = self.next_report() => match report {
+                    Some(Report::Line { stream, text }) => sink.line(&name, stream, &text),
+                    Some(Report::Notice(text)) => sink.notice(&format!("plugin {name}: {text}")),
+                    Some(report @ Report::Progress { .. }) => watch.progress(&report),
+                    Some(Report::Ended { result, detail, peak_rss_bytes }) => {
+                        ended = Some((result, detail, peak_rss_bytes));
+                    }
+                    Some(Report::Ready { .. } | Report::Refused(_)) => {}
+                    None => break,
+                },
+                () = stop.stopped(), if !stop_passed => {
+                    stop_passed = true;
+                    self.order(Order::Stop).await;
+                    let at = Instant::now() + grace + KILL_MARGIN;
+                    if kill_at.is_none_or(|k| at < k) {
+                        kill = Some((at, Failure::Cancelled { grace }));
+                    }
+                }
+                () = stop.stopped_now(), if killed.is_none() => {
+                    let _ = self.child.start_kill();
+                    killed = Some(Failure::Cancelled { grace: Duration::ZERO });
+                }
+                () = tokio::time::sleep_until(kill_at.unwrap_or(started)), if kill_at.is_some() && killed.is_none() => {
+                    let _ = self.child.start_kill();
+                    killed = kill.take().map(|(_, failure)| failure);
+                }
+                _ = samples.tick() => {
+                    if let Some(sample) = os::sample(&self.pid) {
+                        peak = peak.max(Some(sample.peak_rss));
+                        watch.sampled(sample.cpu_ms, sample.rss);
+                    }
                 }
             }
-        });
-        let outcome = runtime.run_async(&plugin, &log, &options, &sink).await;
-        reporter.abort();
-        outcome
-    });
-    report(&Report::Progress {
-        cursor: tracker.cursor(),
-        resources: tracker.resources(),
-    });
-    ended(outcome.result, outcome.detail);
-    Ok(())
+        }
+        let status = self.child.wait().await;
+        let last_words = (&mut self.last_words).await.unwrap_or_default();
+        match (ended, killed) {
+            (Some((result, detail, peak_rss_bytes)), _) => Outcome {
+                plugin: name,
+                result,
+                detail,
+                peak_rss_bytes: peak_rss_bytes.max(peak),
+                ..Outcome::default()
+            },
+            (None, Some(failure)) => Outcome {
+                plugin: name,
+                result: Err(failure),
+                peak_rss_bytes: peak,
+                ..Outcome::default()
+            },
+            (None, None) => Outcome {
+                result: Err(died(&self.spec, status, &last_words)),
+                plugin: name,
+                detail: (!last_words.is_empty()).then_some(last_words),
+                peak_rss_bytes: peak,
+                ..Outcome::default()
+            },
+        }
+    }
+}
+
+/// Why a worker ended without reporting: its host memory ran out (the OS limit did its job),
+/// or it died some other way.
+fn died(spec: &PluginSpec, status: std::io::Result<ExitStatus>, last_words: &str) -> Failure {
+    use std::os::unix::process::ExitStatusExt;
+    if last_words.contains("memory allocation of") {
+        return Failure::HostMemory {
+            limit: spec.limits.worker_data_bytes(),
+        };
+    }
+    let last_line = last_words.lines().last().unwrap_or("no message");
+    let how = match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+                Ok(signal) => format!("killed by {signal}"),
+                Err(_) => format!("killed by signal {signal}"),
+            },
+            (None, None) => status.to_string(),
+        },
+        Err(e) => format!("cannot be waited for: {e}"),
+    };
+    Failure::Worker(format!(
+        "{how} without reporting ({})",
+        last_line.escape_debug()
+    ))
 }

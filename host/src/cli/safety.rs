@@ -1,0 +1,159 @@
+//! Nothing a command writes destroys what it did not create: an output that is one of its
+//! inputs (the same path, a link to it, another name of the same file) is refused, whatever
+//! `--force` says, and the demo removes only what an earlier demo wrote.
+
+use anyhow::{Context, bail};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Whether `a` and `b` name the same file: the same path, a symbolic link to it, or another
+/// hard link (the same device and inode). A path that does not exist is no file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Refuses to write `output` when it is the file `input` (`what` names the input, e.g. "the
+/// database it copies").
+pub fn not_onto_input(output: &Path, input: &Path, what: &str) -> anyhow::Result<()> {
+    if same_file(output, input) {
+        bail!(
+            "{} is {what} ({}): writing it would destroy it, --force or not; choose another output path",
+            output.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
+/// The file the demo leaves in its directory, so that a later demo knows what it may remove.
+const DEMO_MARK: &str = ".pulsewatch-demo";
+
+/// What a demo writes in its directory, relative to it: all that a later demo removes.
+const DEMO_FILES: [&str; 6] = [
+    "events.redb",
+    "plugins.toml",
+    "plugins/kind-counts.wasm",
+    "plugins/filter-jsonl.wasm",
+    "state/kind-counts",
+    "state/filter-jsonl",
+];
+
+/// Makes `dir` ready for a demo: created if missing; if it holds files, they must be an earlier
+/// demo's (its mark is there), and only what that demo wrote is removed. A directory with files
+/// and no mark is refused. Returns the entries of `dir` that are kept because no demo wrote them.
+pub fn demo_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    let mark = dir.join(DEMO_MARK);
+    if !entries.is_empty() && !mark.exists() {
+        let names: Vec<String> = entries
+            .iter()
+            .take(3)
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        bail!(
+            "{} holds files a demo did not write ({}{}); the demo starts afresh and removes only \
+             what a demo wrote, so give it an empty or new --dir",
+            dir.display(),
+            names.join(", "),
+            if entries.len() > names.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        );
+    }
+    for file in DEMO_FILES {
+        let path = dir.join(file);
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        removed.with_context(|| format!("cannot remove {} (an earlier demo's)", path.display()))?;
+    }
+    std::fs::write(
+        &mark,
+        format!(
+            "Written by `pulsewatch demo`, which removes only these when it runs here again:\n{}\n",
+            DEMO_FILES.join("\n")
+        ),
+    )
+    .with_context(|| format!("cannot write {}", mark.display()))?;
+    let ours = |path: &Path| {
+        let name = path.file_name().unwrap_or_default();
+        name == DEMO_MARK
+            || DEMO_FILES.iter().any(|f| {
+                Path::new(f)
+                    .components()
+                    .next()
+                    .is_some_and(|c| c.as_os_str() == name)
+            })
+    };
+    Ok(entries.into_iter().filter(|p| !ours(p)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_the_same_by_any_of_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("events.redb");
+        std::fs::write(&file, b"x").unwrap();
+        let hard = dir.path().join("hard");
+        std::fs::hard_link(&file, &hard).unwrap();
+        let soft = dir.path().join("soft");
+        std::os::unix::fs::symlink(&file, &soft).unwrap();
+        let dotted = dir.path().join(".").join("events.redb");
+        for name in [&file, &hard, &soft, &dotted] {
+            assert!(same_file(name, &file), "{}", name.display());
+        }
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"x").unwrap();
+        assert!(!same_file(&other, &file));
+        assert!(!same_file(&dir.path().join("missing"), &file));
+    }
+
+    #[test]
+    fn a_demo_removes_only_what_a_demo_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let demo = dir.path().join("demo");
+        assert!(demo_dir(&demo).unwrap().is_empty());
+        std::fs::create_dir_all(demo.join("state/kind-counts")).unwrap();
+        std::fs::write(demo.join("events.redb"), b"old").unwrap();
+        std::fs::create_dir_all(demo.join("state/mine")).unwrap();
+        std::fs::write(demo.join("notes.txt"), b"mine").unwrap();
+        let kept = demo_dir(&demo).unwrap();
+        assert_eq!(kept, [demo.join("notes.txt")]);
+        assert!(!demo.join("events.redb").exists() && !demo.join("state/kind-counts").exists());
+        assert!(demo.join("state/mine").exists() && demo.join("notes.txt").exists());
+
+        let foreign = dir.path().join("foreign");
+        std::fs::create_dir_all(&foreign).unwrap();
+        std::fs::write(foreign.join("events.redb"), b"precious").unwrap();
+        let refused = demo_dir(&foreign).unwrap_err().to_string();
+        assert!(
+            refused.contains("holds files a demo did not write (events.redb)"),
+            "{refused}"
+        );
+        assert_eq!(
+            std::fs::read(foreign.join("events.redb")).unwrap(),
+            b"precious"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Events as JSON lines, one event a line, as `pulsewatch import` reads them and `pulsewatch
+//! tail` writes them:
+//!
+//! `{"seq":1,"kind":"created","entity":"<uuid>","collective":"<uuid>","timestamp_ms":1700000000000,"payload":{...}}`
+//!
+//! `payload` is any JSON value, stored as its exact text (without surrounding white space);
+//! bytes that are not JSON are written as `"payload_hex"`. Read, `seq` is ignored (the log
+//! assigns it), `timestamp_ms` defaults to now, and `payload`/`payload_hex` are optional.
+
+use crate::{Change, ChangeKind, Event};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::io::Write;
+use uuid::Uuid;
+
+/// Why a line is not an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JsonLineError {
+    /// It is not JSON, or not an object of an event's fields.
+    #[error("not an event: {0}")]
+    Json(#[from] serde_json::Error),
+    /// It gives both payload forms.
+    #[error("give payload or payload_hex, not both")]
+    BothPayloads,
+    /// `payload_hex` is not hex.
+    #[error("payload_hex is not hex: {0}")]
+    Hex(&'static str),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InLine<'a> {
+    #[serde(default)]
+    #[allow(dead_code)]
+    seq: Option<u64>,
+    kind: ChangeKind,
+    entity: Uuid,
+    collective: Uuid,
+    timestamp_ms: Option<u64>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+    payload_hex: Option<String>,
+}
+
+#[derive(Serialize)]
+struct OutLine<'a> {
+    seq: u64,
+    kind: &'static str,
+    entity: Uuid,
+    collective: Uuid,
+    timestamp_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_hex: Option<String>,
+}
+
+/// The change a line describes.
+pub fn parse_line(line: &str) -> Result<Change, JsonLineError> {
+    let parsed: InLine = serde_json::from_str(line)?;
+    let payload = match (parsed.payload, parsed.payload_hex) {
+        (Some(_), Some(_)) => return Err(JsonLineError::BothPayloads),
+        (Some(json), None) => json.get().as_bytes().to_vec(),
+        (None, Some(hex)) => decode_hex(&hex).map_err(JsonLineError::Hex)?,
+        (None, None) => Vec::new(),
+    };
+    let change = Change::new(
+        parsed.kind,
+        parsed.entity.as_u128(),
+        parsed.collective.as_u128(),
+    )
+    .with_payload(payload);
+    Ok(match parsed.timestamp_ms {
+        Some(ts) => change.at(ts),
+        None => change,
+    })
+}
+
+fn decode_hex(hex: &str) -> Result<Vec<u8>, &'static str> {
+    let digit = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .ok_or("a character is not a hex digit")
+    };
+    let bytes = hex.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return Err("an odd number of hex digits");
+    }
+    bytes
+        .chunks(2)
+        .map(|pair| Ok((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
+        .collect()
+}
+
+/// Writes `event` as one line.
+pub fn write_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
+    let payload = &event.change.payload;
+    let json = std::str::from_utf8(payload)
+        .ok()
+        .filter(|_| !payload.is_empty())
+        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
+    let line = OutLine {
+        seq: event.seq,
+        kind: event.change.kind.as_str(),
+        entity: Uuid::from_u128(event.change.entity),
+        collective: Uuid::from_u128(event.change.collective),
+        timestamp_ms: event.change.timestamp_ms,
+        payload: json,
+        payload_hex: (json.is_none() && !payload.is_empty())
+            .then(|| payload.iter().map(|b| format!("{b:02x}")).collect()),
+    };
+    serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_round_trips_with_its_exact_payload() {
+        let line = r#"{"kind":"updated","entity":"67e55044-10b1-426f-9247-bb680e5fe0c8","collective":"00000000-0000-0000-0000-00000000000a","timestamp_ms":5,"payload":{"b":1, "a":[2]}}"#;
+        let change = parse_line(line).unwrap();
+        assert_eq!(change.payload, br#"{"b":1, "a":[2]}"#);
+        let mut out = Vec::new();
+        write_event(
+            &mut out,
+            &Event {
+                seq: 9,
+                change: change.clone(),
+            },
+        )
+        .unwrap();
+        let again = parse_line(std::str::from_utf8(&out).unwrap().trim_end()).unwrap();
+        assert_eq!(again, change);
+    }
+
+    #[test]
+    fn binary_payloads_use_hex() {
+        let change = Change::new(ChangeKind::Deleted, 1, 2).with_payload(vec![0xff, 0x00]);
+        let mut out = Vec::new();
+        write_event(
+            &mut out,
+            &Event {
+                seq: 1,
+                change: change.clone(),
+            },
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(r#""payload_hex":"ff00""#), "{text}");
+        assert_eq!(parse_line(text.trim_end()).unwrap(), change);
+    }
+
+    #[test]
+    fn bad_hex_is_an_error_not_a_panic() {
+        for hex in ["aéb", "+f", "abc", "zz"] {
+            assert!(decode_hex(hex).is_err(), "{hex}");
+        }
+        assert_eq!(decode_hex("00fFa0").unwrap(), [0, 255, 160]);
+    }
+
+    #[test]
+    fn bad_lines_say_why() {
+        let err = parse_line(r#"{"kind":"moved","entity":"x","collective":"y"}"#).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown variant"), "{err:#}");
+        assert!(parse_line("not json").is_err());
+    }
+}

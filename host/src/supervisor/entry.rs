@@ -1,0 +1,102 @@
+//! The supervisor's bookkeeping: each plugin of a run as an entry, with its spec, its status,
+//! its stop signal and how it ended.
+
+use super::protocol::Report;
+use super::status::{PluginState, PluginStatus, Usage as PluginUsage};
+use super::worker::Watch;
+use crate::runtime::{Failure, Outcome, RunOptions, StopSignal, Tracker};
+use crate::spec::PluginSpec;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A plugin of the run: its spec, its status, and a stop signal of its own (a child of the run's,
+/// also given on its removal from the manifest).
+pub(super) struct Entry {
+    pub(super) spec: PluginSpec,
+    status: Mutex<PluginStatus>,
+    pub(super) stop: StopSignal,
+    pub(super) tracker: Arc<Tracker>,
+    /// The spec to start once this one has stopped (it changed in the manifest).
+    pub(super) replacement: Mutex<Option<PluginSpec>>,
+    /// How it ended; `None` while it runs, or if it never started.
+    outcome: Mutex<Option<Outcome>>,
+}
+
+impl Entry {
+    pub(super) fn new(spec: PluginSpec, options: &RunOptions) -> Arc<Entry> {
+        Arc::new(Entry {
+            status: Mutex::new(PluginStatus {
+                name: spec.name.clone(),
+                state: PluginState::Starting,
+                cursor: None,
+                restarts: 0,
+                last_error: None,
+                usage: PluginUsage::default(),
+                limits: spec.limits,
+                quarantine: None,
+            }),
+            tracker: options.progress.track(&spec.name),
+            spec,
+            stop: options.stop.child(),
+            replacement: Mutex::new(None),
+            outcome: Mutex::new(None),
+        })
+    }
+
+    pub(super) fn status(&self) -> MutexGuard<'_, PluginStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn set_state(&self, state: PluginState) {
+        self.status().state = state;
+    }
+
+    /// An outcome of this plugin: `failure`, before it ran.
+    pub(super) fn failed(&self, failure: Failure) -> Outcome {
+        Outcome {
+            plugin: self.spec.name.clone(),
+            result: Err(failure),
+            ..Outcome::default()
+        }
+    }
+
+    pub(super) fn set_outcome(&self, outcome: Outcome) {
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    }
+}
+
+impl Watch for Entry {
+    fn progress(&self, report: &Report) {
+        if let Report::Progress { cursor, resources } = report {
+            if let Some(seq) = cursor {
+                self.tracker.set_cursor(*seq);
+            }
+            self.tracker.set_resources(*resources);
+            let mut status = self.status();
+            status.cursor = *cursor;
+            status.usage.memory_bytes = resources.memory_bytes;
+            status.usage.disk_bytes = resources.disk_bytes;
+            status.usage.disk_entries = resources.disk_entries;
+        }
+    }
+
+    fn sampled(&self, cpu_ms: u64, rss_bytes: u64) {
+        let mut status = self.status();
+        status.usage.cpu_ms = cpu_ms;
+        status.usage.rss_bytes = rss_bytes;
+    }
+}
+
+/// Each entry's outcome; one that never got one was stopped before it started.
+pub(super) fn outcomes_of(entries: &[Arc<Entry>]) -> Vec<Outcome> {
+    entries
+        .iter()
+        .map(|entry| {
+            let outcome = entry
+                .outcome
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            outcome.unwrap_or_else(|| entry.failed(Failure::NotStarted))
+        })
+        .collect()
+}
