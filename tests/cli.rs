@@ -260,11 +260,7 @@ fn follow_sees_another_process_appends_and_stops_cleanly_on_sigint() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let killed = Command::new("kill")
-        .args(["-INT", &reader.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    interrupt(&reader);
     let out = reader.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
@@ -347,11 +343,7 @@ fn run_with_a_blocked_plugin(dir: &Path, args: &[&str]) -> std::process::Child {
 }
 
 fn interrupt(child: &std::process::Child) {
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    common::procs::signal(child.id(), nix::sys::signal::Signal::SIGINT);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! at the first seq wanted from it, by the typed and the packed read, through a guest, and by
 //! `pulsewatch tail`; events before it are still delivered, and appends after it fail whole.
 //! A log of the previous format is refused with both versions named until it is upgraded, after
-//! which it reads the same.
+//! which it reads the same. `pulsewatch repair` checks every batch and names the damaged
+//! ranges; `pulsewatch snapshot --skip-damaged` salvages every other event into a log whose
+//! readers are told of the gap and whose writers never give its seqs again.
 
 mod common;
 
@@ -167,6 +169,177 @@ fn tail_and_a_guest_name_the_damaged_seq() {
         line("packed-error=").contains(&named),
         "{}",
         line("packed-error=")
+    );
+}
+
+/// A plugin built with the SDK that returns its error from `main` prints a sentence, not a
+/// Rust type.
+#[test]
+fn a_plugins_error_from_the_sdk_prints_as_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    log_of_several_batches(&path);
+    let damaged = batch_keys(&path)[1];
+    flip(&path, damaged, 200);
+    let log = Arc::new(Log::open_read_only(&path).unwrap());
+    let harness = Harness::new(dir.path());
+    let outcome = harness
+        .run_all(&[harness.load("kind-counts")], &log)
+        .remove(0);
+    assert_eq!(outcome.result, Err(pulsewatch::Failure::Exit(1)));
+    let said = harness
+        .lines
+        .of("kind-counts", pulsewatch::Stream::Stderr)
+        .join("\n");
+    assert!(
+        said.starts_with(&format!(
+            "Error: event {damaged} cannot be decoded: its stored batch is damaged"
+        )),
+        "{said}"
+    );
+    assert!(said.contains("`pulsewatch repair`"), "{said}");
+    assert!(
+        !said.contains("PollError") && !said.contains("Undecodable("),
+        "{said}"
+    );
+}
+
+/// The events of the log at `path` from seq `from`, read one poll at a time, until the end or
+/// an error.
+fn read_on(log: &Log, from: u64) -> (Vec<u64>, Option<ReadError>) {
+    let mut seqs = Vec::new();
+    let mut since = from;
+    loop {
+        match log.poll(since, 1000) {
+            Ok(batch) if batch.events.is_empty() => return (seqs, None),
+            Ok(batch) => {
+                seqs.extend(batch.events.iter().map(|e| e.seq));
+                since = batch.last_seq;
+            }
+            Err(e) => return (seqs, Some(e)),
+        }
+    }
+}
+
+#[test]
+fn repair_names_the_damaged_range_and_salvage_keeps_every_other_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    log_of_several_batches(&path);
+    let keys = batch_keys(&path);
+    let (damaged, next) = (keys[1], keys[2]);
+    flip(&path, damaged, 200);
+    let db = path.to_str().unwrap();
+
+    let repair = pulsewatch(&["repair", "--db", db]);
+    let said = text(&repair.stderr);
+    assert_eq!(repair.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("damaged: events {damaged}..{}", next - 1)),
+        "{said}"
+    );
+    assert!(said.contains("--skip-damaged"), "the way forward: {said}");
+    assert!(!said.contains("consistent"), "{said}");
+
+    let plain = pulsewatch(&[
+        "snapshot",
+        "--db",
+        db,
+        "-o",
+        dir.path().join("plain.redb").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        plain.status.code(),
+        Some(2),
+        "a plain snapshot refuses damage"
+    );
+    let salvaged = dir.path().join("salvaged.redb");
+    let salvage = pulsewatch(&[
+        "snapshot",
+        "--db",
+        db,
+        "-o",
+        salvaged.to_str().unwrap(),
+        "--skip-damaged",
+    ]);
+    let said = text(&salvage.stderr);
+    assert_eq!(salvage.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!(
+            "left out, damaged: events {damaged}..{}",
+            next - 1
+        )),
+        "{said}"
+    );
+
+    // Every other event, as it was; a reader reaching the gap is told.
+    let original = Log::open_read_only(&path).unwrap();
+    let copy = Log::open_read_only(&salvaged).unwrap();
+    let (before, stopped) = read_on(&copy, 0);
+    assert_eq!(before, (1..damaged).collect::<Vec<_>>());
+    assert!(
+        matches!(stopped, Some(ReadError::Lost { first, last }) if first == damaged && last == next - 1),
+        "{stopped:?}"
+    );
+    let (after, end) = read_on(&copy, next - 1);
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(after, (next..=300).collect::<Vec<_>>());
+    for seq in before.iter().chain(&after) {
+        assert_eq!(
+            copy.poll(seq - 1, 1).unwrap().events,
+            original.poll(seq - 1, 1).unwrap().events,
+            "event {seq}"
+        );
+    }
+    assert_eq!(copy.len().unwrap(), 300 - (next - damaged));
+    drop(copy);
+
+    // The salvaged log is consistent, says what it lost, and goes on from the head.
+    let repair = pulsewatch(&["repair", "--db", salvaged.to_str().unwrap()]);
+    let said = text(&repair.stderr);
+    assert_eq!(repair.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!("events {damaged}..{} were lost", next - 1)),
+        "{said}"
+    );
+    let log = Log::open(&salvaged).unwrap();
+    assert_eq!(
+        log.append(&Change::new(ChangeKind::Created, 1, 2)).unwrap(),
+        301
+    );
+}
+
+/// The last batch holds the head: when it is damaged, the head is known from the timestamp
+/// index, and a salvaged copy never gives the lost seqs again.
+#[test]
+fn a_damaged_last_batch_is_salvaged_without_giving_its_seqs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    log_of_several_batches(&path);
+    let last = *batch_keys(&path).last().unwrap();
+    flip(&path, last, -1);
+    let verified = Log::open_read_only(&path).unwrap().verify().unwrap();
+    assert_eq!(verified.damaged.len(), 1, "{verified:?}");
+    assert_eq!(verified.damaged[0].seqs, last..=300);
+
+    let salvaged = dir.path().join("salvaged.redb");
+    let info = Log::open_read_only(&path)
+        .unwrap()
+        .snapshot_skipping_damaged(&salvaged, 1..=u64::MAX, false)
+        .unwrap();
+    assert_eq!((info.events, info.last), (last - 1, Some(last - 1)));
+    let log = Log::open(&salvaged).unwrap();
+    assert!(matches!(
+        log.poll(last - 1, 10),
+        Ok(batch) if batch.events.is_empty()
+    ));
+    assert_eq!(
+        log.append(&Change::new(ChangeKind::Created, 1, 2)).unwrap(),
+        301
+    );
+    assert!(
+        matches!(log.poll(last - 1, 10), Err(ReadError::Lost { first, last: 300 }) if first == last),
+        "a reader at the gap is told once events follow it"
     );
 }
 

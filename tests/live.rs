@@ -103,8 +103,7 @@ fn batches(state: &Path) -> Vec<(u64, u64)> {
 }
 
 fn interrupt(child: &Child) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    common::procs::signal(child.id(), nix::sys::signal::Signal::SIGINT);
 }
 
 /// Stops a following host and returns its stderr; it must end cleanly.
@@ -362,7 +361,7 @@ fn compaction_keeps_what_a_lagging_plugin_has_not_read_unless_forced() {
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "events 1001..{} were deleted by retention",
+            "events 1001..{} are no longer in the log (deleted by retention",
             oldest - 1
         )),
         "{stderr}"

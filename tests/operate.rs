@@ -4,6 +4,8 @@
 
 mod common;
 
+use nix::sys::signal::Signal;
+
 use common::{guest, pulsewatch, supervisor, text, wait_until, write_manifest};
 use pulsewatch::{
     Change, ChangeKind, Failure, Home, Log, OutputSink, PluginSpec, RunOptions, manifest,
@@ -228,8 +230,8 @@ fn manifest_errors_name_the_file_the_plugin_the_key_and_the_line() {
     let cases = [
         (
             entry("kc", "colour = \"blue\""),
-            ":5:",
-            "unknown field `colour`",
+            ":5: plugin \"kc\": colour: ",
+            "unknown key; a plugin's keys are name, component, sha256",
         ),
         (
             entry("kc", "") + &entry("kc", ""),
@@ -254,14 +256,43 @@ fn manifest_errors_name_the_file_the_plugin_the_key_and_the_line() {
         (
             entry("kc", "[plugin.limits]\nmemory_mib = 0"),
             ":6: plugin \"kc\": limits.memory_mib: ",
-            "0 is out of range (1 to 4096)",
+            "0 MiB is out of range: it must be from 1 MiB to 4096 MiB",
+        ),
+        (
+            entry("kc", "[plugin.limits]\nmemory_mib = -5"),
+            ":6: plugin \"kc\": limits.memory_mib: ",
+            "expected a whole number from 1 MiB to 4096 MiB",
+        ),
+        (
+            entry("kc", "[plugin.limits]\nmemory_mib = \"64\""),
+            ":6: plugin \"kc\": limits.memory_mib: ",
+            "expected a whole number from 1 MiB to 4096 MiB, found a string",
+        ),
+        (
+            entry("kc", "[plugin.limits]\nfuel = 5"),
+            ":6: plugin \"kc\": limits.fuel: ",
+            "unknown limit; the limits are memory_mib, cpu,",
+        ),
+        (
+            entry("kc", "args = \"--verbose\""),
+            ":5: plugin \"kc\": args: ",
+            "expected an array of strings, found a string",
         ),
         (
             entry("kc", "[plugin.limits]\nwall_clock = \"soon\""),
             ":6: plugin \"kc\": limits.wall_clock: ",
             "",
         ),
-        (entry("kc", "start = \"middle\""), ":5:", ""),
+        (
+            entry("kc", "start = \"middle\""),
+            ":5: plugin \"kc\": start: ",
+            "\"middle\" is not a start position: expected \"beginning\", \"head\", a seq",
+        ),
+        (
+            entry("kc", "start = { when = 5 }"),
+            ":5: plugin \"kc\": start: ",
+            "expected \"beginning\", \"head\", a seq",
+        ),
         (
             entry("../kc", ""),
             ":2: plugin \"../kc\": name: ",
@@ -275,6 +306,9 @@ fn manifest_errors_name_the_file_the_plugin_the_key_and_the_line() {
         assert!(error.starts_with(&path.display().to_string()), "{error}");
         assert!(error.contains(at), "{at:?} in {error:?}\n{manifest}");
         assert!(error.contains(says), "{says:?} in {error:?}");
+        for rust in ["untagged", "variant", "i128", "u64", "Spanned"] {
+            assert!(!error.contains(rust), "{rust:?} in {error:?}");
+        }
         let out = pulsewatch(&["check", "--manifest", path.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2));
         assert!(text(&out.stderr).contains(at), "{}", text(&out.stderr));
@@ -287,6 +321,175 @@ fn manifest_errors_name_the_file_the_plugin_the_key_and_the_line() {
         ]);
         assert_eq!(run.status.code(), Some(2), "refused before anything starts");
     }
+}
+
+/// `run`'s limit flags have the manifest's bounds and say so in the same words; with a
+/// manifest, whose limits are per plugin, a limit flag is refused rather than ignored.
+#[test]
+fn a_limit_flag_out_of_the_manifests_bounds_is_refused_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    log_with(&db, 10);
+    let plugin = guest("kind-counts");
+    let run = |flags: &[&str]| {
+        let mut args = vec!["run", "--db", db.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        args.push(plugin.to_str().unwrap());
+        pulsewatch(&args)
+    };
+    for (flag, value, says) in [
+        (
+            "--memory-mib",
+            "0",
+            "0 MiB is out of range: it must be from 1 MiB to 4096 MiB",
+        ),
+        (
+            "--cpu",
+            "0s",
+            "0s is out of range: it must be from 1ms to 1h",
+        ),
+        (
+            "--disk-entries",
+            "0",
+            "0 entries is out of range: it must be from 1 entries",
+        ),
+        (
+            "--wall-clock",
+            "soon",
+            "\"soon\" is not a duration such as 500ms, 30s or 10m",
+        ),
+    ] {
+        let out = run(&[flag, value]);
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {said}");
+        assert!(said.contains(&format!("{flag} {value}: {says}")), "{said}");
+        let key = flag.trim_start_matches("--").replace('-', "_");
+        let value = if value.parse::<u64>().is_ok() {
+            value.to_owned()
+        } else {
+            format!("{value:?}")
+        };
+        let manifest = write_manifest(
+            dir.path(),
+            &[(
+                "kc",
+                "kind-counts",
+                &format!("[plugin.limits]\n{key} = {value}"),
+            )],
+        );
+        let error = manifest::load(&manifest, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&format!("limits.{key}: {says}")), "{error}");
+    }
+    assert!(
+        run(&["--cpu", "250ms", "--memory-mib", "32"])
+            .status
+            .success()
+    );
+
+    let manifest = write_manifest(dir.path(), &[("kc", "kind-counts", "")]);
+    let out = pulsewatch(&[
+        "run",
+        "--db",
+        db.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--memory-mib",
+        "10",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot be used with"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A plugin that cannot start because another run holds its state did nothing wrong: a second
+/// run is refused before it starts anything, and a plugin added by a reload while its state is
+/// held waits its turn, however long, and is never quarantined for it.
+#[test]
+fn a_state_directory_held_by_another_run_never_quarantines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    log_with(&db, 300);
+    let root = dir.path().join("state");
+    let home = Home::under(&root);
+
+    // Another run holds b's state: a run of b is refused, naming it.
+    let held = root.join("b");
+    std::fs::create_dir_all(&held).unwrap();
+    let lock = std::fs::File::open(&held).unwrap();
+    lock.lock().unwrap();
+    let refused = supervisor()
+        .with_home(home.clone())
+        .run(
+            &[spec("b", "kind-counts", &root)],
+            &db,
+            &RunOptions::default(),
+            &(Arc::new(common::Lines::default()) as Arc<dyn OutputSink>),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("plugin b: its state directory")
+            && refused.contains("is in use by another run"),
+        "{refused}"
+    );
+    assert!(home.quarantine("b").is_none());
+
+    // b added by a reload while its state is held: it waits, restart after restart.
+    let lines = Arc::new(common::Lines::default());
+    let sink: Arc<dyn OutputSink> = lines.clone();
+    let options = RunOptions {
+        follow: true,
+        ..RunOptions::default()
+    };
+    let both = [
+        spec("a", "kind-counts", &root),
+        spec("b", "kind-counts", &root),
+    ];
+    let reload = || Ok(both.to_vec());
+    let status_of = |name: &str| {
+        let run = home.status().ok()??;
+        run.plugins.into_iter().find(|p| p.name == name)
+    };
+    let outcomes = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            supervisor()
+                .with_home(home.clone())
+                .run_reloading(&both[..1], &db, &options, &sink, Some(&reload))
+                .unwrap()
+        });
+        wait_until("a at the head", || {
+            options.progress.cursor("a") == Some(300)
+        });
+        options.reload.request();
+        wait_until("b failed to start five times", || {
+            status_of("b").is_some_and(|b| b.restarts >= 5 || b.quarantine.is_some())
+        });
+        let b = status_of("b").unwrap();
+        assert!(
+            b.quarantine.is_none() && home.quarantine("b").is_none(),
+            "{b:?}"
+        );
+        assert!(
+            b.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("in use by another run")),
+            "{b:?}"
+        );
+        // Released by the other run, b starts and catches up.
+        drop(lock);
+        wait_until("b at the head", || {
+            options.progress.cursor("b") == Some(300)
+        });
+        options.stop.stop();
+        run.join().unwrap()
+    });
+    assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
+    assert!(home.quarantine("b").is_none());
 }
 
 #[test]
@@ -353,14 +556,6 @@ fn plugin<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_jso
         .as_array()?
         .iter()
         .find(|p| p["name"] == name)
-}
-
-fn signal(child: &std::process::Child, signal: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
 }
 
 /// A reload that adds two plugins of a component new to the run compiles it once, in a worker
@@ -447,18 +642,18 @@ fn status_during_and_after_a_run_and_sighup_reloading_the_manifest() {
 
     // An invalid manifest changes nothing; a valid one adds `new` and removes `old`.
     std::fs::write(&manifest, "[[plugin]]\nname = 3\n").unwrap();
-    signal(&run, "HUP");
+    common::procs::signal(run.id(), Signal::SIGHUP);
     std::thread::sleep(Duration::from_millis(300));
     assert!(at("old", "running", 200), "nothing changed");
     write_manifest(
         dir.path(),
         &[("kc", "kind-counts", ""), ("new", "seq-check", "")],
     );
-    signal(&run, "HUP");
+    common::procs::signal(run.id(), Signal::SIGHUP);
     wait_until("new at the head, old stopped", || {
         at("new", "running", 200) && at("old", "stopped", 200)
     });
-    signal(&run, "INT");
+    common::procs::signal(run.id(), Signal::SIGINT);
     let out = run.wait_with_output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(

@@ -65,4 +65,4 @@ pub use retention::Compacted;
 pub use salvage::{Damage, Verified};
 #[cfg(feature = "store")]
 pub use snapshot::{SnapshotError, SnapshotInfo};
-pub use start::{START_VARIABLE, StartPosition, UnknownStart};
+pub use start::{START_VARIABLE, STATE_DIR, StartPosition, UnknownStart};

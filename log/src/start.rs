@@ -1,10 +1,15 @@
-//! Where a plugin without a committed cursor starts. The host chooses (a manifest's `start`) and
-//! passes the choice in [`START_VARIABLE`]; the guest SDK reads it back. One text form, here, for
-//! both sides of that contract.
+//! What a host tells a plugin beside the WIT, defined once for both sides: where its private
+//! state lives ([`STATE_DIR`]), and where a plugin without a committed cursor starts. The host
+//! chooses that (a manifest's `start`) and passes it in [`START_VARIABLE`]; the guest SDK reads
+//! it back.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+
+/// The directory a host preopens for each plugin, private to it: where the guest SDK keeps the
+/// plugin's checkpoint.
+pub const STATE_DIR: &str = "/state";
 
 /// The environment variable a host sets to tell a plugin where to start when it has no committed
 /// cursor, in [`StartPosition`]'s text form: `beginning`, `head`, a seq (start after it), or

@@ -1,5 +1,5 @@
 //! Processes as Linux's `/proc` shows them, for the tests and benchmarks that watch the worker
-//! processes a host starts (included by path from `host/benches/`).
+//! processes a host starts (included by path from `host/benches/`), and signals sent to them.
 #![allow(dead_code)]
 
 /// The fields of `/proc/<pid>/stat` after the command, which is in parentheses and may hold
@@ -48,4 +48,10 @@ pub fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     field(11) + field(12)
+}
+
+/// Sends `signal` to process `pid`, as `kill` does.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
+    nix::sys::signal::kill(pid, signal).expect("the process can be signalled");
 }

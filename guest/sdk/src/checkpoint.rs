@@ -4,8 +4,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// The directory the host preopens for each plugin, private to it.
-pub const STATE_DIR: &str = "/state";
+pub use pulsewatch_log::STATE_DIR;
 
 const FILE: &str = "checkpoint";
 const TEMP: &str = "checkpoint.tmp";
@@ -47,41 +46,75 @@ impl Checkpoint {
         &self.dir
     }
 
-    /// The last committed checkpoint, or `None` if nothing was ever committed.
+    /// The last committed checkpoint, or `None` if nothing was ever committed. An error names
+    /// the file.
     pub fn load(&self) -> io::Result<Option<Saved>> {
-        let bytes = match fs::read(self.dir.join(FILE)) {
+        let path = self.dir.join(FILE);
+        let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err(said(e, format!("cannot read {}", path.display()))),
         };
-        let invalid =
-            |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint: {what}"));
+        let invalid = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a pulsewatch checkpoint: {what}", path.display()),
+            )
+        };
         let mut parts = bytes.splitn(3, |&b| b == b'\n');
         if parts.next() != Some(MAGIC.as_bytes()) {
-            return Err(invalid("not a pulsewatch checkpoint"));
+            return Err(invalid(&format!("its first line is not {MAGIC:?}")));
         }
         let seq = parts
             .next()
             .and_then(|line| std::str::from_utf8(line).ok())
             .and_then(|line| line.parse().ok())
-            .ok_or_else(|| invalid("bad sequence number"))?;
-        let state = parts.next().ok_or_else(|| invalid("truncated"))?.to_vec();
+            .ok_or_else(|| invalid("its second line is not a seq"))?;
+        let state = parts
+            .next()
+            .ok_or_else(|| invalid("it ends before the plugin's state"))?
+            .to_vec();
         Ok(Some(Saved { seq, state }))
     }
 
-    /// Commits `seq` and `state` atomically and durably.
+    /// Commits `seq` and `state` atomically and durably. An error names the file and what
+    /// failed (a full disk quota, say); the previous checkpoint is then still whole.
     pub fn commit(&self, seq: u64, state: &[u8]) -> io::Result<()> {
         let temp = self.dir.join(TEMP);
-        let mut file = File::create(&temp)?;
-        write!(file, "{MAGIC}\n{seq}\n")?;
-        file.write_all(state)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, self.dir.join(FILE))?;
+        let write = || -> io::Result<()> {
+            let mut file = File::create(&temp)?;
+            write!(file, "{MAGIC}\n{seq}\n")?;
+            file.write_all(state)?;
+            file.sync_all()
+        };
+        write().map_err(|e| {
+            said(
+                e,
+                format!(
+                    "cannot commit the checkpoint at seq {seq} to {}",
+                    temp.display()
+                ),
+            )
+        })?;
+        let path = self.dir.join(FILE);
+        fs::rename(&temp, &path).map_err(|e| {
+            said(
+                e,
+                format!(
+                    "cannot commit the checkpoint at seq {seq} to {}",
+                    path.display()
+                ),
+            )
+        })?;
         // Make the rename itself durable. Not every filesystem lets a directory be synced.
         if let Ok(dir) = File::open(&self.dir) {
             let _ = dir.sync_all();
         }
         Ok(())
     }
+}
+
+/// `error`, of the same kind, after `what` was being done.
+fn said(error: io::Error, what: String) -> io::Error {
+    io::Error::new(error.kind(), format!("{what}: {error}"))
 }

@@ -36,6 +36,7 @@
 
 mod batch;
 mod checkpoint;
+mod error;
 mod poller;
 mod runner;
 
@@ -49,13 +50,11 @@ pub mod bindings {
 }
 
 pub use batch::{Batch, BatchIter, EventRef};
-pub use bindings::pulse::watch::feed::{ChangeKind, Event, PollError, Uuid, WaitError};
-pub use checkpoint::{Checkpoint, Saved};
+pub use bindings::pulse::watch::feed::{ChangeKind, Event, Uuid};
+pub use checkpoint::{Checkpoint, STATE_DIR, Saved};
+pub use error::{Context, Error, PollError, WaitError};
 pub use poller::{ChangePoller, DEFAULT_BATCH_LIMIT};
 pub use runner::{Plugin, run, run_with};
-
-/// The error type plugins return.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 impl ChangeKind {
     /// The kind's name as in the WIT contract: `created`, `updated`, `archived` or `deleted`.

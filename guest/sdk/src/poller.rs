@@ -34,13 +34,15 @@ impl ChangePoller {
 
     /// A poller at the head: it returns only events appended from now on.
     pub fn from_head() -> Result<Self, PollError> {
-        Ok(Self::from_sequence(feed::head()?))
+        Ok(Self::from_sequence(feed::head().map_err(PollError::from)?))
     }
 
     /// A poller at a point in time (ms since the Unix epoch): it returns the first event
     /// stamped at or after it, and everything after that.
     pub fn from_time(timestamp_ms: u64) -> Result<Self, PollError> {
-        Ok(Self::from_sequence(feed::seq_at(timestamp_ms)?))
+        Ok(Self::from_sequence(
+            feed::seq_at(timestamp_ms).map_err(PollError::from)?,
+        ))
     }
 
     /// Sets the most events one poll asks for. The host may return fewer: it clamps the limit
@@ -66,7 +68,8 @@ impl ChangePoller {
     /// allocation per event, and advances the cursor past them. An empty batch means the
     /// plugin has caught up with the head.
     pub fn poll_batch(&mut self) -> Result<Batch, PollError> {
-        let (bytes, seq) = feed::poll_packed(self.last_seq, self.batch_limit)?;
+        let (bytes, seq) =
+            feed::poll_packed(self.last_seq, self.batch_limit).map_err(PollError::from)?;
         // Events are gap-free: the cursor's move is the count.
         let len = usize::try_from(seq.saturating_sub(self.last_seq)).unwrap_or(usize::MAX);
         self.last_seq = seq;
@@ -77,7 +80,7 @@ impl ChangePoller {
     /// are new events. [`WaitError::Closed`] means the host will deliver no more in this run.
     pub fn wait(&self, timeout: Duration) -> Result<bool, WaitError> {
         let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        Ok(feed::wait(self.last_seq, millis)? > self.last_seq)
+        Ok(feed::wait(self.last_seq, millis).map_err(WaitError::from)? > self.last_seq)
     }
 }
 

@@ -29,12 +29,13 @@ pub trait Plugin: Sized {
     /// (the deleted events are lost to this plugin), or an error to stop, which the default
     /// does: a plugin never skips events without saying so.
     fn truncated(&mut self, cursor: u64, oldest: u64) -> Result<(), Error> {
-        Err(format!(
-            "events {}..{} were deleted by retention before this plugin read them",
+        Err(Error::msg(format!(
+            "events {}..{} are no longer in the log (deleted by retention, or lost to damage and \
+             left out by a salvage) and this plugin had not read them; to go on from seq {oldest} \
+             without them, override Plugin::truncated",
             cursor + 1,
             oldest - 1
-        )
-        .into())
+        )))
     }
 
     /// Called once when the host closes the feed, after the last commit, with the cursor.
@@ -59,7 +60,12 @@ pub fn run<P: Plugin>() -> Result<(), Error> {
 /// times with growing pauses before the error ends the plugin.
 pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Result<(), Error> {
     let saved = checkpoint.load()?;
-    let mut plugin = P::restore(saved.as_ref().map(|s| s.state.as_slice()))?;
+    let mut plugin = P::restore(saved.as_ref().map(|s| s.state.as_slice())).map_err(|e| {
+        e.context(format!(
+            "cannot restore the plugin from its checkpoint in {}",
+            checkpoint.dir().display()
+        ))
+    })?;
     let start = match &saved {
         Some(saved) => saved.seq,
         None => start_position()?,
@@ -90,7 +96,9 @@ pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Resul
 /// beginning unless told otherwise.
 fn start_position() -> Result<u64, Error> {
     let start = match std::env::var(START_VARIABLE) {
-        Ok(value) => value.parse().map_err(|e| format!("{START_VARIABLE}={e}"))?,
+        Ok(value) => value
+            .parse()
+            .map_err(|e| Error::msg(format!("{START_VARIABLE}={value:?}: {e}")))?,
         Err(_) => StartPosition::Beginning,
     };
     match start {

@@ -4,7 +4,7 @@
 use super::safety;
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
-use pulsewatch::Log;
+use pulsewatch::{Log, STATE_DIR};
 use pulsewatch_log::provider::DEFAULT_DB_PATH;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -111,7 +111,7 @@ pub fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&args.output, &bundled)
         .with_context(|| format!("{}: cannot write", args.output.display()))?;
     say!(
-        "{}: {name} with the feed provider ({} bytes); run it with\n   wasmtime run --dir SNAPSHOT_DIR::{} --dir STATE_DIR::/state {}",
+        "{}: {name} with the feed provider ({} bytes); run it with\n   wasmtime run --dir SNAPSHOT_DIR::{} --dir STATE_DIR::{STATE_DIR} {}",
         args.output.display(),
         bundled.len(),
         std::path::Path::new(&args.db_path)

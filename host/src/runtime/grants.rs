@@ -10,8 +10,7 @@ use crate::spec::{PluginSpec, START_VARIABLE, StartPosition};
 use std::fs::File;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
-/// Where a plugin sees its state directory.
-pub const STATE_DIR: &str = "/state";
+pub use pulsewatch_log::STATE_DIR;
 
 /// The largest `get-random-bytes` a plugin may ask for at once: the host allocates it. A plugin
 /// wanting more asks again.

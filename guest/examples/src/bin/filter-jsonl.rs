@@ -7,7 +7,7 @@
 //! The committed state is the length of the output file: on restart the file is cut back to
 //! it, so events processed after the last commit are not written twice.
 
-use pulsewatch_guest::{Batch, Error, EventRef, Plugin};
+use pulsewatch_guest::{Batch, Context, Error, EventRef, Plugin};
 use serde_json::value::RawValue;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -80,22 +80,31 @@ struct FilterJsonl {
 impl Plugin for FilterJsonl {
     fn restore(state: Option<&[u8]>) -> Result<Self, Error> {
         let committed: u64 = match state {
-            Some(bytes) => std::str::from_utf8(bytes)?.parse()?,
+            Some(bytes) => std::str::from_utf8(bytes)?
+                .parse()
+                .context("its state is not a byte count")?,
             None => 0,
         };
         let file = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(false)
-            .open(OUTPUT)?;
-        let found = file.metadata()?.len();
+            .open(OUTPUT)
+            .context(format!("cannot open {OUTPUT}"))?;
+        let found = file
+            .metadata()
+            .context(format!("cannot read {OUTPUT}"))?
+            .len();
         if found < committed {
             let why = format!("{OUTPUT} holds {found} bytes, {committed} were committed");
             return Err(format!("{why}: it was changed behind this plugin's back").into());
         }
-        file.set_len(committed)?;
+        file.set_len(committed).context(format!(
+            "cannot cut {OUTPUT} back to its committed {committed} bytes"
+        ))?;
         let mut out = BufWriter::new(file);
-        std::io::Seek::seek(&mut out, std::io::SeekFrom::Start(committed))?;
+        std::io::Seek::seek(&mut out, std::io::SeekFrom::Start(committed))
+            .context(format!("cannot seek in {OUTPUT}"))?;
         Ok(FilterJsonl {
             filter: Filter::from_args()?,
             out,
@@ -122,13 +131,18 @@ impl Plugin for FilterJsonl {
             };
             let mut bytes = serde_json::to_vec(&line)?;
             bytes.push(b'\n');
-            self.out.write_all(&bytes)?;
+            self.out
+                .write_all(&bytes)
+                .context(format!("cannot write {OUTPUT}"))?;
             self.written += bytes.len() as u64;
             self.matched += 1;
         }
         // The snapshot promises these bytes are on disk.
-        self.out.flush()?;
-        self.out.get_ref().sync_data()?;
+        self.out.flush().context(format!("cannot write {OUTPUT}"))?;
+        self.out
+            .get_ref()
+            .sync_data()
+            .context(format!("cannot sync {OUTPUT}"))?;
         Ok(())
     }
 

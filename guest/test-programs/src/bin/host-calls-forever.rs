@@ -9,7 +9,9 @@ fn main() {
     }
     for calls in 1u64.. {
         match call.as_str() {
-            "random" => drop(std::hint::black_box(wasip2::random::random::get_random_bytes(1 << 20))),
+            "random" => drop(std::hint::black_box(
+                wasip2::random::random::get_random_bytes(1 << 20),
+            )),
             "read" => drop(std::hint::black_box(std::fs::read(path).expect("read"))),
             "clock" => drop(std::hint::black_box(wasip2::clocks::wall_clock::now())),
             other => panic!("unknown call {other}"),
