@@ -210,8 +210,8 @@ fn run_exits_0_when_every_plugin_ends_cleanly_and_1_otherwise() {
         "run",
         "--db",
         db.to_str().unwrap(),
-        "--fuel",
-        "10000000",
+        "--cpu",
+        "100ms",
         guest("spin-forever").to_str().unwrap(),
         guest("seq-check").to_str().unwrap(),
     ]);

@@ -148,7 +148,7 @@ fn hint(error: &anyhow::Error) -> String {
     });
     if damaged {
         return "; `pulsewatch repair --db DB` names every damaged range, and `pulsewatch \
-                snapshot --skip-damaged` salvages the rest (see the README's Salvage section)"
+                snapshot --skip-damaged` salvages the rest (see \"Damage and salvage\" in the README)"
             .into();
     }
     match error.chain().find_map(|e| e.downcast_ref::<OpenError>()) {
@@ -226,7 +226,7 @@ pub fn repair(args: &RepairArgs) -> anyhow::Result<ExitCode> {
             "{db}: {} damaged range{} ({} intact events in {} batches); readers stop at the first. \
              Salvage every intact event into a new log with\n   pulsewatch snapshot --db {db} -o \
              salvaged.redb --skip-damaged\nthen stop the writers and readers and move it into place \
-             (see the README's Salvage section)",
+             (see \"Damage and salvage\" in the README)",
             verified.damaged.len(),
             if verified.damaged.len() == 1 { "" } else { "s" },
             verified.events,
