@@ -135,8 +135,11 @@ fn missing_garbage_and_foreign_files_are_refused_with_their_path() {
         Log::open_read_only(&garbage).unwrap_err(),
         Log::create(&garbage).unwrap_err(),
     ] {
-        assert!(matches!(err, OpenError::Database { .. }), "{err}");
-        assert!(err.to_string().contains("garbage.redb"), "{err}");
+        assert!(matches!(err, OpenError::NotADatabase { .. }), "{err}");
+        assert!(
+            err.to_string().contains("garbage.redb: not a database"),
+            "{err}"
+        );
     }
     assert_eq!(
         std::fs::read(&garbage).unwrap(),
@@ -146,9 +149,12 @@ fn missing_garbage_and_foreign_files_are_refused_with_their_path() {
 
     let err = Log::create(dir.path().join("no-such-dir/events.redb")).unwrap_err();
     assert!(
-        err.to_string().contains("No such file or directory"),
+        err.to_string()
+            .contains("cannot create the database: its directory does not exist"),
         "{err}"
     );
+    let err = Log::open_read_only(dir.path()).unwrap_err();
+    assert!(matches!(err, OpenError::IsADirectory { .. }), "{err}");
 
     let foreign = dir.path().join("foreign.redb");
     {

@@ -381,15 +381,43 @@ fn max_keep_lets_compaction_pass_an_abandoned_plugin() {
             .success()
     );
     append_events(&db, 101, 5000);
+    // Before seq 150 is inside the first batch, which stays whole: nothing the plugin has not
+    // read is deleted, and nothing says it is.
+    let nothing = compact(&db, &state, &["--before", "150", "--max-keep", "10"]);
+    let stderr = text(&nothing.stderr);
+    assert!(nothing.status.success(), "{stderr}");
+    assert!(!stderr.contains("more than --max-keep"), "{stderr}");
+    assert!(
+        stderr.contains("deleted 0 events; the oldest kept is seq 1")
+            && stderr.contains("compaction deletes whole stored batches"),
+        "{stderr}"
+    );
     let within = compact(&db, &state, &["--keep-last", "10", "--max-keep", "10000"]);
     assert_eq!(within.status.code(), Some(2), "{}", text(&within.stderr));
     let past = compact(&db, &state, &["--keep-last", "10", "--max-keep", "1000"]);
     let stderr = text(&past.stderr);
     assert!(past.status.success(), "{stderr}");
-    assert!(stderr.contains("more than --max-keep"), "{stderr}");
-    // A plugin that no longer runs is forgotten; then nothing holds compaction back.
+    let oldest = Log::open_read_only(&db).unwrap().oldest().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "more than --max-keep: events 101..{} it has not read are deleted",
+            oldest - 1
+        )),
+        "the events really deleted: {stderr}"
+    );
+    // Deleting it all again would cost the plugin nothing more: nothing holds that back.
+    let again = compact(&db, &state, &["--keep-last", "10"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        !text(&again.stderr).contains("has not read"),
+        "{}",
+        text(&again.stderr)
+    );
+    // New events it has not read are held back, until it is forgotten as a plugin that no
+    // longer runs.
+    append_events(&db, 5001, 10_000);
     let refused = compact(&db, &state, &["--keep-last", "5"]);
-    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     let forget = pulsewatch(&[
         "forget",
         "record-batches",
@@ -434,6 +462,35 @@ fn a_plugin_starts_from_a_time() {
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(batches(&state).first().map(|b| b.0), Some(501));
     assert_eq!(batches(&state).last().map(|b| b.1), Some(1000));
+}
+
+/// A start after a seq beyond the head would skip the events up to it as they arrive: the
+/// plugin refuses it, saying so, and commits nothing.
+#[test]
+fn a_start_beyond_the_head_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_log(dir.path(), 100);
+    let manifest = manifest(dir.path(), "999999");
+    let state = dir.path().join("state");
+    let run = pulsewatch(&[
+        "run",
+        "--db",
+        db.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    let stderr = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the start position, after seq 999999, is beyond the head, seq 100: events \
+             101..999999 would never be delivered"
+        ),
+        "{stderr}"
+    );
+    assert!(batches(&state).is_empty(), "nothing committed");
 }
 
 #[test]

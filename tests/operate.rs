@@ -219,6 +219,18 @@ fn manifest_errors_name_the_file_the_plugin_the_key_and_the_line() {
     let out = pulsewatch(&["check", "--manifest", good.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("1 plugin can start: kc"));
+    // The run's database, named, is checked as the run would open it.
+    let missing = dir.path().join("missing.redb");
+    let out = pulsewatch(&[
+        "check",
+        "--manifest",
+        good.to_str().unwrap(),
+        "--db",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing.redb: no such database file"));
+    assert!(!dir.path().join("missing.redb.state").exists());
 
     let sha = sha256_hex(&std::fs::read(guest("kind-counts")).unwrap());
     let component = guest("kind-counts").display().to_string();
@@ -228,6 +240,11 @@ fn manifest_errors_name_the_file_the_plugin_the_key_and_the_line() {
         )
     };
     let cases = [
+        (
+            "# nothing yet\n".to_owned(),
+            ":1: ",
+            "declares no plugins: a manifest needs at least one [[plugin]] entry",
+        ),
         (
             entry("kc", "colour = \"blue\""),
             ":5: plugin \"kc\": colour: ",

@@ -9,6 +9,7 @@ use common::{guest, pulsewatch, text, wait_until};
 use nix::sys::signal::Signal;
 use pulsewatch::Log;
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -235,4 +236,152 @@ fn a_closed_pipe_ends_a_command_quietly() {
     }
     // The demo stopped at its first line, leaving a database no reader needs to repair.
     Log::open_read_only(dir.path().join("demo/events.redb")).unwrap();
+}
+
+/// A plugin name is a plain file name to `release` and `forget` too: a path there would point
+/// at any file on the machine.
+#[test]
+fn release_and_forget_refuse_a_name_that_is_a_path_and_touch_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    imported(&db, 5);
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join(".pulsewatch/quarantine")).unwrap();
+    let victim = dir.path().join("victim.json");
+    std::fs::write(&victim, "{}").unwrap();
+    let by_path = victim.with_extension("");
+    let climbing = format!("../../{}", by_path.file_name().unwrap().to_str().unwrap());
+    for command in ["release", "forget"] {
+        for name in [by_path.to_str().unwrap(), &climbing] {
+            let out = pulsewatch(&[
+                command,
+                name,
+                "--db",
+                db.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+            ]);
+            let said = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {name}: {said}");
+            assert!(said.contains("is not a usable plugin name"), "{said}");
+            assert!(victim.exists(), "{command} {name}");
+        }
+        // A name it does not know is an error too, naming what it knows.
+        let out = pulsewatch(&[
+            command,
+            "nosuch",
+            "--db",
+            db.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("there: none"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// `--force` replaces a file, never a device, a FIFO or a directory in the output's place.
+#[test]
+fn a_snapshot_or_bundle_onto_something_that_is_not_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    imported(&db, 5);
+    let fifo = dir.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    for output in [&fifo, &sub] {
+        for args in [
+            vec![
+                "snapshot",
+                "--db",
+                db.to_str().unwrap(),
+                "-o",
+                output.to_str().unwrap(),
+                "--force",
+            ],
+            vec![
+                "bundle",
+                guest("kind-counts").to_str().unwrap(),
+                "-o",
+                output.to_str().unwrap(),
+                "--force",
+            ],
+        ] {
+            let out = pulsewatch(&args);
+            let said = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+            assert!(
+                said.contains("not a file: only a file is replaced"),
+                "{said}"
+            );
+        }
+    }
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+}
+
+/// A `--state-dir` that is not there (a typo) is refused by `compact`, which would otherwise
+/// find no plugin to hold anything back, and by `status`.
+#[test]
+fn compact_refuses_a_state_dir_that_is_not_there_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    imported(&db, 3000);
+    for command in [&["compact", "--keep-last", "1"][..], &["status"]] {
+        let mut args = command.to_vec();
+        let missing = dir.path().join("stat");
+        args.extend([
+            "--db",
+            db.to_str().unwrap(),
+            "--state-dir",
+            missing.to_str().unwrap(),
+        ]);
+        let out = pulsewatch(&args);
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert!(
+            said.contains("is not a directory of plugin state"),
+            "{said}"
+        );
+    }
+    assert_eq!(Log::open_read_only(&db).unwrap().oldest().unwrap(), 1);
+}
+
+/// The demo writes only in directories of its own, and not under a run of its plugins.
+#[test]
+fn the_demo_refuses_a_linked_directory_and_a_state_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let first = pulsewatch(&["demo", "--dir", demo.to_str().unwrap(), "--events", "10"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+
+    let held = std::fs::File::open(demo.join("state/kind-counts")).unwrap();
+    held.lock().unwrap();
+    let out = pulsewatch(&["demo", "--dir", demo.to_str().unwrap(), "--events", "10"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is in use by a run of the demo's plugins"));
+    drop(held);
+
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("kind-counts.wasm"), "mine").unwrap();
+    std::fs::remove_dir_all(demo.join("plugins")).unwrap();
+    std::os::unix::fs::symlink(&mine, demo.join("plugins")).unwrap();
+    let out = pulsewatch(&["demo", "--dir", demo.to_str().unwrap(), "--events", "10"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is not a directory of the demo's own"));
+    assert_eq!(
+        std::fs::read_to_string(mine.join("kind-counts.wasm")).unwrap(),
+        "mine"
+    );
 }

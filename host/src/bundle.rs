@@ -34,7 +34,7 @@ pub enum BundleError {
     },
     /// The component does not read the feed: there is nothing to bundle it with.
     #[error(
-        "{name}: does not import `pulse:watch/feed`, so it needs no provider (it runs under `wasmtime run` as it is)"
+        "{name}: does not import `pulse:watch/feed`: it reads no feed, so there is nothing to bundle it with"
     )]
     NoFeedImport {
         /// The plugin.

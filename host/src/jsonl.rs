@@ -17,9 +17,14 @@ use uuid::Uuid;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JsonLineError {
+    /// It is not a JSON object.
+    #[error(
+        "not an event: each line is one JSON object, such as {{\"kind\":\"created\",\"entity\":\"<uuid>\",\"collective\":\"<uuid>\"}}"
+    )]
+    NotAnObject,
     /// It is not JSON, or not an object of an event's fields.
-    #[error("not an event: {0}")]
-    Json(#[from] serde_json::Error),
+    #[error("not an event: {}", said(.0))]
+    Json(serde_json::Error),
     /// It gives both payload forms.
     #[error("give payload or payload_hex, not both")]
     BothPayloads,
@@ -38,9 +43,15 @@ struct InLine<'a> {
     entity: Uuid,
     collective: Uuid,
     timestamp_ms: Option<u64>,
-    #[serde(borrow)]
+    // Given, even as `null`, it is the payload's text; only a missing one is no payload.
+    #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
     payload_hex: Option<String>,
+}
+
+/// A field that is there, whatever its value.
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(value).map(Some)
 }
 
 #[derive(Serialize)]
@@ -56,8 +67,30 @@ struct OutLine<'a> {
     payload_hex: Option<String>,
 }
 
+impl From<serde_json::Error> for JsonLineError {
+    fn from(error: serde_json::Error) -> Self {
+        JsonLineError::Json(error)
+    }
+}
+
+/// What the JSON parser says, for a line: its column (the line is the caller's to name), and
+/// numbers as numbers rather than Rust's types.
+fn said(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let text = match text.rfind(" at line ") {
+        Some(at) => format!("{} (at column {})", &text[..at], error.column()),
+        None => text,
+    };
+    text.replace("expected u64", "expected a whole number")
+}
+
 /// The change a line describes.
 pub fn parse_line(line: &str) -> Result<Change, JsonLineError> {
+    // A byte-order mark some editors write at the start of a file is no part of the event.
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
+    if !line.trim_start().starts_with('{') {
+        return Err(JsonLineError::NotAnObject);
+    }
     let parsed: InLine = serde_json::from_str(line)?;
     let payload = match (parsed.payload, parsed.payload_hex) {
         (Some(_), Some(_)) => return Err(JsonLineError::BothPayloads),
@@ -96,10 +129,13 @@ fn decode_hex(hex: &str) -> Result<Vec<u8>, &'static str> {
 /// Writes `event` as one line.
 pub fn write_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
     let payload = &event.change.payload;
+    // As JSON only if that gives back these very bytes on one line: JSON text without white
+    // space around it or line breaks in it. Anything else is hex.
     let json = std::str::from_utf8(payload)
         .ok()
-        .filter(|_| !payload.is_empty())
-        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok());
+        .filter(|text| !text.is_empty() && !text.contains(['\n', '\r']))
+        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
+        .filter(|raw| raw.get().len() == payload.len());
     let line = OutLine {
         seq: event.seq,
         kind: event.change.kind.as_str(),

@@ -104,7 +104,14 @@ pub fn parse(path: &Path, text: &str, state_root: &Path) -> Result<Vec<PluginSpe
         }
     }
     let entries = match plugins.map(|v| (v, v.get_ref())) {
-        None => return Ok(Vec::new()),
+        None => {
+            return Err(reader.invalid(
+                0,
+                None,
+                None,
+                "declares no plugins: a manifest needs at least one [[plugin]] entry".into(),
+            ));
+        }
         Some((_, DeValue::Array(entries))) => entries.iter().collect::<Vec<_>>(),
         Some((value, _)) => {
             return Err(reader.invalid(

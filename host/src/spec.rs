@@ -94,7 +94,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// directory, so it must be one plain path component.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{name:?} is not a usable plugin name: it must be a plain file name, without / or \\ or control characters, not starting with a dot"
+    "{} is not a usable plugin name: it must be a plain file name, without / or \\ or control characters, not starting with a dot",
+    if name.chars().any(char::is_control) { "a name with control characters".to_owned() } else { format!("\"{name}\"") }
 )]
 pub struct BadName {
     /// The name given.

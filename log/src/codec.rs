@@ -438,7 +438,8 @@ impl<'a> CheckedBatch<'a> {
 
     /// The seq of its last entry.
     pub fn last(&self) -> u64 {
-        self.first + u64::from(self.count) - 1
+        // In this order: a batch may end at seq u64::MAX (`new` checked that it fits).
+        self.first + (u64::from(self.count) - 1)
     }
 
     /// How many entries it holds (never 0).
@@ -462,6 +463,7 @@ impl<'a> CheckedBatch<'a> {
             entries: Entries::new(&self.bytes[batch::ENTRIES..]),
             next_seq: self.first,
             left: self.count,
+            ended: false,
         }
     }
 }
@@ -472,6 +474,8 @@ pub struct BatchEntries<'a> {
     entries: Entries<'a>,
     next_seq: u64,
     left: u32,
+    /// Whether the end of the bytes was checked, once the count was reached.
+    ended: bool,
 }
 
 impl<'a> Iterator for BatchEntries<'a> {
@@ -479,10 +483,18 @@ impl<'a> Iterator for BatchEntries<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.left == 0 {
-            return self
-                .entries
-                .next()
-                .map(|_| Err(malformed("more entries than counted")));
+            // Once: past the count, the bytes must end.
+            if self.ended {
+                return None;
+            }
+            self.ended = true;
+            return match self.entries.next() {
+                Some(_) => Some(Err(malformed("more entries than counted"))),
+                None => self
+                    .entries
+                    .error()
+                    .map(|_| Err(malformed("bytes after the last entry"))),
+            };
         }
         self.left -= 1;
         let entry = match self.entries.next() {

@@ -23,6 +23,8 @@
 #[cfg(feature = "store")]
 mod changes;
 pub mod codec;
+#[cfg(feature = "store")]
+mod error;
 mod event;
 #[cfg(feature = "store")]
 mod group;
@@ -41,6 +43,8 @@ pub mod schema;
 #[cfg(feature = "store")]
 mod snapshot;
 mod start;
+#[cfg(feature = "store")]
+mod times;
 pub mod wit;
 
 /// The storage engine, for applications that commit their own tables with events
@@ -51,11 +55,13 @@ pub use redb;
 #[cfg(feature = "store")]
 pub use changes::{AppendedSince, CROSS_PROCESS_RECHECK, WATCHED_RECHECK};
 pub use codec::{DecodeError, EntryRef};
+#[cfg(feature = "store")]
+pub use error::{OpenError, ReadError, WriteError};
 pub use event::{Change, ChangeKind, Event, UnknownKind, now_ms};
 #[cfg(feature = "store")]
 pub use group::PendingAppend;
 #[cfg(feature = "store")]
-pub use log::{Log, OpenError, ReadError, WriteError};
+pub use log::Log;
 pub use poll::{Batch, Budget, DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, PollLimits};
 #[cfg(feature = "store")]
 pub use read::Packed;

@@ -5,134 +5,35 @@
 //! concurrency mode: a reader sees each new commit on its next read transaction without
 //! reopening, and write transactions take turns, so that an application's writer, a
 //! `pulsewatch append` and a `pulsewatch compact` can all write while the others run. Seqs stay
-//! gap-free whoever writes: each transaction gives them from the head it sees.
-//! Events are stored in checksummed batches ([`crate::codec`]); reads are in `read.rs`.
+//! gap-free whoever writes: each transaction gives them from the head it sees. Events are
+//! stored in checksummed batches ([`crate::codec`]).
+//!
+//! `impl Log` is spread by concern, one file each:
+//!
+//! | file | methods |
+//! |---|---|
+//! | `log.rs` | opening ([`Log::create`], [`Log::open`], [`Log::open_read_only`], [`Log::upgrade`]), appends ([`Log::append`], [`Log::submit`], [`Log::append_batch`], [`Log::append_in`]), change notification ([`Log::generation`], [`Log::appended`]) |
+//! | `read.rs` | [`Log::head`], [`Log::len`], [`Log::poll`], [`Log::poll_within`], [`Log::poll_packed`], [`Log::wait`] |
+//! | `times.rs` | [`Log::seq_at`] and the timestamp index |
+//! | `retention.rs` | [`Log::oldest`], [`Log::compact_before`], [`Log::oldest_after_compacting`] |
+//! | `snapshot.rs` | [`Log::snapshot`], [`Log::snapshot_skipping_damaged`] |
+//! | `salvage.rs` | [`Log::verify`] and the record of lost ranges |
+//!
+//! Their errors are in `error.rs`: [`OpenError`], [`ReadError`], [`WriteError`].
 
 use crate::changes::{self, AppendedSince, Changes};
-use crate::codec::{self, BatchWriter, CheckedBatch, DecodeError};
+use crate::codec::{self, BatchWriter, CheckedBatch};
+pub(crate) use crate::error::{OpenError, ReadError, WriteError};
 use crate::event::Change;
 use crate::group::{Group, PendingAppend};
-use crate::retention::{self, TimeMarks};
 use crate::schema::{BATCHES, EVENTS_V1, FORMAT_KEY, FORMAT_VERSION, LOST, META, TIMES};
+use crate::times::{self, TimeMarks};
 use redb::{
     Builder, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
     ReadableTable, TableError, WriteTransaction,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-
-/// Why a log could not be opened.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenError {
-    /// There is no file at the path.
-    #[error("{}: no such database file", path.display())]
-    NotFound {
-        /// The path asked for.
-        path: PathBuf,
-    },
-    /// Another process holds the file in a way that excludes this open.
-    #[error("{}: database is open in another process that excludes this one (a writer in exclusive mode, another pulsewatch version, or this log already open in this process)", path.display())]
-    Locked {
-        /// The path asked for.
-        path: PathBuf,
-    },
-    /// The file was left unclean by a writer that crashed; a read-only open cannot repair it.
-    #[error("{}: database was not closed cleanly (its writer stopped abruptly) and needs a repair, which opening it for writing once does", path.display())]
-    NeedsRepair {
-        /// The path asked for.
-        path: PathBuf,
-    },
-    /// The file is a redb database but holds no pulsewatch event log.
-    #[error("{}: a redb database, but not a pulsewatch event log", path.display())]
-    NotALog {
-        /// The path asked for.
-        path: PathBuf,
-    },
-    /// The file's layout is one this build does not read.
-    #[error("{}: event-log format {found}, this build reads format {FORMAT_VERSION}{}", path.display(), if *found < FORMAT_VERSION { " (an older log: upgrade it first)" } else { "" })]
-    UnsupportedFormat {
-        /// The path asked for.
-        path: PathBuf,
-        /// The format version stored in the file.
-        found: u64,
-    },
-    /// redb refused the file: not a redb database, damaged, or unreadable.
-    #[error("{}: cannot open database: {source}", path.display())]
-    Database {
-        /// The path asked for.
-        path: PathBuf,
-        /// What redb reported.
-        source: redb::Error,
-    },
-}
-
-/// Why a read of the log failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReadError {
-    /// The storage engine failed; nothing was consumed.
-    #[error("cannot read the event log: {0}")]
-    Storage(#[from] redb::Error),
-    /// The events asked for begin with ones retention deleted; nothing was skipped.
-    #[error(
-        "the events asked for were deleted by retention: the oldest stored is seq {oldest} (read from {} to go on without the others)",
-        oldest - 1
-    )]
-    Truncated {
-        /// The seq of the oldest event still stored.
-        oldest: u64,
-    },
-    /// The events asked for begin with ones lost to a damaged batch and left out when the log
-    /// was salvaged; nothing was skipped.
-    #[error(
-        "events {first}..{last} were lost to a damaged batch and left out when the log was salvaged (read from {last} to go on without them)"
-    )]
-    Lost {
-        /// The first lost seq at or after the one asked for.
-        first: u64,
-        /// The last seq of the lost range.
-        last: u64,
-    },
-    /// A stored event could not be read: its batch is damaged, or of a newer version.
-    #[error("event {seq} cannot be decoded: {source}")]
-    Undecodable {
-        /// The first seq asked for that could not be read.
-        seq: u64,
-        /// Why.
-        source: DecodeError,
-    },
-}
-
-/// Why an append failed. Nothing of a failed append is stored.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum WriteError {
-    /// The log was opened read-only.
-    #[error("the event log is open read-only")]
-    ReadOnly,
-    /// The storage engine failed.
-    #[error("cannot write the event log: {0}")]
-    Storage(#[from] redb::Error),
-    /// All `u64` sequence numbers are used.
-    #[error("the event log has used every sequence number")]
-    SeqExhausted,
-    /// The group commit this append joined failed; nothing of the group was stored.
-    #[error("{0}")]
-    Group(std::sync::Arc<WriteError>),
-    /// The commit of this append's group panicked, so whether it was stored is not known: read
-    /// the log to find out.
-    #[error("the commit of this append's group panicked; whether it was stored is not known")]
-    CommitPanicked,
-    /// The last stored batch is damaged, so the next seq is not known for sure.
-    #[error("cannot append: the last stored batch, from seq {first}, is damaged: {source}")]
-    Damaged {
-        /// The key of the damaged batch.
-        first: u64,
-        /// What is wrong with it.
-        source: DecodeError,
-    },
-}
 
 enum Db {
     Writer(Database),
@@ -147,6 +48,13 @@ pub(crate) struct KnownHead {
 }
 
 /// A change-event log stored in a redb file.
+///
+/// Dropping a writer's `Log` closes the file cleanly: the next process opens it as it is. A
+/// process that ends without dropping it (killed, or exiting from a signal's default action)
+/// leaves a file that readers refuse until a writer opens it again, which repairs it without
+/// losing a committed event. A writer that should stop cleanly on Ctrl-C or SIGTERM handles
+/// them and drops its `Log` (as `pulsewatch import --stream` does); only SIGKILL and power loss
+/// then need the repair.
 pub struct Log {
     db: Db,
     pub(crate) changes: Arc<Changes>,
@@ -175,12 +83,33 @@ fn open_error(path: &Path, err: DatabaseError) -> OpenError {
     match err {
         DatabaseError::DatabaseAlreadyOpen => OpenError::Locked { path },
         DatabaseError::RepairAborted => OpenError::NeedsRepair { path },
-        DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::NotFound =>
-        {
-            OpenError::NotFound { path }
-        }
+        DatabaseError::Storage(redb::StorageError::Io(io)) => match io.kind() {
+            std::io::ErrorKind::NotFound => OpenError::NotFound { path },
+            std::io::ErrorKind::IsADirectory => OpenError::IsADirectory { path },
+            // redb's own checks of the file's header.
+            _ if ["Not a redb database", "Database file is empty"]
+                .iter()
+                .any(|said| io.to_string().contains(said)) =>
+            {
+                OpenError::NotADatabase { path }
+            }
+            _ => db_error(&path, redb::StorageError::Io(io)),
+        },
         other => db_error(&path, other),
+    }
+}
+
+/// Refuses what is at `path` if it is there and is not a file: a directory, a device (a database
+/// "written" to `/dev/null` would be lost), a FIFO, a socket.
+fn a_file_if_any(path: &Path) -> Result<(), OpenError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(OpenError::IsADirectory {
+            path: path.to_path_buf(),
+        }),
+        Ok(meta) if !meta.is_file() => Err(OpenError::NotAFile {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -210,10 +139,16 @@ impl Log {
     /// Opens the log at `path` for writing, creating the file if it does not exist.
     pub fn create(path: impl AsRef<Path>) -> Result<Log, OpenError> {
         let path = path.as_ref();
-        // Not found while creating means a missing directory: redb's message says so, while
-        // NotFound ("no such database file") would not.
+        a_file_if_any(path)?;
+        // Not found while creating means a missing directory, not a missing file.
         let db = builder().create(path).map_err(|e| match e {
-            DatabaseError::Storage(storage) => db_error(path, storage),
+            DatabaseError::Storage(redb::StorageError::Io(io))
+                if io.kind() == std::io::ErrorKind::NotFound =>
+            {
+                OpenError::NoDirectory {
+                    path: path.to_path_buf(),
+                }
+            }
             other => open_error(path, other),
         })?;
         Self::init(path, &db)?;
@@ -223,6 +158,7 @@ impl Log {
     /// Opens an existing log for writing.
     pub fn open(path: impl AsRef<Path>) -> Result<Log, OpenError> {
         let path = path.as_ref();
+        a_file_if_any(path)?;
         let db = builder().open(path).map_err(|e| open_error(path, e))?;
         Self::check_format(path, &db)?;
         Ok(Self::with_db(path, Db::Writer(db)))
@@ -232,6 +168,7 @@ impl Log {
     /// writers in other processes.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Log, OpenError> {
         let path = path.as_ref();
+        a_file_if_any(path)?;
         let db = builder()
             .open_read_only(path)
             .map_err(|e| open_error(path, e))?;
@@ -318,6 +255,7 @@ impl Log {
     /// the number of events rewritten or indexed, 0 for a log already in this format.
     pub fn upgrade(path: impl AsRef<Path>) -> Result<u64, OpenError> {
         let path = path.as_ref();
+        a_file_if_any(path)?;
         let db = builder().open(path).map_err(|e| open_error(path, e))?;
         let found = Self::format(path, &db)?;
         match found {
@@ -365,7 +303,7 @@ impl Log {
             drop((old, new));
             txn.delete_table(EVENTS_V1).map_err(|e| fail(e.into()))?;
         }
-        let indexed = retention::reindex(&txn, path)?;
+        let indexed = times::reindex(&txn, path)?;
         let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
         meta.insert(FORMAT_KEY, FORMAT_VERSION)
             .map_err(|e| fail(e.into()))?;

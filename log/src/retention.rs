@@ -1,21 +1,13 @@
-//! Retention and time: deleting old events without a reader ever skipping one unknowingly, and
-//! finding where a point in time begins in the log.
+//! Retention: deleting old events without a reader ever skipping one unknowingly.
 //!
 //! Compaction deletes whole stored batches from the front of the log, so the oldest event
 //! still stored is always the first key of the batch table: that is the record of what is
 //! retained, read in the same transaction as the events, and a poll from below it fails with
 //! [`ReadError::Truncated`]. The last batch is never deleted: the next seq is read from it.
-//!
-//! The timestamp index maps each running maximum of the events' stamps to the last seq at
-//! which the maximum had that value. Writers stamp events and clocks step back, so stamps need
-//! not be in order; the running maximum is, which makes "the last seq before a time" a single
-//! O(log n) lookup with one meaning: every event up to it, and none after, was stamped before.
 
-use crate::codec::CheckedBatch;
-use crate::log::{Log, OpenError, ReadError, WriteError, db_error, storage};
+use crate::log::{Log, ReadError, WriteError, storage};
 use crate::schema::{BATCHES, LOST, TIMES};
-use redb::{ReadableTable, Table, WriteTransaction};
-use std::path::Path;
+use redb::ReadableTable;
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,74 +16,6 @@ pub struct Compacted {
     pub deleted: u64,
     /// The seq of the oldest event still stored (1 when nothing was ever deleted).
     pub oldest: u64,
-}
-
-/// The timestamp index entries an append adds, kept while its events are given seqs.
-pub(crate) struct TimeMarks<'t> {
-    table: Table<'t, u64, u64>,
-    max: u64,
-    /// The mark not yet written: the running maximum and the last seq at it.
-    mark: Option<(u64, u64)>,
-}
-
-impl<'t> TimeMarks<'t> {
-    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, redb::Error> {
-        let table = txn.open_table(TIMES).map_err(storage)?;
-        let max = table.last().map_err(storage)?.map_or(0, |(k, _)| k.value());
-        Ok(TimeMarks {
-            table,
-            max,
-            mark: None,
-        })
-    }
-
-    /// Records that the event `seq` is stamped `timestamp_ms`.
-    pub(crate) fn note(&mut self, seq: u64, timestamp_ms: u64) -> Result<(), redb::Error> {
-        if timestamp_ms > self.max {
-            self.flush()?;
-            self.max = timestamp_ms;
-        }
-        self.mark = Some((self.max, seq));
-        Ok(())
-    }
-
-    /// Writes the pending mark: the last seq at the current maximum.
-    pub(crate) fn flush(&mut self) -> Result<(), redb::Error> {
-        if let Some((max, seq)) = self.mark.take() {
-            self.table.insert(max, seq).map_err(storage)?;
-        }
-        Ok(())
-    }
-}
-
-/// Rebuilds the timestamp index of the log at `path` from its stored events, in `txn`: for logs
-/// written before the index existed, and for snapshots. Returns how many events it indexed.
-pub(crate) fn reindex(txn: &WriteTransaction, path: &Path) -> Result<u64, OpenError> {
-    let indexed = || -> Result<u64, WriteError> {
-        txn.delete_table(TIMES).map_err(storage)?;
-        let mut marks = TimeMarks::open(txn)?;
-        let batches = txn.open_table(BATCHES).map_err(storage)?;
-        let mut indexed = 0;
-        for item in batches.iter().map_err(storage)? {
-            let (key, stored) = item.map_err(storage)?;
-            let first = key.value();
-            let damaged = |source| WriteError::Damaged { first, source };
-            let batch = CheckedBatch::new(first, stored.value()).map_err(damaged)?;
-            for entry in batch.entries() {
-                let entry = entry.map_err(damaged)?;
-                marks.note(entry.seq(), entry.timestamp_ms())?;
-                indexed += 1;
-            }
-        }
-        marks.flush()?;
-        Ok(indexed)
-    };
-    indexed().map_err(|e| {
-        db_error(
-            path,
-            redb::StorageError::Corrupted(format!("indexing the events: {e}")),
-        )
-    })
 }
 
 impl Log {
@@ -104,22 +28,6 @@ impl Log {
             .first()
             .map_err(storage)?
             .map_or(1, |(k, _)| k.value()))
-    }
-
-    /// The last seq before `timestamp_ms`: polling from it returns the first event stamped at
-    /// or after that time, and everything after it (see the module documentation for stamps out
-    /// of order). 0 when no event is before the time. O(log n).
-    ///
-    /// If retention has deleted events up to the answer, a poll from it fails with
-    /// [`ReadError::Truncated`] rather than skipping them.
-    pub fn seq_at(&self, timestamp_ms: u64) -> Result<u64, ReadError> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(TIMES).map_err(storage)?;
-        let before = table.range(..timestamp_ms).map_err(storage)?.next_back();
-        Ok(match before {
-            Some(entry) => entry.map_err(storage)?.1.value(),
-            None => 0,
-        })
     }
 
     /// The seq of the oldest event [`Log::compact_before`] would keep if called with `seq` now:

@@ -4,9 +4,9 @@
 
 use crate::codec::{BatchWriter, CheckedBatch};
 use crate::log::{Log, OpenError, ReadError, db_error, storage};
-use crate::retention;
 use crate::salvage::{self, Damage};
 use crate::schema::{BATCHES, LOST};
+use crate::times;
 use redb::{Builder, Database};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -238,7 +238,7 @@ fn write_batches(
         }
     }
     if last {
-        retention::reindex(&txn, path)?;
+        times::reindex(&txn, path)?;
     }
     txn.commit().map_err(|e| db_error(path, e))
 }

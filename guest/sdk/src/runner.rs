@@ -98,13 +98,24 @@ fn start_position() -> Result<u64, Error> {
     let start = match std::env::var(START_VARIABLE) {
         Ok(value) => value
             .parse()
-            .map_err(|e| Error::msg(format!("{START_VARIABLE}={value:?}: {e}")))?,
+            .map_err(|e| Error::msg(format!("{START_VARIABLE}={value}: {e}")))?,
         Err(_) => StartPosition::Beginning,
     };
     match start {
         StartPosition::Beginning => Ok(0),
         StartPosition::Head => Ok(ChangePoller::from_head()?.last_sequence()),
-        StartPosition::After(seq) => Ok(seq),
+        StartPosition::After(seq) => {
+            // A cursor past the head would skip the events up to it as they arrive.
+            let head = ChangePoller::from_head()?.last_sequence();
+            if seq > head {
+                return Err(Error::msg(format!(
+                    "the start position, after seq {seq}, is beyond the head, seq {head}: events \
+                     {}..{seq} would never be delivered; start at most at the head",
+                    head + 1
+                )));
+            }
+            Ok(seq)
+        }
         StartPosition::Time(ms) => Ok(ChangePoller::from_time(ms)?.last_sequence()),
     }
 }

@@ -36,8 +36,8 @@ pub struct Args {
     /// directory, e.g. ~/.local/share/pulsewatch/demo].
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Events written before the plugins first run.
-    #[arg(long, default_value_t = 20_000)]
+    /// Events written before the plugins first run (at most 10,000,000).
+    #[arg(long, default_value_t = 20_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     events: u32,
 }
 

@@ -1,6 +1,6 @@
 //! Events as JSON lines ([`pulsewatch::jsonl`]): `append`, `import` and `tail`.
 
-use super::{safety, signals};
+use super::{events, safety, signals};
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::jsonl::{parse_line, write_event};
@@ -31,7 +31,7 @@ pub struct AppendArgs {
     #[arg(long)]
     payload: Option<String>,
     /// Milliseconds since the Unix epoch (default: now).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     timestamp_ms: Option<u64>,
 }
 
@@ -92,8 +92,13 @@ enum Input {
 pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let (name, reader): (String, Box<dyn BufRead + Send>) = match &args.file {
         Some(path) if path.as_os_str() != "-" => {
-            safety::not_onto_input(path, &args.db, "the database to import into")
-                .context("refused to read the database as JSON lines")?;
+            if safety::same_file(path, &args.db) {
+                bail!(
+                    "{} is the database to import into, not a file of JSON lines; give the file \
+                     of events (or - for stdin)",
+                    path.display()
+                );
+            }
             let file = std::fs::File::open(path)
                 .with_context(|| format!("{}: cannot open", path.display()))?;
             (
@@ -150,7 +155,10 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let log = Log::create(&args.db)?;
     let head = log.append_batch(&changes)?;
     drop(log);
-    say!("imported {} events; head is now {head}", changes.len());
+    say!(
+        "imported {}; head is now {head}",
+        events(changes.len() as u64)
+    );
     // A stop that came during the commit waited for it.
     Ok(
         match arrived.try_iter().find_map(|i| match i {
@@ -176,8 +184,7 @@ fn import_stream(
     let mut imported = 0;
     let mut head = log.head()?;
     let mut group = Vec::new();
-    loop {
-        let Ok(first) = arrived.recv() else { break };
+    while let Ok(first) = arrived.recv() {
         let mut bad = None;
         let mut ended = None;
         for input in std::iter::once(first).chain(arrived.try_iter().take(STREAM_GROUP - 1)) {
@@ -201,13 +208,20 @@ fn import_stream(
         }
         if !group.is_empty() {
             head = log.append_batch(&group).with_context(|| {
-                format!("the {imported} events before these were imported; head is {head}")
+                format!(
+                    "imported {} before these; head is {head}",
+                    events(imported as u64)
+                )
             })?;
             imported += group.len();
             group.clear();
         }
         if let Some(e) = bad {
-            bail!("{e:#}; the {imported} events before it were imported; head is now {head}");
+            bail!(
+                "{}; imported {} before it; head is now {head}",
+                super::sentence(&e),
+                events(imported as u64)
+            );
         }
         match ended {
             None => {}
@@ -215,15 +229,16 @@ fn import_stream(
             Some(Some(signal)) => {
                 drop(log);
                 say!(
-                    "pulsewatch: stopped by {}: imported {imported} events; head is now {head}; \
-                     the log is closed cleanly",
-                    signals::name(signal)
+                    "pulsewatch: stopped by {}: imported {}; head is now {head}; the log is \
+                     closed cleanly",
+                    signals::name(signal),
+                    events(imported as u64)
                 );
                 return Ok(signals::exit_code(signal));
             }
         }
     }
-    say!("imported {imported} events; head is now {head}");
+    say!("imported {}; head is now {head}", events(imported as u64));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -234,10 +249,10 @@ pub struct TailArgs {
     #[arg(long)]
     db: PathBuf,
     /// Print events after this seq.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     since: u64,
     /// Stop after this many events.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     limit: Option<u64>,
     /// Keep waiting for new events (Ctrl-C to stop).
     #[arg(long)]

@@ -212,9 +212,8 @@ pub fn repair(args: &RepairArgs) -> anyhow::Result<ExitCode> {
     }
     let code = if verified.damaged.is_empty() {
         say!(
-            "{db}: consistent: {} events in {} batches, every checksum verified; head is seq {}",
-            verified.events,
-            verified.batches,
+            "{db}: consistent: {}, every checksum verified; head is seq {}",
+            counted(&verified),
             head.unwrap_or(0)
         );
         ExitCode::SUCCESS
@@ -223,16 +222,34 @@ pub fn repair(args: &RepairArgs) -> anyhow::Result<ExitCode> {
             say!("{db}: damaged: {damage}");
         }
         say!(
-            "{db}: {} damaged range{} ({} intact events in {} batches); readers stop at the first. \
-             Salvage every intact event into a new log with\n   pulsewatch snapshot --db {db} -o \
-             salvaged.redb --skip-damaged\nthen stop the writers and readers and move it into place \
-             (see \"Damage and salvage\" in the README)",
+            "{db}: {} damaged range{} ({} intact); readers stop at the first. Salvage every \
+             intact event into a new log with\n   pulsewatch snapshot --db {db} -o salvaged.redb \
+             --skip-damaged\nthen stop the writers and readers and move it into place (see \
+             \"Damage and salvage\" in the README)",
             verified.damaged.len(),
             if verified.damaged.len() == 1 { "" } else { "s" },
-            verified.events,
-            verified.batches
+            counted(&verified),
         );
         ExitCode::FAILURE
     };
     Ok(caught.signal().map_or(code, signals::exit_code))
+}
+
+/// `n` of a thing, in English: "1 event", "3 batches".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "1 event", "2 events".
+pub fn events(n: u64) -> String {
+    count(n, "event", "events")
+}
+
+/// "N events in M batches".
+fn counted(verified: &pulsewatch_log::Verified) -> String {
+    format!(
+        "{} in {}",
+        events(verified.events),
+        count(verified.batches, "batch", "batches")
+    )
 }

@@ -42,13 +42,26 @@ impl RootArgs {
         &self.db
     }
 
-    pub(crate) fn home(&self) -> Home {
-        Home::under(
-            &self
-                .state_dir
-                .clone()
-                .unwrap_or_else(|| default_state_dir(&self.db)),
-        )
+    /// The state root: `--state-dir`, or `<db>.state`.
+    pub(crate) fn state_root(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| default_state_dir(&self.db))
+    }
+
+    /// The home of the run's plugins. A `--state-dir` given must exist: a misspelt one would
+    /// otherwise find no plugins, and let `compact` delete what they have not read.
+    pub(crate) fn home(&self) -> anyhow::Result<Home> {
+        if let Some(dir) = &self.state_dir
+            && !dir.is_dir()
+        {
+            anyhow::bail!(
+                "--state-dir {} is not a directory of plugin state: give the --state-dir the \
+                 run used",
+                dir.display()
+            );
+        }
+        Ok(Home::under(&self.state_root()))
     }
 }
 
@@ -72,6 +85,10 @@ pub struct ReleaseArgs {
 }
 
 pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    // The run's database, when named, is checked as the run would open it.
+    if let Some(db) = &args.db {
+        drop(Log::open_read_only(db)?);
+    }
     let root = args
         .state_dir
         .clone()
@@ -90,43 +107,43 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let compiled = supervisor.check(&specs)?;
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     out!(
-        "{}: {} plugin{} can start: {}",
+        "{}: {} can start: {}",
         args.manifest.display(),
-        specs.len(),
-        if specs.len() == 1 { "" } else { "s" },
+        super::count(specs.len() as u64, "plugin", "plugins"),
         names.join(", "),
     )?;
     if let Some(root) = &root {
         out!(
-            "compile cache {}: {compiled} component{} compiled now; the run loads them from there",
+            "compile cache {}: {} compiled now; the run loads them from there",
             Home::under(root).cache_dir().display(),
-            if compiled == 1 { "" } else { "s" },
+            super::count(compiled as u64, "component", "components"),
         )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn release(args: &ReleaseArgs) -> anyhow::Result<ExitCode> {
-    let home = args.root.home();
-    let released = home.release(&args.name).with_context(|| {
-        format!(
-            "cannot release {:?} under {}",
+    let home = args.root.home()?;
+    let released = home
+        .release(&args.name)
+        .with_context(|| format!("cannot release {}", args.name))?;
+    if !released {
+        let quarantined = home.quarantined();
+        anyhow::bail!(
+            "{} is not quarantined under {} (quarantined there: {})",
             args.name,
-            home.dir().display()
-        )
-    })?;
-    if released {
-        say!(
-            "{}: released; it starts with the next run (or the next reload of a running one)",
-            args.name
-        );
-    } else {
-        say!(
-            "{}: not quarantined under {} (nothing to release)",
-            args.name,
-            home.dir().display()
+            home.dir().display(),
+            if quarantined.is_empty() {
+                "none".to_owned()
+            } else {
+                quarantined.join(", ")
+            }
         );
     }
+    say!(
+        "{}: released; it starts with the next run (or the next reload of a running one)",
+        args.name
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -162,7 +179,7 @@ fn timestamp(log: &Log, seq: u64) -> Option<u64> {
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let home = args.root.home();
+    let home = args.root.home()?;
     let log = Log::open_read_only(&args.root.db)?;
     let head = log.head()?;
     let Some(mut run) = home.status().with_context(|| {

@@ -16,13 +16,18 @@ pub struct CompactArgs {
     #[command(flatten)]
     root: RootArgs,
     /// Keep the newest N events.
-    #[arg(long, value_name = "N", group = "what")]
+    #[arg(long, value_name = "N", group = "what", allow_negative_numbers = true)]
     keep_last: Option<u64>,
     /// Delete the events before this seq.
-    #[arg(long, value_name = "SEQ", group = "what")]
+    #[arg(
+        long,
+        value_name = "SEQ",
+        group = "what",
+        allow_negative_numbers = true
+    )]
     before: Option<u64>,
     /// Delete the events stamped longer ago than this (e.g. 7d, 12h, 30min).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, group = "what")]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, group = "what", allow_hyphen_values = true)]
     older_than: Option<Duration>,
     /// Delete even events that plugins have not read yet; they get `truncated` on their next
     /// poll.
@@ -30,7 +35,7 @@ pub struct CompactArgs {
     force: bool,
     /// A plugin more than N events behind the head no longer holds events back (an abandoned
     /// plugin must not fill the disk); it gets `truncated` if its events are deleted.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     max_keep: Option<u64>,
 }
 
@@ -53,33 +58,33 @@ pub fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
     // Whole batches go, never the newest: what is really deleted is what the plugins are
     // checked against, and all that is deleted.
     let before = log.oldest_after_compacting(asked)?;
-    let home = args.root.home();
+    let home = args.root.home()?;
     let slots = home.slots().with_context(|| {
         format!(
             "cannot read the plugins' positions under {}",
             home.dir().display()
         )
     })?;
-    // A plugin at `seq` has read through it: deleting below `before` needs seq >= before - 1.
+    // A plugin at `seq` has read through it. What it loses now are the events from the one
+    // after it (or the oldest still stored, if earlier ones are already gone) to `before`.
+    let oldest = log.oldest()?;
     let mut holding = Vec::new();
     for (plugin, &seq) in &slots {
-        if seq.saturating_add(1) >= before {
+        let from = seq.saturating_add(1).max(oldest);
+        if from >= before {
             continue;
         }
+        let lost = format!("events {from}..{}", before - 1);
         let lag = head.saturating_sub(seq);
         if args.max_keep.is_some_and(|max| lag > max) {
             say!(
                 "pulsewatch: {plugin} is {lag} events behind (at seq {seq}), more than --max-keep: \
-                 events {}..{} it has not read are deleted, and it gets `truncated`",
-                seq + 1,
-                before - 1
+                 {lost} it has not read are deleted, and it gets `truncated`"
             );
         } else if args.force {
             say!(
-                "pulsewatch: {plugin} has read only to seq {seq}: events {}..{} it has not read \
-                 are deleted (--force), and it gets `truncated`",
-                seq + 1,
-                before - 1
+                "pulsewatch: {plugin} has read only to seq {seq}: {lost} it has not read are \
+                 deleted (--force), and it gets `truncated`"
             );
         } else {
             holding.push(format!("{plugin} (at seq {seq})"));
@@ -95,9 +100,9 @@ pub fn compact(args: &CompactArgs) -> anyhow::Result<ExitCode> {
     let compacted = log.compact_before(before)?;
     drop(log);
     say!(
-        "{}: deleted {} events; the oldest kept is seq {}, the head {head}{}",
+        "{}: deleted {}; the oldest kept is seq {}, the head {head}{}",
         db.display(),
-        compacted.deleted,
+        super::events(compacted.deleted),
         compacted.oldest,
         if compacted.oldest < asked {
             " (compaction deletes whole stored batches, and never the newest)"
@@ -121,25 +126,35 @@ pub struct ForgetArgs {
 
 /// Drops a plugin's slot, so that it holds back no compaction.
 pub fn forget(args: &ForgetArgs) -> anyhow::Result<ExitCode> {
-    let home = args.root.home();
-    let dropped = home.drop_slot(&args.name).with_context(|| {
-        format!(
-            "cannot forget {:?} under {}",
-            args.name,
-            home.dir().display()
-        )
-    })?;
-    if dropped {
-        say!(
-            "{}: forgotten; compaction no longer waits for it",
+    let home = args.root.home()?;
+    let root = args.root.state_root();
+    pulsewatch::PluginSpec::named(&args.name, "", &root)?;
+    if pulsewatch::supervisor::state_in_use(&root.join(&args.name)) {
+        bail!(
+            "{} is running (a run holds its state): its position would be recorded again at \
+             once; stop it, or remove it from the manifest, first",
             args.name
         );
-    } else {
-        say!(
-            "{}: no position recorded under {} (nothing to forget)",
+    }
+    let dropped = home
+        .drop_slot(&args.name)
+        .with_context(|| format!("cannot forget {} under {}", args.name, home.dir().display()))?;
+    if !dropped {
+        let slots = home.slots().unwrap_or_default();
+        bail!(
+            "{} has no recorded position under {} (recorded there: {})",
             args.name,
-            home.dir().display()
+            home.dir().display(),
+            if slots.is_empty() {
+                "none".to_owned()
+            } else {
+                slots.keys().cloned().collect::<Vec<_>>().join(", ")
+            }
         );
     }
+    say!(
+        "{}: forgotten; compaction no longer waits for it",
+        args.name
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -31,7 +31,7 @@ pub struct Args {
     #[command(flatten)]
     limits: LimitArgs,
     /// After Ctrl-C, how long plugins have to commit and return before they are cancelled.
-    #[arg(long, default_value_t = DEFAULT_GRACE.into())]
+    #[arg(long, default_value_t = DEFAULT_GRACE.into(), allow_hyphen_values = true)]
     grace: humantime::Duration,
     /// Print the full WebAssembly backtrace of a plugin that fails.
     #[arg(long, short)]
@@ -50,20 +50,45 @@ pub struct Args {
 #[derive(ClapArgs)]
 pub struct LimitArgs {
     /// Linear memory limit per plugin, in MiB [default: 64].
-    #[arg(long, value_name = "MIB", conflicts_with = "manifest")]
+    #[arg(
+        long,
+        value_name = "MIB",
+        conflicts_with = "manifest",
+        allow_hyphen_values = true
+    )]
     memory_mib: Option<String>,
     /// CPU time per plugin for each batch of new events it is given, e.g. 500ms or 2s; a plugin
     /// that spends more without receiving new events is stopped [default: 1s].
-    #[arg(long, value_name = "DURATION", conflicts_with = "manifest")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        conflicts_with = "manifest",
+        allow_hyphen_values = true
+    )]
     cpu: Option<String>,
     /// Wall-clock time a plugin may run, e.g. 30s or 10m [default: unlimited].
-    #[arg(long, value_name = "DURATION", conflicts_with = "manifest")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        conflicts_with = "manifest",
+        allow_hyphen_values = true
+    )]
     wall_clock: Option<String>,
     /// Disk quota per plugin in its /state, in MiB [default: 256].
-    #[arg(long, value_name = "MIB", conflicts_with = "manifest")]
+    #[arg(
+        long,
+        value_name = "MIB",
+        conflicts_with = "manifest",
+        allow_hyphen_values = true
+    )]
     disk_mib: Option<String>,
     /// Files, directories and links a plugin may keep in its /state [default: 10000].
-    #[arg(long, value_name = "N", conflicts_with = "manifest")]
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "manifest",
+        allow_hyphen_values = true
+    )]
     disk_entries: Option<String>,
 }
 
@@ -111,6 +136,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Err(OpenError::NeedsRepair { .. }) if args.follow => {}
         opened => drop(opened?),
     }
+    if state_root.exists() && !state_root.is_dir() {
+        bail!(
+            "the state directory {} is not a directory: give --state-dir a directory (made if \
+             missing)",
+            state_root.display()
+        );
+    }
     let options = RunOptions {
         follow: args.follow,
         grace: args.grace.into(),
@@ -142,7 +174,13 @@ fn specs_from_flags(args: &Args, state_root: &Path) -> anyhow::Result<Vec<Plugin
     let limits = args.limits.limits()?;
     let mut specs: Vec<PluginSpec> = Vec::new();
     for path in &args.plugins {
-        let mut spec = PluginSpec::from_file(path, state_root)?;
+        let mut spec = PluginSpec::from_file(path, state_root).with_context(|| {
+            format!(
+                "{}: its file name names the plugin; rename the file, or give the plugin a name \
+                 in a manifest",
+                path.display()
+            )
+        })?;
         if specs.iter().any(|s| s.name == spec.name) {
             bail!(
                 "two plugins are named {:?}: each needs its own state; rename one file",

@@ -16,16 +16,46 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Refuses to write `output` when it is the file `input` (`what` names the input, e.g. "the
-/// database it copies").
-pub fn not_onto_input(output: &Path, input: &Path, what: &str) -> anyhow::Result<()> {
+/// database it copies"), or something that is not a file (a device such as `/dev/null`, a FIFO,
+/// a socket), which replacing would destroy; then makes its directory if needed.
+pub fn output_file(output: &Path, input: &Path, what: &str) -> anyhow::Result<()> {
     if same_file(output, input) {
+        let also = if output == input {
+            String::new()
+        } else {
+            format!(" ({})", input.display())
+        };
         bail!(
-            "{} is {what} ({}): writing it would destroy it, --force or not; choose another output path",
+            "{} is {what}{also}: writing it would destroy it, --force or not; choose another output path",
             output.display(),
-            input.display()
         );
     }
+    if let Ok(meta) = std::fs::metadata(output)
+        && !meta.is_file()
+    {
+        bail!(
+            "{} is {}, not a file: only a file is replaced, --force or not; choose another output path",
+            output.display(),
+            if meta.is_dir() {
+                "a directory"
+            } else {
+                "a device, FIFO or socket"
+            }
+        );
+    }
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        directory(parent)?;
+    }
     Ok(())
+}
+
+/// Makes directory `dir` (and its parents) if it is missing; a file in its place is named.
+pub fn directory(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} is a file, not a directory", dir.display());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))
 }
 
 /// The file the demo leaves in its directory, so that a later demo knows what it may remove.
@@ -45,7 +75,7 @@ const DEMO_FILES: [&str; 6] = [
 /// demo's (its mark is there), and only what that demo wrote is removed. A directory with files
 /// and no mark is refused. Returns the entries of `dir` that are kept because no demo wrote them.
 pub fn demo_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    directory(dir)?;
     let entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -74,6 +104,27 @@ pub fn demo_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 ""
             }
         );
+    }
+    // The demo writes in directories of its own: through a link it would write (and remove)
+    // someone else's files.
+    for sub in ["plugins", "state"] {
+        let path = dir.join(sub);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_dir()) {
+            bail!(
+                "{} is not a directory of the demo's own (a link or a file): the demo writes only \
+                 in its own directories, so give it an empty or new --dir",
+                path.display()
+            );
+        }
+    }
+    for file in DEMO_FILES {
+        let path = dir.join(file);
+        if file.starts_with("state/") && pulsewatch::supervisor::state_in_use(&path) {
+            bail!(
+                "{} is in use by a run of the demo's plugins: stop that run first",
+                path.display()
+            );
+        }
     }
     for file in DEMO_FILES {
         let path = dir.join(file);

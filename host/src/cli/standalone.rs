@@ -20,10 +20,10 @@ pub struct SnapshotArgs {
     #[arg(long, short)]
     output: PathBuf,
     /// Copy only the events after this seq.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     since: u64,
     /// Copy only the events up to this seq [default: the head].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     until: Option<u64>,
     /// Replace the output file if it exists (never the database itself).
     #[arg(long)]
@@ -51,7 +51,6 @@ pub struct BundleArgs {
 }
 
 pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
-    safety::not_onto_input(&args.output, &args.db, "the database it copies")?;
     let log = Log::open_read_only(&args.db)?;
     let until = args.until.unwrap_or(u64::MAX);
     if args.since >= until {
@@ -60,10 +59,17 @@ pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
             args.since
         );
     }
-    if let Some(parent) = args.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+    // A copy with no events would not know where the log stood: its readers could not tell
+    // that events before it exist.
+    let head = log.head()?;
+    if args.since > 0 && args.since >= head {
+        bail!(
+            "--since {} is at or beyond the head, {head}: there is nothing to copy; give a seq \
+             below the head",
+            args.since
+        );
     }
+    safety::output_file(&args.output, &args.db, "the database it copies")?;
     let started = Instant::now();
     let seqs = args.since + 1..=until;
     let written = if args.skip_damaged {
@@ -77,14 +83,15 @@ pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
         }
         other => other.into(),
     })?;
-    let range = match (info.first, info.last) {
-        (Some(first), Some(last)) => format!("seq {first} to {last}"),
+    let held = match (info.first, info.last) {
+        (Some(first), Some(last)) => {
+            format!("seq {first} to {last} ({})", super::events(info.events))
+        }
         _ => "no events".into(),
     };
     say!(
-        "{}: {} events, {range} ({} ms)",
+        "{}: {held} ({} ms)",
         args.output.display(),
-        info.events,
         started.elapsed().as_millis()
     );
     for damage in &info.lost {
@@ -94,7 +101,18 @@ pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
-    safety::not_onto_input(&args.output, &args.plugin, "the plugin it bundles")?;
+    // The provider opens the snapshot at this path, in a directory the host preopens.
+    let in_a_directory = std::path::Path::new(&args.db_path)
+        .parent()
+        .is_some_and(|dir| dir.is_absolute());
+    if !in_a_directory || args.db_path.ends_with('/') {
+        bail!(
+            "--db-path {:?} is not an absolute path to a file, such as {DEFAULT_DB_PATH}: the \
+             bundle opens the snapshot there, in a directory `wasmtime run --dir` preopens",
+            args.db_path
+        );
+    }
+    safety::output_file(&args.output, &args.plugin, "the plugin it bundles")?;
     if !args.force && args.output.exists() {
         bail!(
             "{}: already exists (pass --force to replace it)",

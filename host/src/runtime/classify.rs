@@ -109,7 +109,11 @@ pub(crate) fn classify(error: wasmtime::Error, limits: &Limits) -> (Failure, Opt
             {
                 Failure::StackOverflow
             }
-            other => Failure::Trap(other.to_string()),
+            // wasmtime says "wasm trap: ..."; "trapped: " says it already.
+            other => {
+                let said = other.to_string();
+                Failure::Trap(said.strip_prefix("wasm trap: ").unwrap_or(&said).to_owned())
+            }
         }
     } else {
         Failure::Trap(error.root_cause().to_string())

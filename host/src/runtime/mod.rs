@@ -1,6 +1,7 @@
 //! The sandbox, by stage: admission (`admission`) → grants (`grants`, `quota`) → store and limits
-//! (`store`, `limiter`, `cpu`, `feed`) → running and stopping (this file, `run`). Plugins run
-//! here in the calling process; [`crate::supervisor`] runs each in a worker process of its own.
+//! (`store`, `limiter`, `cpu`, `feed`) → running and stopping (this file, `run`, `signal`,
+//! `progress`, `classify`). Plugins run here in the calling process; [`crate::supervisor`] runs
+//! each in a worker process of its own.
 //!
 //! In-process, a plugin's linear memory, tables, handles, CPU, disk and wall-clock time are
 //! bounded, but the memory wasmtime-wasi allocates on the host's side on the plugin's behalf
@@ -16,8 +17,10 @@ mod feed;
 mod grants;
 mod limiter;
 mod output;
+mod progress;
 mod quota;
 mod run;
+mod signal;
 mod store;
 
 pub(crate) use admission::is_component;
@@ -27,8 +30,10 @@ pub use error::{Failure, LoadError, QuotaBreach, SetupError};
 pub(crate) use feed::FEED_INTERFACE;
 pub use grants::STATE_DIR;
 pub use output::{Console, OutputSink, Stream};
-pub(crate) use run::Tracker;
-pub use run::{Outcome, Progress, ReloadSignal, Resources, RunOptions, StopSignal};
+pub(crate) use progress::Tracker;
+pub use progress::{Progress, Resources};
+pub use run::{Outcome, RunOptions};
+pub use signal::{ReloadSignal, StopSignal};
 
 use crate::spec::{PluginSpec, check_name, sha256_hex};
 use pulsewatch_log::Log;
@@ -227,10 +232,11 @@ impl Runtime {
         executor.block_on(async {
             let mut outcomes = Vec::with_capacity(tasks.len());
             for (task, plugin) in tasks.into_iter().zip(plugins) {
-                outcomes.push(task.await.unwrap_or_else(|_| Outcome {
-                    plugin: plugin.name().to_owned(),
-                    result: Err(Failure::Trap("the host panicked while running it".into())),
-                    ..Outcome::default()
+                outcomes.push(task.await.unwrap_or_else(|_| {
+                    Outcome::failed(
+                        plugin.name(),
+                        Failure::Trap("the host panicked while running it".into()),
+                    )
                 }));
             }
             outcomes

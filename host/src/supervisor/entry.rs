@@ -52,11 +52,7 @@ impl Entry {
 
     /// An outcome of this plugin: `failure`, before it ran.
     pub(super) fn failed(&self, failure: Failure) -> Outcome {
-        Outcome {
-            plugin: self.spec.name.clone(),
-            result: Err(failure),
-            ..Outcome::default()
-        }
+        Outcome::failed(&self.spec.name, failure)
     }
 
     pub(super) fn set_outcome(&self, outcome: Outcome) {

@@ -5,6 +5,7 @@
 
 use super::status::{Quarantine, RunStatus};
 use crate::runtime::write_atomically;
+use crate::spec::check_name;
 use std::path::{Path, PathBuf};
 
 /// Each plugin's recorded position (the seq it has read through), by name; see [`Home::slots`].
@@ -85,8 +86,24 @@ impl Home {
         Ok(true)
     }
 
-    fn quarantine_path(&self, plugin: &str) -> PathBuf {
-        self.dir.join("quarantine").join(format!("{plugin}.json"))
+    /// The file of `plugin`'s quarantine record; a name that is not a plain file name (one
+    /// that could point anywhere else, `../x`) has none.
+    fn quarantine_path(&self, plugin: &str) -> std::io::Result<PathBuf> {
+        check_name(plugin).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(self.dir.join("quarantine").join(format!("{plugin}.json")))
+    }
+
+    /// The plugins quarantined under this home, by name.
+    pub fn quarantined(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("quarantine")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| Some(e.file_name().to_str()?.strip_suffix(".json")?.to_owned()))
+            .collect();
+        names.sort();
+        names
     }
 
     /// The status the last (or current) run wrote; `None` if no run has written one.
@@ -112,12 +129,12 @@ impl Home {
 
     /// The quarantine record of `plugin`, if it has one.
     pub fn quarantine(&self, plugin: &str) -> Option<Quarantine> {
-        let bytes = std::fs::read(self.quarantine_path(plugin)).ok()?;
+        let bytes = std::fs::read(self.quarantine_path(plugin).ok()?).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     pub(crate) fn set_quarantine(&self, plugin: &str, record: &Quarantine) -> std::io::Result<()> {
-        let path = self.quarantine_path(plugin);
+        let path = self.quarantine_path(plugin)?;
         std::fs::create_dir_all(path.parent().expect("a parent"))?;
         let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
         write_atomically(&path, &bytes)
@@ -125,7 +142,7 @@ impl Home {
 
     /// Lets a quarantined plugin start again. Returns whether it was quarantined.
     pub fn release(&self, plugin: &str) -> std::io::Result<bool> {
-        match std::fs::remove_file(self.quarantine_path(plugin)) {
+        match std::fs::remove_file(self.quarantine_path(plugin)?) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),

@@ -166,17 +166,17 @@ impl Supervisor {
         entry: &Entry,
         run: &RunContext<'_>,
         first: bool,
-    ) -> Result<(Worker, bool), Outcome> {
+    ) -> Result<(Worker, bool), Box<Outcome>> {
         entry.set_state(PluginState::Starting);
         let admitted = |admission| match admission {
             Admission::Ready { compiled } => Ok(compiled),
-            Admission::Refused(reason) => Err(entry.failed(Failure::Worker(reason))),
-            Admission::Ended(outcome) => Err(outcome),
+            Admission::Refused(reason) => Err(Box::new(entry.failed(Failure::Worker(reason)))),
+            Admission::Ended(outcome) => Err(Box::new(outcome)),
         };
         let launch = |compile_only| async move {
             self.launch(&entry.spec, run, compile_only)
                 .await
-                .map_err(|e| entry.failed(Failure::Worker(e.to_string())))
+                .map_err(|e| Box::new(entry.failed(Failure::Worker(e.to_string()))))
         };
         let mut compiled_first = false;
         let new_to_run = first && run.cache.is_some();
@@ -184,7 +184,7 @@ impl Supervisor {
             run.compiled(&digest)
                 .get_or_try_init(|| async {
                     compiled_first = admitted(launch(true).await?.1)?;
-                    Ok(())
+                    Ok::<(), Box<Outcome>>(())
                 })
                 .await?;
         }

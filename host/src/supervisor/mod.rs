@@ -9,7 +9,6 @@
 //! that fails (from its committed cursor, after a pause that doubles from 100 ms to 30 s),
 //! quarantines one that keeps failing at the same place, and writes the run's status every
 //! second for `pulsewatch status`.
-
 //!
 //! One job a file: `entry` (the bookkeeping of each plugin), `launch` (compile once, then start
 //! and admit workers), `worker` (one worker process as the supervisor holds it), `restart`
@@ -277,8 +276,8 @@ impl Supervisor {
     }
 }
 
-/// Whether another run holds the state directory `dir` (its worker locks it for the run).
-fn state_in_use(dir: &Path) -> bool {
+/// Whether a run holds the state directory `dir` (its worker locks it for the run).
+pub fn state_in_use(dir: &Path) -> bool {
     std::fs::File::open(dir)
         .is_ok_and(|dir| matches!(dir.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
 }

@@ -40,15 +40,11 @@ impl Supervisor {
         status.state = PluginState::Quarantined;
         status.last_error = Some(record.error.clone());
         status.quarantine = Some(record.clone());
-        Some(Outcome {
-            plugin: entry.spec.name.clone(),
-            result: Err(Failure::Quarantined {
-                seq: record.seq,
-                failures: QUARANTINE_AFTER,
-                last: record.error,
-            }),
-            ..Outcome::default()
-        })
+        Some(entry.failed(Failure::Quarantined {
+            seq: record.seq,
+            failures: QUARANTINE_AFTER,
+            last: record.error,
+        }))
     }
 
     /// Runs one plugin to its end and records how it ended on its entry.
@@ -103,7 +99,7 @@ impl Supervisor {
                     }
                     outcome
                 }
-                Err(outcome) => outcome,
+                Err(outcome) => *outcome,
             };
             outcome.restarts = restarts;
             outcome.compiled = compiled;

@@ -148,11 +148,10 @@ impl Worker {
             _ => {
                 let status = self.child.wait().await;
                 let last_words = (&mut self.last_words).await.unwrap_or_default();
-                Admission::Ended(Outcome {
-                    plugin: self.spec.name.clone(),
-                    result: Err(died(&self.spec, status, &last_words)),
-                    ..Outcome::default()
-                })
+                Admission::Ended(Outcome::failed(
+                    &self.spec.name,
+                    died(&self.spec, status, &last_words),
+                ))
             }
         }
     }
@@ -227,17 +226,13 @@ impl Worker {
                 ..Outcome::default()
             },
             (None, Some(failure)) => Outcome {
-                plugin: name,
-                result: Err(failure),
                 peak_rss_bytes: peak,
-                ..Outcome::default()
+                ..Outcome::failed(name, failure)
             },
             (None, None) => Outcome {
-                result: Err(died(&self.spec, status, &last_words)),
-                plugin: name,
-                detail: (!last_words.is_empty()).then_some(last_words),
+                detail: (!last_words.is_empty()).then_some(last_words.clone()),
                 peak_rss_bytes: peak,
-                ..Outcome::default()
+                ..Outcome::failed(name, died(&self.spec, status, &last_words))
             },
         }
     }
