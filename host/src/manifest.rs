@@ -17,7 +17,7 @@
 //!
 //! [plugin.limits]                             # each defaults to limits.rs
 //! memory_mib = 64
-//! cpu = "1s"
+//! cpu = "500ms"
 //! wall_clock = "10m"
 //! ```
 

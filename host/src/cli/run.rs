@@ -58,7 +58,7 @@ pub struct LimitArgs {
     )]
     memory_mib: Option<String>,
     /// CPU time per plugin for each batch of new events it is given, e.g. 500ms or 2s; a plugin
-    /// that spends more without receiving new events is stopped [default: 1s].
+    /// that spends more without receiving new events is stopped [default: 500ms].
     #[arg(
         long,
         value_name = "DURATION",

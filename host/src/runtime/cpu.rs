@@ -17,12 +17,19 @@
 
 use crate::limits::Limits;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// How often, at most, a host call's return looks at the thread's CPU clock (a system call).
 const CHECK_EVERY: Duration = Duration::from_millis(1);
+
+/// Host calls between two looks at the time: the hook runs on every host call, and the cheap
+/// path (a count) keeps a caught-up poll's cost where it was (0.43 µs with the time read on
+/// every call, 0.37 µs without the hook). Even a call that takes a whole millisecond of host CPU
+/// then overshoots the budget by 16 ms at most.
+const CALLS_PER_LOOK: u32 = 16;
 
 /// Raised into a plugin's run when it has spent its CPU budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +41,8 @@ pub(crate) struct CpuBudgetSpent;
 pub(crate) struct CpuMeter {
     budget: u64,
     idle_percent: u64,
+    /// Host calls returned since the time was last looked at.
+    calls: AtomicU32,
     account: Mutex<Account>,
 }
 
@@ -94,6 +103,7 @@ impl CpuMeter {
         CpuMeter {
             budget,
             idle_percent: u64::from(limits.idle_cpu_percent),
+            calls: AtomicU32::new(0),
             account: Mutex::new(Account {
                 spent: 0,
                 step_began: None,
@@ -134,9 +144,16 @@ impl CpuMeter {
         }
     }
 
-    /// After a host call: whether the plugin is over its budget, looking at the clock at most
-    /// every [`CHECK_EVERY`].
+    /// After a host call: whether the plugin is over its budget, looking at the time every
+    /// [`CALLS_PER_LOOK`] calls, and at the CPU clock at most every [`CHECK_EVERY`].
     pub(crate) fn check(&self) -> Result<(), CpuBudgetSpent> {
+        if !self
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(CALLS_PER_LOOK)
+        {
+            return Ok(());
+        }
         let now = Instant::now();
         let mut account = self.account();
         if now < account.next_check {
