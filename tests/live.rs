@@ -431,6 +431,20 @@ fn max_keep_lets_compaction_pass_an_abandoned_plugin() {
     assert!(after.status.success(), "{}", text(&after.stderr));
 }
 
+/// `pulsewatch run` of `manifest` over `db`, until caught up.
+fn run_manifest(db: &Path, state: &Path, manifest: &Path) -> std::process::Output {
+    let arg = |p: &Path| p.to_str().unwrap().to_owned();
+    pulsewatch(&[
+        "run",
+        "--db",
+        &arg(db),
+        "--state-dir",
+        &arg(state),
+        "--manifest",
+        &arg(manifest),
+    ])
+}
+
 fn manifest(dir: &Path, start: &str) -> PathBuf {
     let start = format!("start = {start}");
     write_manifest(dir, &[("record-batches", "record-batches", &start)])
@@ -450,15 +464,7 @@ fn a_plugin_starts_from_a_time() {
     let time = humantime::format_rfc3339_millis(at).to_string();
     let manifest = manifest(dir.path(), &format!("{{ time = \"{time}\" }}"));
     let state = dir.path().join("state");
-    let run = pulsewatch(&[
-        "run",
-        "--db",
-        db.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-    ]);
+    let run = run_manifest(&db, &state, &manifest);
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(batches(&state).first().map(|b| b.0), Some(501));
     assert_eq!(batches(&state).last().map(|b| b.1), Some(1000));
@@ -472,15 +478,7 @@ fn a_start_beyond_the_head_is_refused() {
     let db = new_log(dir.path(), 100);
     let manifest = manifest(dir.path(), "999999");
     let state = dir.path().join("state");
-    let run = pulsewatch(&[
-        "run",
-        "--db",
-        db.to_str().unwrap(),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-    ]);
+    let run = run_manifest(&db, &state, &manifest);
     let stderr = text(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(
