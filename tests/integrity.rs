@@ -343,6 +343,101 @@ fn a_damaged_last_batch_is_salvaged_without_giving_its_seqs_again() {
     );
 }
 
+/// A log of 600 events with payloads of many sizes, so that its batches end at no round seq.
+fn log_of_uneven_batches(path: &Path) -> Log {
+    let log = Log::create(path).unwrap();
+    let changes: Vec<Change> = (0..600u64)
+        .map(|i| {
+            Change::new(ChangeKind::ALL[(i % 4) as usize], u128::from(i), 9)
+                .at(i)
+                .with_payload(vec![(i % 251) as u8; (i * 37 % 700) as usize])
+        })
+        .collect();
+    log.append_batch(&changes).unwrap();
+    log
+}
+
+/// Two batches side by side and one further on damaged; salvaged from the start and from inside
+/// a batch: the copy checks out, holds every other event as it was, records one lost range for
+/// the two that touch, and its readers are told at each gap.
+#[test]
+fn a_salvage_keeps_every_other_event_across_touching_and_separate_damage_from_any_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    drop(log_of_uneven_batches(&path));
+    let keys = batch_keys(&path);
+    assert!(keys.len() >= 8, "{keys:?}");
+    for &key in &[keys[2], keys[3], keys[6]] {
+        flip(&path, key, -1);
+    }
+    let original = Log::open_read_only(&path).unwrap();
+    let lost = [keys[2]..=keys[4] - 1, keys[6]..=keys[7] - 1];
+    for since in [0, keys[1] + 2] {
+        let copy_path = dir.path().join(format!("salvaged-{since}.redb"));
+        let info = original
+            .snapshot_skipping_damaged(&copy_path, since + 1..=u64::MAX, false)
+            .unwrap();
+        assert_eq!(info.lost.len(), 3, "{:?}", info.lost);
+        let copy = Log::open_read_only(&copy_path).unwrap();
+        let verified = copy.verify().unwrap();
+        assert!(verified.damaged.is_empty(), "{verified:?}");
+        assert_eq!(verified.lost, lost, "touching ranges recorded as one");
+
+        let mut cursor = since;
+        for range in &lost {
+            let (seqs, stopped) = read_on(&copy, cursor);
+            assert_eq!(seqs, (cursor + 1..*range.start()).collect::<Vec<_>>());
+            assert!(
+                matches!(stopped, Some(ReadError::Lost { first, last }) if first == *range.start() && last == *range.end()),
+                "{stopped:?}"
+            );
+            cursor = *range.end();
+        }
+        let (seqs, end) = read_on(&copy, cursor);
+        assert!(end.is_none(), "{end:?}");
+        assert_eq!(seqs, (cursor + 1..=600).collect::<Vec<_>>());
+        for seq in (since + 1..=600).filter(|s| !lost.iter().any(|r| r.contains(s))) {
+            assert_eq!(
+                copy.poll(seq - 1, 1).unwrap().events,
+                original.poll(seq - 1, 1).unwrap().events,
+                "event {seq}"
+            );
+        }
+    }
+}
+
+/// Through the command line, a damaged last batch is salvaged too: the copy's head is past the
+/// lost events, and a writer goes on after them.
+#[test]
+fn the_command_line_salvages_a_damaged_last_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    drop(log_of_uneven_batches(&path));
+    let last = *batch_keys(&path).last().unwrap();
+    flip(&path, last, -1);
+    let salvaged = dir.path().join("salvaged.redb");
+    let out = pulsewatch(&[
+        "snapshot",
+        "--db",
+        path.to_str().unwrap(),
+        "-o",
+        salvaged.to_str().unwrap(),
+        "--skip-damaged",
+    ]);
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!("left out, damaged: events {last}..600")),
+        "{said}"
+    );
+    let log = Log::open(&salvaged).unwrap();
+    assert_eq!(log.head().unwrap(), 600, "the head is past the lost events");
+    assert_eq!(
+        log.append(&Change::new(ChangeKind::Created, 1, 2)).unwrap(),
+        601
+    );
+}
+
 /// Writes a log as the previous format held it: one varint record per event, format 1.
 fn previous_format_log(path: &Path, changes: &[Change]) {
     let db = redb::Database::create(path).unwrap();

@@ -205,6 +205,31 @@ fn with_stdout_closed(args: &[&str]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// `run --follow | head -1`: a run whose output nobody reads any more stops its plugins, each
+/// after it commits, rather than follow for ever.
+#[test]
+fn a_following_run_whose_stdout_is_closed_stops_its_plugins_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    imported(&db, 50);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(["run", "--follow", "--db", db.to_str().unwrap()])
+        .arg(guest("seq-check"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    wait_until("the run to end", || child.try_wait().unwrap().is_some());
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("plugin seq-check ended cleanly at seq 50"),
+        "{said}"
+    );
+}
+
 /// `status | head -1`, `tail | head -1`, `run | head -1`: a closed pipe ends the command
 /// quietly, with no panic and no error, as it ends any Unix tool.
 #[test]

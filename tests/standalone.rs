@@ -194,7 +194,7 @@ fn a_snapshot_is_consistent_while_a_writer_appends_and_refuses_to_overwrite() {
         &["--since", "2000", "--until", "2050", "--force"],
     ));
     assert!(
-        text(&out.stderr).contains("seq 2001 to 2050 (50 events"),
+        text(&out.stderr).contains("seq 2001 to 2050, 50 events"),
         "{}",
         text(&out.stderr)
     );

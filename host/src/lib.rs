@@ -41,9 +41,9 @@ pub use pulsewatch_log::{
     SnapshotError, SnapshotInfo, WriteError, now_ms,
 };
 pub use runtime::{
-    CompileCache, Console, EngineOptions, Failure, LoadError, Outcome, OutputSink, Plugin,
-    Progress, QuotaBreach, ReloadSignal, Resources, RunOptions, Runtime, STATE_DIR, SetupError,
-    StopSignal, Stream,
+    CompileCache, Console, CpuClock, EngineOptions, Failure, LoadError, Outcome, OutputSink,
+    Plugin, Progress, QuotaBreach, ReloadSignal, Resources, RunOptions, Runtime, STATE_DIR,
+    SetupError, StopSignal, Stream,
 };
 pub use spec::{BadName, PluginSpec, RestartPolicy, START_VARIABLE, StartPosition, sha256_hex};
 pub use supervisor::{Home, SuperviseError, Supervisor, WorkerCommand};

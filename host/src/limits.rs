@@ -77,8 +77,10 @@ impl Default for DiskQuota {
     }
 }
 
-/// Resource limits applied to one plugin.
+/// Resource limits applied to one plugin. Read from a record that lacks a field (a status file
+/// an older version wrote), that limit is its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Limits {
     /// Maximum linear memory, in bytes, over all the plugin's memories; growing past it stops
     /// the plugin.

@@ -26,6 +26,7 @@ use crate::codec::{self, BatchWriter, CheckedBatch};
 pub(crate) use crate::error::{OpenError, ReadError, WriteError};
 use crate::event::Change;
 use crate::group::{Group, PendingAppend};
+use crate::salvage;
 use crate::schema::{BATCHES, EVENTS_V1, FORMAT_KEY, FORMAT_VERSION, LOST, META, TIMES};
 use crate::times::{self, TimeMarks};
 use redb::{
@@ -97,6 +98,20 @@ fn open_error(path: &Path, err: DatabaseError) -> OpenError {
         },
         other => db_error(&path, other),
     }
+}
+
+/// The last seq of a lost range that ends the log written by `txn` (0 if none): seqs a writer
+/// never gives again.
+fn lost_end_in(txn: &WriteTransaction) -> Result<u64, redb::Error> {
+    if !salvage::has_lost(txn)? {
+        return Ok(0);
+    }
+    Ok(txn
+        .open_table(LOST)
+        .map_err(storage)?
+        .last()
+        .map_err(storage)?
+        .map_or(0, |(_, last)| last.value()))
 }
 
 /// Refuses what is at `path` if it is there and is not a file: a directory, a device (a database
@@ -379,7 +394,7 @@ impl Log {
         let mut table = txn.open_table(BATCHES).map_err(storage)?;
         let mut changes = changes.into_iter().peekable();
         if changes.peek().is_none() {
-            return last_seq(&table).map_err(|e| match e {
+            let head = last_seq(&table).map_err(|e| match e {
                 ReadError::Undecodable { seq, source } => {
                     WriteError::Damaged { first: seq, source }
                 }
@@ -388,32 +403,29 @@ impl Log {
                 other @ (ReadError::Truncated { .. } | ReadError::Lost { .. }) => {
                     WriteError::Storage(redb::StorageError::Corrupted(other.to_string()).into())
                 }
-            });
+            })?;
+            return Ok(head.max(lost_end_in(txn)?));
         }
         let mut marks = TimeMarks::open(txn)?;
         // Seqs a salvage recorded as lost after the last batch are never given again.
-        let lost_after = txn
-            .open_table(LOST)
-            .map_err(storage)?
-            .last()
-            .map_err(storage)?
-            .map_or(0, |(_, last)| last.value());
+        let lost_after = lost_end_in(txn)?;
         // Go on from the last batch, if it has room for the first change; a full one stays as
         // it is, rather than be written again unchanged.
         let next_payload = changes.peek().map_or(0, |change| change.payload.len());
         let (mut first, mut batch, mut head) = match table.last().map_err(storage)? {
-            None => (lost_after + 1, BatchWriter::new(), lost_after),
+            // A new batch's first seq is set as its first change is pushed.
+            None => (0, BatchWriter::new(), lost_after),
             Some((key, stored)) => {
                 let key = key.value();
                 let last = CheckedBatch::new(key, stored.value())
                     .map_err(|source| WriteError::Damaged { first: key, source })?;
                 let extended = BatchWriter::extending(&last);
                 if lost_after > last.last() {
-                    (lost_after + 1, BatchWriter::new(), lost_after)
+                    (0, BatchWriter::new(), lost_after)
                 } else if extended.has_room_for(next_payload) {
                     (key, extended, last.last())
                 } else {
-                    (last.last() + 1, BatchWriter::new(), last.last())
+                    (0, BatchWriter::new(), last.last())
                 }
             }
         };

@@ -35,7 +35,9 @@ impl Log {
     pub fn head(&self) -> Result<u64, ReadError> {
         let at = self.changes.count();
         let txn = self.begin_read()?;
-        let head = last_seq(&txn.open_table(BATCHES).map_err(storage)?)?;
+        // Seqs a salvage lost at the end of the log were given: the head is past them.
+        let head =
+            last_seq(&txn.open_table(BATCHES).map_err(storage)?)?.max(salvage::lost_end(&txn)?);
         self.remember(head, at);
         Ok(head)
     }
@@ -66,7 +68,7 @@ impl Log {
         let (first, last) = (first.value(), last_seq(&table)?);
         let lost: u64 = salvage::lost_ranges(&txn)?
             .into_iter()
-            .filter(|r| *r.end() >= first && *r.start() <= last)
+            .filter(|r| r.start() <= r.end() && *r.end() >= first && *r.start() <= last)
             .map(|r| (*r.end()).min(last) - (*r.start()).max(first) + 1)
             .sum();
         Ok((last - first + 1).saturating_sub(lost))
@@ -165,11 +167,15 @@ impl Log {
             Some(entry) => entry.map_err(storage)?.0.value(),
             None => match table.first().map_err(storage)? {
                 Some((oldest, _)) => {
-                    return Err(match salvage::lost_at(&txn, first)? {
-                        Some((_, last)) => ReadError::Lost { first, last },
-                        None => ReadError::Truncated {
-                            oldest: oldest.value(),
-                        },
+                    let oldest = oldest.value();
+                    let lost = salvage::covered(&salvage::lost_ranges(&txn)?, first, oldest - 1);
+                    return Err(if lost {
+                        ReadError::Lost {
+                            first,
+                            last: oldest - 1,
+                        }
+                    } else {
+                        ReadError::Truncated { oldest }
                     });
                 }
                 None => first,
@@ -189,24 +195,25 @@ impl Log {
             // Seqs follow on from the batch before, but across a range a salvage recorded as
             // lost: a reader that reaches it is told, never skips it.
             let gap = match expected {
-                Some(due) if due != key => match salvage::lost_at(&txn, due)? {
-                    Some((_, last)) if due < key && last == key - 1 => {
-                        if !budget.is_empty() {
-                            stopped = true;
-                            break;
-                        }
-                        if first <= last {
-                            return Err(ReadError::Lost {
-                                first: first.max(due),
-                                last,
-                            });
-                        }
-                        None
+                Some(due)
+                    if due < key
+                        && salvage::covered(&salvage::lost_ranges(&txn)?, due, key - 1) =>
+                {
+                    if !budget.is_empty() {
+                        stopped = true;
+                        break;
                     }
-                    _ => Some(DecodeError::Malformed(format!(
-                        "a batch from seq {key} where {due} was due"
-                    ))),
-                },
+                    if first < key {
+                        return Err(ReadError::Lost {
+                            first: first.max(due),
+                            last: key - 1,
+                        });
+                    }
+                    None
+                }
+                Some(due) if due != key => Some(DecodeError::Malformed(format!(
+                    "a batch from seq {key} where {due} was due"
+                ))),
                 _ => None,
             };
             let checked = match gap {

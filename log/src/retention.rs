@@ -6,6 +6,7 @@
 //! [`ReadError::Truncated`]. The last batch is never deleted: the next seq is read from it.
 
 use crate::log::{Log, ReadError, WriteError, storage};
+use crate::salvage;
 use crate::schema::{BATCHES, LOST, TIMES};
 use redb::ReadableTable;
 
@@ -19,8 +20,9 @@ pub struct Compacted {
 }
 
 impl Log {
-    /// The seq of the oldest event still stored: 1 unless retention deleted events (also for
-    /// an empty log). A poll from below it minus one fails with [`ReadError::Truncated`].
+    /// The seq of the first batch still stored: 1 unless retention deleted events or a salvage
+    /// lost the first ones (also 1 for an empty log). A poll from below it minus one fails with
+    /// [`ReadError::Truncated`] (or [`ReadError::Lost`]).
     pub fn oldest(&self) -> Result<u64, ReadError> {
         let txn = self.begin_read()?;
         let table = txn.open_table(BATCHES).map_err(storage)?;
@@ -50,7 +52,8 @@ impl Log {
         let compacted = {
             let mut batches = txn.open_table(BATCHES).map_err(storage)?;
             let (keys, oldest) = plan(&batches, seq)?;
-            let deleted = keys.first().map_or(0, |&first| oldest - first);
+            let mut deleted = keys.first().map_or(0, |&first| oldest - first);
+            let from = keys.first().copied();
             for key in keys {
                 batches.remove(key).map_err(storage)?;
             }
@@ -68,18 +71,21 @@ impl Log {
             for time in stale {
                 times.remove(time).map_err(storage)?;
             }
-            // Lost ranges wholly before what is kept: a poll from there is `Truncated` now.
-            let mut lost = txn.open_table(LOST).map_err(storage)?;
-            let mut gone = Vec::new();
-            for item in lost.iter().map_err(storage)? {
-                let (first, last) = item.map_err(storage)?;
-                if last.value() >= oldest {
-                    break;
+            // Lost ranges among the deleted batches go with them (a poll from there is
+            // `Truncated` now), and their events were not there to delete. One before the
+            // oldest batch that nothing deleted stays lost.
+            if let (Some(from), true) = (from, salvage::has_lost(&txn)?) {
+                let mut lost = txn.open_table(LOST).map_err(storage)?;
+                let mut gone = Vec::new();
+                for item in lost.range(from..oldest).map_err(storage)? {
+                    let (first, last) = item.map_err(storage)?;
+                    let (first, last) = (first.value(), last.value());
+                    deleted = deleted.saturating_sub(last.min(oldest - 1) - first + 1);
+                    gone.push(first);
                 }
-                gone.push(first.value());
-            }
-            for first in gone {
-                lost.remove(first).map_err(storage)?;
+                for first in gone {
+                    lost.remove(first).map_err(storage)?;
+                }
             }
             Compacted { deleted, oldest }
         };

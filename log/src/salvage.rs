@@ -6,7 +6,7 @@
 use crate::codec::{CheckedBatch, DecodeError};
 use crate::log::{Log, ReadError, storage};
 use crate::schema::{BATCHES, LOST, TIMES};
-use redb::{ReadTransaction, ReadableTable, TableError};
+use redb::{ReadTransaction, ReadableTable, TableError, TableHandle, WriteTransaction};
 use std::ops::RangeInclusive;
 
 /// A range of events that cannot be read: a damaged batch, or seqs missing between two batches.
@@ -59,18 +59,60 @@ pub(crate) fn lost_ranges(txn: &ReadTransaction) -> Result<Vec<RangeInclusive<u6
     Ok(ranges)
 }
 
-/// The recorded lost range holding `seq`, if any.
-pub(crate) fn lost_at(txn: &ReadTransaction, seq: u64) -> Result<Option<(u64, u64)>, redb::Error> {
+/// Whether `ranges` (in seq order) cover every seq of `from..=to`, one range after another:
+/// the one test of a recorded gap, for readers and for [`Log::verify`] alike.
+pub(crate) fn covered(ranges: &[RangeInclusive<u64>], from: u64, to: u64) -> bool {
+    let mut next = from;
+    for range in ranges {
+        if *range.start() > next {
+            break;
+        }
+        if *range.end() >= next {
+            match range.end().checked_add(1) {
+                Some(after) if after <= to => next = after,
+                _ => return true,
+            }
+        }
+    }
+    next > to
+}
+
+/// The last seq of the lost range that ends the log, if a salvage lost its last events: the
+/// seqs a writer must never give again, and part of the head.
+pub(crate) fn lost_end(txn: &ReadTransaction) -> Result<u64, redb::Error> {
     let table = match txn.open_table(LOST) {
         Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
         Err(e) => return Err(storage(e)),
     };
-    let Some(entry) = table.range(..=seq).map_err(storage)?.next_back() else {
-        return Ok(None);
-    };
-    let (first, last) = entry.map_err(storage)?;
-    Ok((last.value() >= seq).then(|| (first.value(), last.value())))
+    Ok(table
+        .last()
+        .map_err(storage)?
+        .map_or(0, |(_, last)| last.value()))
+}
+
+/// Whether the log written by `txn` has a record of lost ranges: asked without opening the
+/// table, which a write transaction would create in every log.
+pub(crate) fn has_lost(txn: &WriteTransaction) -> Result<bool, redb::Error> {
+    for table in txn.list_tables().map_err(storage)? {
+        if table.name() == LOST.name() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `ranges` in seq order, with those that overlap or touch merged: how a copy records them.
+pub(crate) fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match merged.last_mut() {
+            Some(prev) if first <= prev.1.saturating_add(1) => prev.1 = prev.1.max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
 }
 
 /// The head as the timestamp index records it: every append notes its last seq there, in the
@@ -107,24 +149,20 @@ impl Log {
                 )))
             })?;
             verified.batches += 1;
-            if let Some(due) = expected.filter(|&due| due < key) {
-                let recorded = verified
-                    .lost
-                    .iter()
-                    .any(|r| *r.start() <= due && *r.end() >= key - 1);
-                if !recorded {
-                    verified.damaged.push(Damage {
-                        seqs: due..=key - 1,
-                        reason: DecodeError::Malformed(format!(
-                            "no batch holds them: a batch from seq {key} where {due} was due"
-                        )),
-                    });
-                }
+            if let Some(due) = expected.filter(|&due| due < key)
+                && !covered(&verified.lost, due, key - 1)
+            {
+                verified.damaged.push(Damage {
+                    seqs: due..=key - 1,
+                    reason: DecodeError::Malformed(format!(
+                        "no batch holds them: a batch from seq {key} where {due} was due"
+                    )),
+                });
             }
             match check(key, stored.value()) {
-                Ok(last) => {
-                    verified.events += last - key + 1;
-                    expected = last.checked_add(1);
+                Ok(batch) => {
+                    verified.events += u64::from(batch.len());
+                    expected = batch.last().checked_add(1);
                 }
                 Err(reason) => {
                     let end = match keys.get(i + 1) {
@@ -143,11 +181,35 @@ impl Log {
     }
 }
 
-/// Checks a stored batch whole: its checksum, then every entry. Returns its last seq.
-pub(crate) fn check(key: u64, bytes: &[u8]) -> Result<u64, DecodeError> {
+/// Checks a stored batch whole: its checksum, then every entry.
+pub(crate) fn check(key: u64, bytes: &[u8]) -> Result<CheckedBatch<'_>, DecodeError> {
     let batch = CheckedBatch::new(key, bytes)?;
     for entry in batch.entries() {
         entry?;
     }
-    Ok(batch.last())
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_a_gap_one_after_another() {
+        let ranges = [3..=5, 6..=9, 20..=u64::MAX];
+        assert!(covered(&ranges, 3, 9));
+        assert!(covered(&ranges, 4, 7));
+        assert!(!covered(&ranges, 2, 9), "2 is not lost");
+        assert!(!covered(&ranges, 3, 10), "10 is not lost");
+        assert!(covered(&ranges, 25, u64::MAX));
+        assert!(!covered(&[], 1, 1));
+    }
+
+    #[test]
+    fn touching_ranges_are_merged() {
+        assert_eq!(
+            merged(vec![(6, 9), (3, 5), (20, 30), (25, 40), (50, 50)]),
+            [(3, 9), (20, 40), (50, 50)]
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! no writer holds. It is what a reader without file locks (a provider component under WASI)
 //! can open, and what can be carried elsewhere to replay.
 
-use crate::codec::{BatchWriter, CheckedBatch};
+use crate::codec::BatchWriter;
 use crate::log::{Log, OpenError, ReadError, db_error, storage};
 use crate::salvage::{self, Damage};
 use crate::schema::{BATCHES, LOST};
@@ -142,12 +142,6 @@ impl Log {
             events: 0,
             lost: Vec::new(),
         };
-        // What the source already records as lost stays lost in the copy.
-        let mut lost: Vec<(u64, u64)> = salvage::lost_ranges(&source)?
-            .into_iter()
-            .filter(|r| *r.end() >= low && *r.start() <= high)
-            .map(|r| ((*r.start()).max(low), (*r.end()).min(high)))
-            .collect();
         let mut finished = Vec::new();
         let mut writer = BatchWriter::new();
         let mut first_in_writer = 0;
@@ -158,30 +152,30 @@ impl Log {
             if key > high {
                 break;
             }
-            let undecodable = |source| ReadError::Undecodable { seq: key, source };
-            if let Err(reason) = salvage::check(key, stored.value()) {
-                if !skip_damaged {
-                    return Err(undecodable(reason).into());
+            let batch = match salvage::check(key, stored.value()) {
+                Ok(batch) => batch,
+                Err(source) if !skip_damaged => {
+                    return Err(ReadError::Undecodable { seq: key, source }.into());
                 }
-                let end = match batches.peek() {
-                    Some(Ok((next, _))) => next.value() - 1,
-                    Some(Err(_)) | None => salvage::indexed_head(&source)?
-                        .filter(|&h| h >= key)
-                        .unwrap_or(key),
-                };
-                let (from, to) = (key.max(low), end.min(high));
-                if from <= to {
-                    lost.push((from, to));
-                    info.lost.push(Damage {
-                        seqs: from..=to,
-                        reason,
-                    });
+                Err(reason) => {
+                    let end = match batches.peek() {
+                        Some(Ok((next, _))) => next.value() - 1,
+                        Some(Err(_)) | None => salvage::indexed_head(&source)?
+                            .filter(|&h| h >= key)
+                            .unwrap_or(key),
+                    };
+                    if key.max(low) <= end.min(high) {
+                        info.lost.push(Damage {
+                            seqs: key.max(low)..=end.min(high),
+                            reason,
+                        });
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let batch = CheckedBatch::new(key, stored.value()).map_err(undecodable)?;
+            };
             for entry in batch.entries() {
-                let entry = entry.map_err(undecodable)?;
+                // Checked whole by `salvage::check`.
+                let Ok(entry) = entry else { break };
                 let seq = entry.seq();
                 if seq < low {
                     continue;
@@ -189,7 +183,10 @@ impl Log {
                 if seq > high {
                     break 'batches;
                 }
-                if !writer.has_room_for(entry.payload().len()) {
+                // A batch holds consecutive seqs: one ends at a gap (a range left out, or one
+                // the source had lost) as when it is full.
+                let follows = info.last.is_none_or(|last| seq == last + 1);
+                if !writer.is_empty() && (!follows || !writer.has_room_for(entry.payload().len())) {
                     finished.push((first_in_writer, std::mem::take(&mut writer).finish()));
                     if finished.len() >= BATCHES_PER_TRANSACTION {
                         write_batches(&copy, path, &mut finished, &[], false)?;
@@ -207,6 +204,16 @@ impl Log {
         if !writer.is_empty() {
             finished.push((first_in_writer, writer.finish()));
         }
+        // What the source already recorded as lost stays lost in the copy, with what was left
+        // out now.
+        let lost = salvage::merged(
+            salvage::lost_ranges(&source)?
+                .into_iter()
+                .chain(info.lost.iter().map(|d| d.seqs.clone()))
+                .filter(|r| *r.end() >= low && *r.start() <= high)
+                .map(|r| ((*r.start()).max(low), (*r.end()).min(high)))
+                .collect(),
+        );
         write_batches(&copy, path, &mut finished, &lost, true)?;
         Ok(info)
     }

@@ -6,7 +6,7 @@
 //! O(log n) lookup with one meaning: every event up to it, and none after, was stamped before.
 
 use crate::codec::CheckedBatch;
-use crate::log::{Log, OpenError, ReadError, WriteError, db_error, storage};
+use crate::log::{Log, OpenError, ReadError, db_error, storage};
 use crate::schema::{BATCHES, TIMES};
 use redb::{ReadableTable, Table, WriteTransaction};
 use std::path::Path;
@@ -52,31 +52,30 @@ impl<'t> TimeMarks<'t> {
 /// Rebuilds the timestamp index of the log at `path` from its stored events, in `txn`: for logs
 /// written before the index existed, and for snapshots. Returns how many events it indexed.
 pub(crate) fn reindex(txn: &WriteTransaction, path: &Path) -> Result<u64, OpenError> {
-    let indexed = || -> Result<u64, WriteError> {
-        txn.delete_table(TIMES).map_err(storage)?;
-        let mut marks = TimeMarks::open(txn)?;
-        let batches = txn.open_table(BATCHES).map_err(storage)?;
+    let corrupted = |what: String| db_error(path, redb::StorageError::Corrupted(what));
+    let indexed = || -> Result<u64, OpenError> {
+        let failed = |e: redb::Error| corrupted(format!("cannot index the events: {e}"));
+        txn.delete_table(TIMES).map_err(|e| failed(storage(e)))?;
+        let mut marks = TimeMarks::open(txn).map_err(failed)?;
+        let batches = txn.open_table(BATCHES).map_err(|e| failed(storage(e)))?;
         let mut indexed = 0;
-        for item in batches.iter().map_err(storage)? {
-            let (key, stored) = item.map_err(storage)?;
+        for item in batches.iter().map_err(|e| failed(storage(e)))? {
+            let (key, stored) = item.map_err(|e| failed(storage(e)))?;
             let first = key.value();
-            let damaged = |source| WriteError::Damaged { first, source };
+            let damaged = |e| corrupted(format!("the batch from seq {first} is damaged: {e}"));
             let batch = CheckedBatch::new(first, stored.value()).map_err(damaged)?;
             for entry in batch.entries() {
                 let entry = entry.map_err(damaged)?;
-                marks.note(entry.seq(), entry.timestamp_ms())?;
+                marks
+                    .note(entry.seq(), entry.timestamp_ms())
+                    .map_err(failed)?;
                 indexed += 1;
             }
         }
-        marks.flush()?;
+        marks.flush().map_err(failed)?;
         Ok(indexed)
     };
-    indexed().map_err(|e| {
-        db_error(
-            path,
-            redb::StorageError::Corrupted(format!("indexing the events: {e}")),
-        )
-    })
+    indexed()
 }
 
 impl Log {

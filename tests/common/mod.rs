@@ -83,7 +83,7 @@ pub fn fill(log: &Log, from: u64, to: u64) {
 
 /// Waits until `done` holds, looking every 10 ms; three minutes without it fail the test
 /// (naming `what`) rather than hang it.
-pub fn wait_until(what: &str, done: impl Fn() -> bool) {
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     while !done() {
         assert!(

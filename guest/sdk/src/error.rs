@@ -14,7 +14,7 @@ pub enum PollError {
     /// version); nothing after it is delivered.
     Undecodable(u64),
     /// The events after the cursor are gone (deleted by retention, or lost to damage and left
-    /// out by a salvage); the oldest event still stored has this seq. Nothing was skipped.
+    /// out by a salvage); the next event stored has this seq. Nothing was skipped.
     Truncated(u64),
 }
 
@@ -34,7 +34,7 @@ impl fmt::Display for PollError {
             PollError::Truncated(oldest) => write!(
                 f,
                 "the events after the cursor are no longer in the log (deleted by retention, or \
-                 lost to damage and left out by a salvage): the oldest stored is seq {oldest}"
+                 lost to damage and left out by a salvage): the next stored is seq {oldest}"
             ),
         }
     }

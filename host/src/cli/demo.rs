@@ -167,6 +167,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let started = Instant::now();
     let head = log.append_batch(&shop.changes(args.events))?;
+    safety::demo_wrote(&dir, head)?;
     out!(
         "   head is now seq {head} ({} ms, one transaction)",
         started.elapsed().as_millis()
@@ -228,6 +229,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     break;
                 }
                 head = log.append_batch(&shop.changes(500))?;
+                safety::demo_wrote(&dir, head)?;
                 out!("   writer: head is now seq {head}")?;
             }
             // Let the plugins catch up (a failed one never will: give up after a while), then

@@ -115,7 +115,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     // it waits for input; the signal ends it after its transaction, never in the middle.
     let (inputs, arrived) = std::sync::mpsc::sync_channel(STREAM_GROUP);
     let stops = inputs.clone();
-    signals::catch_stops(move |signal| drop(stops.send(Input::Stop(signal))))?;
+    let caught = signals::catch_stops(move |signal| drop(stops.send(Input::Stop(signal))))?;
     std::thread::spawn(move || {
         for (index, line) in reader.lines().enumerate() {
             if inputs.send(Input::Line(index, line)).is_err() {
@@ -160,15 +160,9 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         events(changes.len() as u64)
     );
     // A stop that came during the commit waited for it.
-    Ok(
-        match arrived.try_iter().find_map(|i| match i {
-            Input::Stop(signal) => Some(signal),
-            _ => None,
-        }) {
-            Some(signal) => signals::exit_code(signal),
-            None => ExitCode::SUCCESS,
-        },
-    )
+    Ok(caught
+        .signal()
+        .map_or(ExitCode::SUCCESS, signals::exit_code))
 }
 
 /// Appends lines as they arrive: each commit takes every line that arrived meanwhile (up to

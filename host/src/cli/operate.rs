@@ -5,7 +5,7 @@ use super::run::default_state_dir;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use pulsewatch::supervisor::{PluginState, PluginStatus, RunStatus, Supervisor, WorkerCommand};
-use pulsewatch::{Home, Log, manifest};
+use pulsewatch::{Home, Log, PluginSpec, manifest};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -124,6 +124,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 
 pub fn release(args: &ReleaseArgs) -> anyhow::Result<ExitCode> {
     let home = args.root.home()?;
+    PluginSpec::named(&args.name, "", &args.root.state_root())?;
     let released = home
         .release(&args.name)
         .with_context(|| format!("cannot release {}", args.name))?;

@@ -174,9 +174,9 @@ fn specs_from_flags(args: &Args, state_root: &Path) -> anyhow::Result<Vec<Plugin
     let limits = args.limits.limits()?;
     let mut specs: Vec<PluginSpec> = Vec::new();
     for path in &args.plugins {
-        let mut spec = PluginSpec::from_file(path, state_root).with_context(|| {
-            format!(
-                "{}: its file name names the plugin; rename the file, or give the plugin a name \
+        let mut spec = PluginSpec::from_file(path, state_root).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}; its file name names the plugin, so rename the file, or name the plugin \
                  in a manifest",
                 path.display()
             )

@@ -71,6 +71,23 @@ const DEMO_FILES: [&str; 6] = [
     "state/filter-jsonl",
 ];
 
+/// The line of the demo's mark that records the head it left its database at.
+const HEAD_LINE: &str = "events.redb head ";
+
+/// Records in `dir`'s mark what the demo wrote, with the head it left its database at.
+pub fn demo_wrote(dir: &Path, head: u64) -> anyhow::Result<()> {
+    let mark = dir.join(DEMO_MARK);
+    std::fs::write(
+        &mark,
+        format!(
+            "Written by `pulsewatch demo`, which removes only these when it runs here again, and \
+             the database only as it left it:\n{}\n{HEAD_LINE}{head}\n",
+            DEMO_FILES.join("\n")
+        ),
+    )
+    .with_context(|| format!("cannot write {}", mark.display()))
+}
+
 /// Makes `dir` ready for a demo: created if missing; if it holds files, they must be an earlier
 /// demo's (its mark is there), and only what that demo wrote is removed. A directory with files
 /// and no mark is refused. Returns the entries of `dir` that are kept because no demo wrote them.
@@ -117,6 +134,28 @@ pub fn demo_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             );
         }
     }
+    // Its database, as the demo left it: events someone appended since (the README's live
+    // writer, say) are not the demo's to delete.
+    let db = dir.join("events.redb");
+    if db.exists() {
+        let wrote = std::fs::read_to_string(&mark).ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(HEAD_LINE)?.parse::<u64>().ok())
+        });
+        let head = pulsewatch::Log::open_read_only(&db)
+            .map_err(anyhow::Error::from)
+            .and_then(|log| Ok(log.head()?));
+        match (wrote, head) {
+            (Some(wrote), Ok(head)) if wrote == head => {}
+            (wrote, head) => bail!(
+                "{} holds events a demo did not write ({}, the demo left {}): move it away, or \
+                 give the demo another --dir",
+                db.display(),
+                head.map_or_else(|e| super::sentence(&e), |h| format!("its head is {h}")),
+                wrote.map_or_else(|| "no record".to_owned(), |w| format!("head {w}"))
+            ),
+        }
+    }
     for file in DEMO_FILES {
         let path = dir.join(file);
         if file.starts_with("state/") && pulsewatch::supervisor::state_in_use(&path) {
@@ -136,14 +175,7 @@ pub fn demo_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         };
         removed.with_context(|| format!("cannot remove {} (an earlier demo's)", path.display()))?;
     }
-    std::fs::write(
-        &mark,
-        format!(
-            "Written by `pulsewatch demo`, which removes only these when it runs here again:\n{}\n",
-            DEMO_FILES.join("\n")
-        ),
-    )
-    .with_context(|| format!("cannot write {}", mark.display()))?;
+    demo_wrote(dir, 0)?;
     let ours = |path: &Path| {
         let name = path.file_name().unwrap_or_default();
         name == DEMO_MARK
@@ -186,7 +218,7 @@ mod tests {
         let demo = dir.path().join("demo");
         assert!(demo_dir(&demo).unwrap().is_empty());
         std::fs::create_dir_all(demo.join("state/kind-counts")).unwrap();
-        std::fs::write(demo.join("events.redb"), b"old").unwrap();
+        drop(pulsewatch::Log::create(demo.join("events.redb")).unwrap());
         std::fs::create_dir_all(demo.join("state/mine")).unwrap();
         std::fs::write(demo.join("notes.txt"), b"mine").unwrap();
         let kept = demo_dir(&demo).unwrap();

@@ -1,7 +1,7 @@
 //! `pulsewatch snapshot` and `pulsewatch bundle`: what a plugin needs to run where pulsewatch
 //! is not installed, under the stock `wasmtime run`.
 
-use super::safety;
+use super::{safety, signals};
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::{Log, STATE_DIR};
@@ -51,6 +51,9 @@ pub struct BundleArgs {
 }
 
 pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
+    // A stop signal waits for the copy (a second or so for a million events): a copy cut short
+    // would leave its partial file behind.
+    let caught = signals::catch_stops(|_| {})?;
     let log = Log::open_read_only(&args.db)?;
     let until = args.until.unwrap_or(u64::MAX);
     if args.since >= until {
@@ -61,8 +64,9 @@ pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
     }
     // A copy with no events would not know where the log stood: its readers could not tell
     // that events before it exist.
-    let head = log.head()?;
-    if args.since > 0 && args.since >= head {
+    // (A damaged last batch hides the head: that is for --skip-damaged to meet.)
+    let head = log.head().ok();
+    if let Some(head) = head.filter(|&head| args.since > 0 && args.since >= head) {
         bail!(
             "--since {} is at or beyond the head, {head}: there is nothing to copy; give a seq \
              below the head",
@@ -85,7 +89,7 @@ pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
     })?;
     let held = match (info.first, info.last) {
         (Some(first), Some(last)) => {
-            format!("seq {first} to {last} ({})", super::events(info.events))
+            format!("seq {first} to {last}, {}", super::events(info.events))
         }
         _ => "no events".into(),
     };
@@ -97,7 +101,9 @@ pub fn snapshot(args: &SnapshotArgs) -> anyhow::Result<ExitCode> {
     for damage in &info.lost {
         say!("pulsewatch: left out, damaged: {damage}; the copy records them as lost");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(caught
+        .signal()
+        .map_or(ExitCode::SUCCESS, signals::exit_code))
 }
 
 pub fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
@@ -126,8 +132,23 @@ pub fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
         |s| s.to_string_lossy().into_owned(),
     );
     let bundled = pulsewatch::bundle(&name, &bytes, &args.db_path)?;
-    std::fs::write(&args.output, &bundled)
-        .with_context(|| format!("{}: cannot write", args.output.display()))?;
+    // Written beside the output and moved into place: a stop or a failure midway leaves the
+    // file it replaces whole.
+    let cannot = || format!("{}: cannot write", args.output.display());
+    let dir = args
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir).with_context(cannot)?;
+    // A temporary file is private (0600); a bundle is for others to run.
+    file.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .with_context(cannot)?;
+    std::io::Write::write_all(&mut file, &bundled).with_context(cannot)?;
+    file.persist(&args.output)
+        .map_err(|e| e.error)
+        .with_context(cannot)?;
     say!(
         "{}: {name} with the feed provider ({} bytes); run it with\n   wasmtime run --dir SNAPSHOT_DIR::{} --dir STATE_DIR::{STATE_DIR} {}",
         args.output.display(),

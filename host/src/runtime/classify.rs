@@ -99,7 +99,6 @@ pub(crate) fn classify(error: wasmtime::Error, limits: &Limits) -> (Failure, Opt
         }
     } else if let Some(trap) = error.downcast_ref::<Trap>() {
         match trap {
-            Trap::OutOfFuel => Failure::CpuBudget { cpu: limits.cpu },
             Trap::StackOverflow => Failure::StackOverflow,
             // A Rust or C guest keeps its stack in linear memory; overflowing it is an access
             // below address 0, which wraps to the top of the 32-bit space.

@@ -4,16 +4,19 @@
 //! `head` or `wait`, or looping over any host call earns nothing more.
 //!
 //! What counts is all the CPU its run takes: its own code, its instantiation, and the host's work
-//! inside its WASI and feed calls (random bytes, file reads, clocks). It is read from the CPU
-//! clock of the thread that runs the plugin, over each step of its run (each poll of its future:
-//! wasmtime runs the plugin and its host calls on the polling thread), so that it is exact with
-//! many plugins in one process as with one per worker, and leaves out what the host does for
-//! itself (progress reports, the supervisor's protocol). Time spent waiting is no step: it costs
-//! nothing.
+//! inside its WASI and feed calls (random bytes, file reads, clocks). In a supervisor's worker,
+//! which runs one plugin, it is read from the process's CPU clock ([`CpuClock::Process`]), so
+//! that work wasmtime-wasi does on other threads (file streams, on tokio's blocking pool) is
+//! charged too. In a process of many plugins it is read from the clock of the thread that runs
+//! the plugin, over each step of its run ([`CpuClock::Thread`]; each poll of its future:
+//! wasmtime runs the plugin and its host calls on the polling thread), exact but for that pool.
+//! Time spent waiting costs nothing.
 //!
-//! The budget is looked at after each host call (at most once a millisecond) and after each
-//! step; computation that calls nothing yields a step every few milliseconds (the fuel yield
-//! interval, `store.rs`).
+//! The budget is looked at as host calls return (the time every [`CALLS_PER_LOOK`] calls, the
+//! clock at most every [`CHECK_EVERY`]) and after each step; computation that calls nothing
+//! yields a step every few milliseconds (the fuel yield interval, `store.rs`). A feed call
+//! grants a budget only when it delivers a seq above every one delivered before, so a plugin
+//! gets at most one grant for each event in the log.
 
 use crate::limits::Limits;
 use std::future::Future;
@@ -36,9 +39,39 @@ const CALLS_PER_LOOK: u32 = 16;
 #[error("the plugin used its CPU budget")]
 pub(crate) struct CpuBudgetSpent;
 
-/// The CPU account of one plugin's run. Nanoseconds of thread CPU time throughout.
+/// Which CPU clock a plugin's run is charged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuClock {
+    /// The clock of the thread that runs the plugin, over each step of its run: exact with many
+    /// plugins in one process. Host work that wasmtime-wasi hands to other threads (file
+    /// streams' reads and writes on tokio's blocking pool) is not charged.
+    #[default]
+    Thread,
+    /// The clock of the whole process, from the start of the run: for a process that runs one
+    /// plugin (a supervisor's worker), so that work on any of its threads is charged.
+    Process,
+}
+
+impl CpuClock {
+    /// The clock's time, in ns.
+    fn now(self) -> u64 {
+        use nix::time::{ClockId, clock_gettime};
+        let id = match self {
+            CpuClock::Thread => ClockId::CLOCK_THREAD_CPUTIME_ID,
+            CpuClock::Process => ClockId::CLOCK_PROCESS_CPUTIME_ID,
+        };
+        clock_gettime(id).map_or(0, |t| {
+            (t.tv_sec() as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(t.tv_nsec() as u64)
+        })
+    }
+}
+
+/// The CPU account of one plugin's run, in nanoseconds of its clock.
 #[derive(Debug)]
 pub(crate) struct CpuMeter {
+    clock: CpuClock,
     budget: u64,
     idle_percent: u64,
     /// Host calls returned since the time was last looked at.
@@ -50,7 +83,8 @@ pub(crate) struct CpuMeter {
 struct Account {
     /// CPU spent in finished steps.
     spent: u64,
-    /// The thread's CPU clock when the current step began, during a step.
+    /// The clock when the current step began, during a step; by the process's clock, the run
+    /// is one step.
     step_began: Option<u64>,
     /// What `spent` may reach.
     allowance: u64,
@@ -60,16 +94,6 @@ struct Account {
     earned_at: Instant,
     /// When a host call's return next looks at the clock.
     next_check: Instant,
-}
-
-/// The calling thread's CPU time, in ns.
-fn thread_cpu() -> u64 {
-    use nix::time::{ClockId, clock_gettime};
-    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
-        (t.tv_sec() as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(t.tv_nsec() as u64)
-    })
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -98,15 +122,16 @@ impl Account {
 }
 
 impl CpuMeter {
-    pub(crate) fn new(limits: &Limits, now: Instant) -> Self {
+    pub(crate) fn new(limits: &Limits, clock: CpuClock, now: Instant) -> Self {
         let budget = nanos(limits.cpu);
         CpuMeter {
+            clock,
             budget,
             idle_percent: u64::from(limits.idle_cpu_percent),
             calls: AtomicU32::new(0),
             account: Mutex::new(Account {
                 spent: 0,
-                step_began: None,
+                step_began: (clock == CpuClock::Process).then(|| clock.now()),
                 allowance: budget,
                 delivered: 0,
                 earned_at: now,
@@ -121,15 +146,19 @@ impl CpuMeter {
 
     /// A step of the plugin's run begins on this thread.
     pub(crate) fn begin_step(&self) {
-        self.account().step_began = Some(thread_cpu());
+        if self.clock == CpuClock::Thread {
+            self.account().step_began = Some(self.clock.now());
+        }
     }
 
     /// The step ends; returns whether the plugin is now over its budget.
     pub(crate) fn end_step(&self) -> bool {
-        let now_cpu = thread_cpu();
+        let now_cpu = self.clock.now();
         let mut account = self.account();
-        account.spent = account.spent(now_cpu);
-        account.step_began = None;
+        if self.clock == CpuClock::Thread {
+            account.spent = account.spent(now_cpu);
+            account.step_began = None;
+        }
         self.over(&mut account, now_cpu, Instant::now())
     }
 
@@ -138,7 +167,7 @@ impl CpuMeter {
         let mut account = self.account();
         if last_seq > account.delivered {
             account.delivered = last_seq;
-            let spent = account.spent(thread_cpu());
+            let spent = account.spent(self.clock.now());
             account.allowance = spent.saturating_add(self.budget);
             account.earned_at = Instant::now();
         }
@@ -160,7 +189,7 @@ impl CpuMeter {
             return Ok(());
         }
         account.next_check = now + CHECK_EVERY;
-        if self.over(&mut account, thread_cpu(), now) {
+        if self.over(&mut account, self.clock.now(), now) {
             Err(CpuBudgetSpent)
         } else {
             Ok(())
@@ -246,6 +275,7 @@ mod tests {
                 idle_cpu_percent: 0,
                 ..Limits::default()
             },
+            CpuClock::Thread,
             Instant::now(),
         );
         meter.account().spent = 25 * MS;

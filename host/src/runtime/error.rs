@@ -135,7 +135,7 @@ pub enum Failure {
     /// It spent more CPU than new events granted it (plus what it earned while idle), in its
     /// own code or in host calls.
     #[error(
-        "stopped: used its CPU budget ({} for each batch of new events) without receiving new events", humantime::format_duration(*.cpu)
+        "stopped: used its CPU budget ({} for each batch of new events, and what it earns while none arrive)", humantime::format_duration(*.cpu)
     )]
     CpuBudget {
         /// The CPU time each batch of new events grants.
@@ -178,8 +178,8 @@ pub enum Failure {
         /// The grace period it had.
         grace: Duration,
     },
-    /// The run was stopped before this plugin started (while it was compiled or admitted, or
-    /// waiting to be started again): it did not run, and nothing of it was lost.
+    /// The run was stopped before this plugin started (while it was compiled or admitted): it
+    /// did not run, and nothing of it was lost.
     #[error("did not start: the run was stopped first")]
     NotStarted,
     /// It trapped, for example on a Rust panic (`unreachable`).

@@ -16,6 +16,9 @@ pub use pulsewatch_log::STATE_DIR;
 /// wanting more asks again.
 const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
+/// How many more times a state directory found locked is tried, 10 ms apart.
+const LOCK_TRIES: u32 = 5;
+
 /// A plugin's grants for one run.
 pub(crate) struct Grants {
     pub(crate) wasi: WasiCtx,
@@ -40,10 +43,22 @@ pub(crate) fn grant(
     // The directory itself is locked, through a descriptor the plugin never sees: nothing the
     // plugin does in it can release the lock.
     let state_lock = File::open(dir).map_err(failed)?;
-    state_lock.try_lock().map_err(|e| match e {
-        std::fs::TryLockError::WouldBlock => Failure::InUse { path: dir.clone() },
-        std::fs::TryLockError::Error(e) => failed(e),
-    })?;
+    // A look at whether a run holds it (`pulsewatch forget`, the demo) holds it for an instant:
+    // that is tried past, another run is not.
+    let mut tries = 0;
+    loop {
+        match state_lock.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if tries < LOCK_TRIES => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Failure::InUse { path: dir.clone() });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+        }
+    }
     let disk = DiskUsage::measure(dir, spec.limits.disk).map_err(failed)?;
 
     let args = std::iter::once(spec.name.as_str()).chain(spec.args.iter().map(String::as_str));

@@ -26,6 +26,7 @@ mod store;
 pub(crate) use admission::is_component;
 pub use cache::CompileCache;
 pub(crate) use cache::write_atomically;
+pub use cpu::CpuClock;
 pub use error::{Failure, LoadError, QuotaBreach, SetupError};
 pub(crate) use feed::FEED_INTERFACE;
 pub use grants::STATE_DIR;

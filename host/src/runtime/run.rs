@@ -3,6 +3,7 @@
 //! wall-clock limit, its CPU metered ([`super::cpu`]).
 
 use super::classify::{Refusals, classify};
+use super::cpu::CpuClock;
 use super::feed::Feed;
 use super::output::{Capture, OutputSink, Stream};
 use super::progress::Progress;
@@ -29,6 +30,9 @@ pub struct RunOptions {
     pub progress: Progress,
     /// Asks a supervisor that can read its plugins again (from a manifest) to do so.
     pub reload: ReloadSignal,
+    /// The CPU clock plugins are charged by: their thread's (the default), or the whole
+    /// process's where a process runs one plugin.
+    pub cpu_clock: CpuClock,
 }
 
 impl Default for RunOptions {
@@ -40,6 +44,7 @@ impl Default for RunOptions {
             grace: DEFAULT_GRACE,
             progress: Progress::new(),
             reload: ReloadSignal::default(),
+            cpu_clock: CpuClock::default(),
         }
     }
 }
@@ -145,10 +150,11 @@ async fn execute(
         stop: options.stop.clone(),
         tracker: options.progress.track(&spec.name),
     };
-    let (mut store, meter) = match store::new_store(engine, &spec.limits, grants, feed) {
-        Ok(store) => store,
-        Err(e) => return (Err(classify(e, &spec.limits)), Refusals::default()),
-    };
+    let (mut store, meter) =
+        match store::new_store(engine, &spec.limits, options.cpu_clock, grants, feed) {
+            Ok(store) => store,
+            Err(e) => return (Err(classify(e, &spec.limits)), Refusals::default()),
+        };
     let ended = {
         let run = cpu::metered(&meter, async {
             let command = plugin.pre.instantiate_async(&mut store).await?;

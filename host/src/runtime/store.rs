@@ -1,6 +1,6 @@
 //! A plugin's store: its grants, its feed and the limits the engine enforces on it.
 
-use super::cpu::CpuMeter;
+use super::cpu::{CpuClock, CpuMeter};
 use super::feed::Feed;
 use super::grants::Grants;
 use super::limiter::Limiter;
@@ -46,12 +46,13 @@ impl WasiView for Sandbox {
 pub(crate) fn new_store(
     engine: &Engine,
     limits: &Limits,
+    clock: CpuClock,
     grants: Grants,
     feed: Feed,
 ) -> wasmtime::Result<(Store<Sandbox>, Arc<CpuMeter>)> {
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.handles);
-    let cpu = Arc::new(CpuMeter::new(limits, Instant::now()));
+    let cpu = Arc::new(CpuMeter::new(limits, clock, Instant::now()));
     let mut store = Store::new(
         engine,
         Sandbox {

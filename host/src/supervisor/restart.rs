@@ -74,15 +74,18 @@ impl Supervisor {
         let mut backoff = FIRST_BACKOFF;
         let mut failed_at: Option<Option<u64>> = None;
         let mut in_a_row = 0;
+        // How its last run ended, while it is started again.
+        let mut last: Option<Outcome> = None;
         loop {
             let ready = match next.take() {
                 Some(ready) => Ok(ready),
                 None => tokio::select! {
                     ready = self.start(entry, run, restarts == 0) => ready,
                     // Stopped while compiling or starting: its workers are killed as they drop.
+                    // Stopped on its way back from a failure, that failure is how it ended.
                     () = entry.stop.stopped() => {
                         entry.set_state(PluginState::Stopped);
-                        return entry.failed(Failure::NotStarted);
+                        return last.unwrap_or_else(|| entry.failed(Failure::NotStarted));
                     }
                 },
             };
@@ -169,6 +172,7 @@ impl Supervisor {
             backoff = (backoff * 2).min(MAX_BACKOFF);
             restarts += 1;
             entry.status().restarts = restarts;
+            last = Some(outcome);
         }
     }
 }

@@ -4,7 +4,8 @@
 use super::os;
 use super::protocol::{Assignment, Order, Report, send};
 use crate::runtime::{
-    CompileCache, EngineOptions, Failure, OutputSink, RunOptions, Runtime, StopSignal, Stream,
+    CompileCache, CpuClock, EngineOptions, Failure, OutputSink, RunOptions, Runtime, StopSignal,
+    Stream,
 };
 use pulsewatch_log::{Log, OpenError};
 use std::path::Path;
@@ -150,6 +151,8 @@ fn serve_assignment() -> Result<(), String> {
         follow,
         stop,
         grace,
+        // One plugin a worker: everything the process does is done for it.
+        cpu_clock: CpuClock::Process,
         ..RunOptions::default()
     };
     let tracker = options.progress.track(&spec.name);
