@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-/// How often, at most, a host call's return looks at the thread's CPU clock (a system call).
+/// How often, at most, a host call's return looks at the CPU clock (a system call).
 const CHECK_EVERY: Duration = Duration::from_millis(1);
 
 /// Host calls between two looks at the time: the hook runs on every host call, and the cheap
