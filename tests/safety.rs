@@ -224,8 +224,10 @@ fn a_following_run_whose_stdout_is_closed_stops_its_plugins_cleanly() {
     let out = child.wait_with_output().unwrap();
     let said = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{said}");
+    // Where it stopped depends on when its first line met the closed pipe: it asks for no
+    // events after that.
     assert!(
-        said.contains("plugin seq-check ended cleanly at seq 50"),
+        said.contains("plugin seq-check ended cleanly at seq "),
         "{said}"
     );
 }

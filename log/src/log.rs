@@ -27,7 +27,7 @@ pub(crate) use crate::error::{OpenError, ReadError, WriteError};
 use crate::event::Change;
 use crate::group::{Group, PendingAppend};
 use crate::salvage;
-use crate::schema::{BATCHES, EVENTS_V1, FORMAT_KEY, FORMAT_VERSION, LOST, META, TIMES};
+use crate::schema::{BATCHES, EVENTS_V1, FORMAT_KEY, FORMAT_VERSION, META, TIMES};
 use crate::times::{self, TimeMarks};
 use redb::{
     Builder, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
@@ -98,20 +98,6 @@ fn open_error(path: &Path, err: DatabaseError) -> OpenError {
         },
         other => db_error(&path, other),
     }
-}
-
-/// The last seq of a lost range that ends the log written by `txn` (0 if none): seqs a writer
-/// never gives again.
-fn lost_end_in(txn: &WriteTransaction) -> Result<u64, redb::Error> {
-    if !salvage::has_lost(txn)? {
-        return Ok(0);
-    }
-    Ok(txn
-        .open_table(LOST)
-        .map_err(storage)?
-        .last()
-        .map_err(storage)?
-        .map_or(0, |(_, last)| last.value()))
 }
 
 /// Refuses what is at `path` if it is there and is not a file: a directory, a device (a database
@@ -393,6 +379,8 @@ impl Log {
     ) -> Result<u64, WriteError> {
         let mut table = txn.open_table(BATCHES).map_err(storage)?;
         let mut changes = changes.into_iter().peekable();
+        // Seqs a salvage recorded as lost after the last batch are never given again.
+        let lost_after = salvage::lost_end_in(txn)?;
         if changes.peek().is_none() {
             let head = last_seq(&table).map_err(|e| match e {
                 ReadError::Undecodable { seq, source } => {
@@ -404,11 +392,9 @@ impl Log {
                     WriteError::Storage(redb::StorageError::Corrupted(other.to_string()).into())
                 }
             })?;
-            return Ok(head.max(lost_end_in(txn)?));
+            return Ok(head.max(lost_after));
         }
         let mut marks = TimeMarks::open(txn)?;
-        // Seqs a salvage recorded as lost after the last batch are never given again.
-        let lost_after = lost_end_in(txn)?;
         // Go on from the last batch, if it has room for the first change; a full one stays as
         // it is, rather than be written again unchanged.
         let next_payload = changes.peek().map_or(0, |change| change.payload.len());

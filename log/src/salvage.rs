@@ -80,11 +80,23 @@ pub(crate) fn covered(ranges: &[RangeInclusive<u64>], from: u64, to: u64) -> boo
 /// The last seq of the lost range that ends the log, if a salvage lost its last events: the
 /// seqs a writer must never give again, and part of the head.
 pub(crate) fn lost_end(txn: &ReadTransaction) -> Result<u64, redb::Error> {
-    let table = match txn.open_table(LOST) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
-        Err(e) => return Err(storage(e)),
-    };
+    match txn.open_table(LOST) {
+        Ok(table) => last_lost(&table),
+        Err(TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(storage(e)),
+    }
+}
+
+/// [`lost_end`] in a write transaction, which does not create the table to ask.
+pub(crate) fn lost_end_in(txn: &WriteTransaction) -> Result<u64, redb::Error> {
+    if !has_lost(txn)? {
+        return Ok(0);
+    }
+    last_lost(&txn.open_table(LOST).map_err(storage)?)
+}
+
+/// The last seq of the last lost range in `table`, 0 if none.
+fn last_lost(table: &impl ReadableTable<u64, u64>) -> Result<u64, redb::Error> {
     Ok(table
         .last()
         .map_err(storage)?

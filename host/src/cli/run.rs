@@ -5,10 +5,9 @@ use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::limits::DEFAULT_GRACE;
 use pulsewatch::{
-    Failure, Home, Limit, Limits, Log, OpenError, Outcome, OutputSink, PluginSpec, RunOptions,
-    StopSignal, Stream, Supervisor, WorkerCommand, manifest,
+    Console, Failure, Home, Limit, Limits, Log, OpenError, Outcome, OutputSink, PluginSpec,
+    RunOptions, StopSignal, Stream, Supervisor, WorkerCommand, manifest,
 };
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -230,10 +229,7 @@ struct Shell {
 
 impl OutputSink for Shell {
     fn line(&self, plugin: &str, stream: Stream, line: &str) {
-        let written = match stream {
-            Stream::Stdout => writeln!(std::io::stdout().lock(), "[{plugin}] {line}"),
-            Stream::Stderr => writeln!(std::io::stderr().lock(), "[{plugin}] {line}"),
-        };
+        let written = Console::write(plugin, stream, line);
         if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
             self.stop.stop();
         }

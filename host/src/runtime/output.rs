@@ -38,13 +38,20 @@ pub trait OutputSink: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Console;
 
+impl Console {
+    /// Writes `line` of `plugin` to this process's `stream` as `[plugin] line`.
+    pub fn write(plugin: &str, stream: Stream, line: &str) -> std::io::Result<()> {
+        match stream {
+            Stream::Stdout => writeln!(std::io::stdout().lock(), "[{plugin}] {line}"),
+            Stream::Stderr => writeln!(std::io::stderr().lock(), "[{plugin}] {line}"),
+        }
+    }
+}
+
 impl OutputSink for Console {
     fn line(&self, plugin: &str, stream: Stream, line: &str) {
         // A closed pipe (e.g. `| head`) must not stop the host; the line is dropped.
-        let _ = match stream {
-            Stream::Stdout => writeln!(std::io::stdout().lock(), "[{plugin}] {line}"),
-            Stream::Stderr => writeln!(std::io::stderr().lock(), "[{plugin}] {line}"),
-        };
+        let _ = Console::write(plugin, stream, line);
     }
 }
 
