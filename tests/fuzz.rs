@@ -646,7 +646,7 @@ mod json_lines {
             seq: 7,
             change: change.clone(),
         };
-        write_event(&mut out, &event).unwrap();
+        write_event(&mut out, &event, None).unwrap();
         String::from_utf8(out).unwrap()
     }
 

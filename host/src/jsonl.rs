@@ -7,7 +7,7 @@
 //! bytes that are not JSON are written as `"payload_hex"`. Read, `seq` is ignored (the log
 //! assigns it), `timestamp_ms` defaults to now, and `payload`/`payload_hex` are optional.
 
-use crate::{Change, ChangeKind, Event};
+use crate::{Change, ChangeKind, Event, Origin};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::io::Write;
@@ -47,6 +47,14 @@ struct InLine<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
     payload_hex: Option<String>,
+    // What `tail` adds for a derived event: it says where the event came from, and is not
+    // part of the change, so an import takes the line and leaves these out.
+    #[serde(default)]
+    #[allow(dead_code)]
+    origin: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<serde::de::IgnoredAny>,
 }
 
 /// A field that is there, whatever its value.
@@ -65,6 +73,18 @@ struct OutLine<'a> {
     payload: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<OutOrigin<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct OutOrigin<'a> {
+    input: &'a str,
+    plugin: &'a str,
+    seq: u64,
+    index: u32,
 }
 
 impl From<serde_json::Error> for JsonLineError {
@@ -126,8 +146,12 @@ fn decode_hex(hex: &str) -> Result<Vec<u8>, &'static str> {
         .collect()
 }
 
-/// Writes `event` as one line.
-pub fn write_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
+/// Writes `event` as one line; a derived event with its `origin` and the stable `id` it gives.
+pub fn write_event(
+    out: &mut impl Write,
+    event: &Event,
+    origin: Option<&Origin>,
+) -> std::io::Result<()> {
     let payload = &event.change.payload;
     // As JSON only if that gives back these very bytes on one line: JSON text without white
     // space around it or line breaks in it. Anything else is hex.
@@ -145,6 +169,13 @@ pub fn write_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
         payload: json,
         payload_hex: (json.is_none() && !payload.is_empty())
             .then(|| payload.iter().map(|b| format!("{b:02x}")).collect()),
+        origin: origin.map(|o| OutOrigin {
+            input: &o.input,
+            plugin: &o.plugin,
+            seq: o.seq,
+            index: o.index,
+        }),
+        id: origin.map(Origin::id),
     };
     serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
     out.write_all(b"\n")?;
@@ -161,15 +192,28 @@ mod tests {
         let change = parse_line(line).unwrap();
         assert_eq!(change.payload, br#"{"b":1, "a":[2]}"#);
         let mut out = Vec::new();
+        // A derived event's origin and id are shown, and left out when the line is read back.
+        let origin = Origin {
+            input: "events.redb".into(),
+            plugin: "totals".into(),
+            seq: 3,
+            index: 1,
+        };
         write_event(
             &mut out,
             &Event {
                 seq: 9,
                 change: change.clone(),
             },
+            Some(&origin),
         )
         .unwrap();
-        let again = parse_line(std::str::from_utf8(&out).unwrap().trim_end()).unwrap();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(
+            text.contains(r#""origin":{"input":"events.redb","plugin":"totals","seq":3,"index":1},"id":"totals:3:1""#),
+            "{text}"
+        );
+        let again = parse_line(text.trim_end()).unwrap();
         assert_eq!(again, change);
     }
 
@@ -183,6 +227,7 @@ mod tests {
                 seq: 1,
                 change: change.clone(),
             },
+            None,
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -37,8 +37,8 @@ pub use limits::{DiskQuota, Limit, LimitError, Limits};
 pub use manifest::ManifestError;
 pub use pulsewatch_log::redb;
 pub use pulsewatch_log::{
-    Batch, Change, ChangeKind, Event, Log, OpenError, PendingAppend, PollLimits, ReadError,
-    SnapshotError, SnapshotInfo, WriteError, now_ms,
+    Batch, Change, ChangeKind, Checkpoint, CommitError, Committed, Derived, Event, Log, OpenError,
+    Origin, PendingAppend, PollLimits, ReadError, SnapshotError, SnapshotInfo, WriteError, now_ms,
 };
 pub use runtime::{
     CompileCache, Console, CpuClock, EngineOptions, Failure, LoadError, Outcome, OutputSink,

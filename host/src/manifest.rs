@@ -14,6 +14,9 @@
 //! start = "head"                              # "beginning" (default), "head", a seq, or
 //!                                              # { time = "2026-11-27T06:00:00Z" }
 //! restart = "on-failure"                      # (default) or "never"; with --follow
+//! input = "events.redb"                       # the log it reads [default: run's --db]
+//! outputs = ["totals.redb"]                   # logs it commits derived events to,
+//!                                              # known to it as "totals"
 //!
 //! [plugin.limits]                             # each defaults to limits.rs
 //! memory_mib = 64
@@ -22,6 +25,7 @@
 //! ```
 
 use crate::limits::{Limit, Limits, Unit};
+use crate::runtime::output_name;
 use crate::spec::{PluginSpec, RestartPolicy, StartPosition, sha256_hex};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -56,7 +60,7 @@ pub enum ManifestError {
 }
 
 /// The keys of a `[[plugin]]` entry.
-const ENTRY_KEYS: [&str; 8] = [
+const ENTRY_KEYS: [&str; 10] = [
     "name",
     "component",
     "sha256",
@@ -65,6 +69,8 @@ const ENTRY_KEYS: [&str; 8] = [
     "start",
     "restart",
     "limits",
+    "input",
+    "outputs",
 ];
 
 /// The line (from 1) of byte `offset` in `text`.
@@ -303,19 +309,45 @@ impl Reader<'_> {
         }
         spec.sha256 = Some(actual);
 
+        let strings = |key: &str, value: &Spanned<DeValue<'_>>, what: &str| match value.get_ref() {
+            DeValue::Array(list) => list.iter().map(|v| string(key, v, what)).collect(),
+            other => Err(at_key(
+                value.span().start,
+                key,
+                format!("expected an array of strings, found {}", kind_of(other)),
+            )),
+        };
         if let Some((_, args)) = find(table, "args") {
-            let list = match args.get_ref() {
-                DeValue::Array(list) => list,
-                other => {
+            spec.args = strings("args", args, "each argument")?;
+        }
+        if let Some((_, input)) = find(table, "input") {
+            spec.input = Some(base.join(string("input", input, "the input log's path")?));
+        }
+        if let Some((_, outputs)) = find(table, "outputs") {
+            for output in strings("outputs", outputs, "each output log's path")? {
+                let path = base.join(&output);
+                let name = output_name(&path);
+                if spec.outputs.iter().any(|o| output_name(o) == name) {
                     return Err(at_key(
-                        args.span().start,
-                        "args",
-                        format!("expected an array of strings, found {}", kind_of(other)),
+                        outputs.span().start,
+                        "outputs",
+                        format!(
+                            "two outputs are called {name:?}: the plugin tells its outputs apart \
+                             by file name, so rename one"
+                        ),
                     ));
                 }
-            };
-            for arg in list {
-                spec.args.push(string("args", arg, "each argument")?);
+                if spec.input.as_ref() == Some(&path) {
+                    return Err(at_key(
+                        outputs.span().start,
+                        "outputs",
+                        format!(
+                            "{output} is the plugin's input too: a plugin would read what it \
+                             derives, without end"
+                        ),
+                    ));
+                }
+                spec.outputs.push(path);
             }
         }
         if let Some((_, env)) = find(table, "env") {

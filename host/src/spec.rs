@@ -41,6 +41,13 @@ pub struct PluginSpec {
     pub limits: Limits,
     /// The host directory it sees as `/state`, created if missing.
     pub state_dir: PathBuf,
+    /// The log it reads, when not the run's: another plugin's output, say.
+    #[serde(default)]
+    pub input: Option<PathBuf>,
+    /// The output logs it may commit derived events to (`pulse:watch/output`), created if
+    /// missing; the plugin knows each by its file name without `.redb`.
+    #[serde(default)]
+    pub outputs: Vec<PathBuf>,
 }
 
 impl PluginSpec {
@@ -76,6 +83,8 @@ impl PluginSpec {
             start: StartPosition::default(),
             restart: RestartPolicy::default(),
             limits: Limits::default(),
+            input: None,
+            outputs: Vec::new(),
         })
     }
 }

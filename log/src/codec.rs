@@ -226,6 +226,7 @@ impl<'a> EntryRef<'a> {
         }
     }
 
+    #[cfg(feature = "store")]
     /// Splits off the entry at the front of `bytes`, as [`EntryRef::split`] does, and checks
     /// that it is the entry of seq `due`.
     pub(crate) fn split_due(bytes: &'a [u8], due: u64) -> Result<(Self, &'a [u8]), DecodeError> {

@@ -24,6 +24,8 @@
 mod changes;
 pub mod codec;
 #[cfg(feature = "store")]
+mod derived;
+#[cfg(feature = "store")]
 mod error;
 mod event;
 #[cfg(feature = "store")]
@@ -55,6 +57,10 @@ pub use redb;
 #[cfg(feature = "store")]
 pub use changes::{AppendedSince, CROSS_PROCESS_RECHECK, WATCHED_RECHECK};
 pub use codec::{DecodeError, EntryRef};
+#[cfg(feature = "store")]
+pub use derived::{
+    Checkpoint, CommitError, Committed, Derived, ORIGINS, Origin, SOURCES, check_order,
+};
 #[cfg(feature = "store")]
 pub use error::{OpenError, ReadError, WriteError};
 pub use event::{Change, ChangeKind, Event, UnknownKind, now_ms};

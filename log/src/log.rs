@@ -33,7 +33,7 @@ use redb::{
     Builder, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
     ReadableTable, TableError, WriteTransaction,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 enum Db {
@@ -58,6 +58,7 @@ pub(crate) struct KnownHead {
 /// then need the repair.
 pub struct Log {
     db: Db,
+    path: PathBuf,
     pub(crate) changes: Arc<Changes>,
     pub(crate) known: Mutex<Option<KnownHead>>,
     pub(crate) group: Group,
@@ -189,6 +190,7 @@ impl Log {
         }
         Log {
             db,
+            path: path.to_path_buf(),
             changes,
             known: Mutex::new(None),
             group: Group::default(),
@@ -328,6 +330,11 @@ impl Log {
             Db::Reader(db) => db.begin_read(),
         }
         .map_err(storage)
+    }
+
+    /// The path the log was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Appends one change and returns its seq. Durable when this returns.

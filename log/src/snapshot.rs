@@ -3,6 +3,7 @@
 //! can open, and what can be carried elsewhere to replay.
 
 use crate::codec::BatchWriter;
+use crate::derived;
 use crate::log::{Log, OpenError, ReadError, db_error, storage};
 use crate::salvage::{self, Damage};
 use crate::schema::{BATCHES, LOST};
@@ -215,6 +216,8 @@ impl Log {
                 .collect(),
         );
         write_batches(&copy, path, &mut finished, &lost, true)?;
+        // Derived events keep their origins, and emitting plugins their checkpoints.
+        derived::copy_tables(&source, &copy).map_err(|e| db_error(path, e))?;
         Ok(info)
     }
 }

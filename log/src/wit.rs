@@ -2,7 +2,7 @@
 //! `pulse:watch/feed` (the host and a provider component, which implement it, and the guest SDK,
 //! which reads it), each with its own generated bindings, imported by the caller as `wit`.
 //! [`wire_conversions!`](crate::wire_conversions) expands to `change_kind(ChangeKind) ->
-//! wit::ChangeKind` and `uuid(u128) -> wit::Uuid`; [`feed_conversions!`](crate::feed_conversions)
+//! wit::ChangeKind` and `uuid(u128) -> wit::Uuid`, and back (`from_change_kind`, `from_uuid`); [`feed_conversions!`](crate::feed_conversions)
 //! adds `to_wit(Event) -> wit::Event` and `poll_error(ReadError) -> wit::PollError`.
 
 /// Defines `change_kind` and `uuid` for the `pulse:watch/feed` bindings in scope as `wit`. See
@@ -10,7 +10,9 @@
 #[macro_export]
 macro_rules! wire_conversions {
     () => {
+        // Each side uses the directions it needs: a plugin reading the feed never converts back.
         /// A change kind as the contract's.
+        #[allow(dead_code)]
         fn change_kind(kind: $crate::ChangeKind) -> wit::ChangeKind {
             match kind {
                 $crate::ChangeKind::Created => wit::ChangeKind::Created,
@@ -21,11 +23,29 @@ macro_rules! wire_conversions {
         }
 
         /// A 128-bit identifier as the contract's two halves, most significant first.
+        #[allow(dead_code)]
         fn uuid(id: u128) -> wit::Uuid {
             wit::Uuid {
                 hi: (id >> 64) as u64,
                 lo: id as u64,
             }
+        }
+
+        /// The contract's change kind as the log's (for derived events).
+        #[allow(dead_code)]
+        fn from_change_kind(kind: wit::ChangeKind) -> $crate::ChangeKind {
+            match kind {
+                wit::ChangeKind::Created => $crate::ChangeKind::Created,
+                wit::ChangeKind::Updated => $crate::ChangeKind::Updated,
+                wit::ChangeKind::Archived => $crate::ChangeKind::Archived,
+                wit::ChangeKind::Deleted => $crate::ChangeKind::Deleted,
+            }
+        }
+
+        /// The contract's two halves as one 128-bit identifier.
+        #[allow(dead_code)]
+        fn from_uuid(id: wit::Uuid) -> u128 {
+            (u128::from(id.hi) << 64) | u128::from(id.lo)
         }
     };
 }

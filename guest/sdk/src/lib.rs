@@ -7,7 +7,9 @@
 //!   [`Batch`] read in place through [`EventRef`] views, or as owned [`Event`]s;
 //! - [`Checkpoint`]: commits the cursor, with the plugin's own state, to `/state` so that a
 //!   restarted plugin resumes after the last batch it committed (at-least-once delivery);
-//! - [`run`]: the whole loop (resume, poll, process, commit, wait) around a [`Plugin`].
+//! - [`run`]: the whole loop (resume, poll, process, commit, wait) around a [`Plugin`];
+//! - [`Emitter`] and [`run_transform`]: a [`Transform`] derives events into output logs, and the
+//!   host commits them with its cursor and state in one step (exactly once).
 //!
 //! ```no_run
 //! use pulsewatch_guest::{Batch, Plugin};
@@ -36,6 +38,7 @@
 
 mod batch;
 mod checkpoint;
+mod emit;
 mod error;
 mod poller;
 mod runner;
@@ -52,9 +55,10 @@ pub mod bindings {
 pub use batch::{Batch, BatchIter, EventRef};
 pub use bindings::pulse::watch::feed::{ChangeKind, Event, Uuid};
 pub use checkpoint::{Checkpoint, STATE_DIR, Saved};
+pub use emit::{CommitError, Emitter, Output};
 pub use error::{Context, Error, PollError, WaitError};
 pub use poller::{ChangePoller, DEFAULT_BATCH_LIMIT};
-pub use runner::{Plugin, run, run_with};
+pub use runner::{Plugin, Transform, run, run_transform, run_transform_with, run_with};
 
 impl ChangeKind {
     /// The kind's name as in the WIT contract: `created`, `updated`, `archived` or `deleted`.

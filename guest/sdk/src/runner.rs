@@ -1,6 +1,9 @@
 //! The plugin loop: resume, poll, process, commit, wait.
 
-use crate::{Batch, ChangePoller, Checkpoint, DEFAULT_BATCH_LIMIT, Error, PollError, WaitError};
+use crate::{
+    Batch, ChangePoller, Checkpoint, CommitError, DEFAULT_BATCH_LIMIT, Emitter, Error, PollError,
+    WaitError,
+};
 use pulsewatch_log::{START_VARIABLE, StartPosition};
 use std::time::Duration;
 
@@ -8,9 +11,20 @@ use std::time::Duration;
 /// host shutdown is noticed promptly, long enough to cost nothing while idle.
 const WAIT: Duration = Duration::from_secs(1);
 
-/// How often an `unavailable` feed is asked again, with doubling pauses from 100 ms (3 s in all),
-/// before the plugin gives up with the error.
+/// How often an `unavailable` feed or commit is tried again, with doubling pauses from 100 ms
+/// (3 s in all), before the plugin gives up with the error.
 const RETRIES: u32 = 5;
+
+/// The error a plugin stops with by default when the events after its cursor are gone.
+fn gone(cursor: u64, oldest: u64, trait_name: &str) -> Error {
+    Error::msg(format!(
+        "events {}..{} are no longer in the log (deleted by retention, or lost to damage and \
+         left out by a salvage) and this plugin had not read them; to go on from seq {oldest} \
+         without them, override {trait_name}::truncated",
+        cursor + 1,
+        oldest - 1
+    ))
+}
 
 /// A change-feed plugin driven by [`run`].
 pub trait Plugin: Sized {
@@ -29,13 +43,34 @@ pub trait Plugin: Sized {
     /// (the deleted events are lost to this plugin), or an error to stop, which the default
     /// does: a plugin never skips events without saying so.
     fn truncated(&mut self, cursor: u64, oldest: u64) -> Result<(), Error> {
-        Err(Error::msg(format!(
-            "events {}..{} are no longer in the log (deleted by retention, or lost to damage and \
-             left out by a salvage) and this plugin had not read them; to go on from seq {oldest} \
-             without them, override Plugin::truncated",
-            cursor + 1,
-            oldest - 1
-        )))
+        Err(gone(cursor, oldest, "Plugin"))
+    }
+
+    /// Called once when the host closes the feed, after the last commit, with the cursor.
+    fn finish(&mut self, cursor: u64) -> Result<(), Error> {
+        let _ = cursor;
+        Ok(())
+    }
+}
+
+/// A plugin that derives events into output logs, driven by [`run_transform`]: its derived
+/// events, cursor and state are committed together by the host after each batch, so that its
+/// outputs hold each input event's derived events exactly once, however a run ends. It must
+/// derive the same events from the same state and input (no clock, no randomness in what it
+/// emits): after a crash it processes again the events after its last commit.
+pub trait Transform: Sized {
+    /// Rebuilds the transform from the state it last committed, or from scratch (`None`).
+    fn restore(state: Option<&[u8]>) -> Result<Self, Error>;
+
+    /// Processes one batch, in seq order, emitting derived events into `out`.
+    fn process(&mut self, events: &Batch, out: &mut Emitter) -> Result<(), Error>;
+
+    /// The state to commit together with the cursor and the derived events after each batch.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// As [`Plugin::truncated`].
+    fn truncated(&mut self, cursor: u64, oldest: u64) -> Result<(), Error> {
+        Err(gone(cursor, oldest, "Transform"))
     }
 
     /// Called once when the host closes the feed, after the last commit, with the cursor.
@@ -60,21 +95,112 @@ pub fn run<P: Plugin>() -> Result<(), Error> {
 /// times with growing pauses before the error ends the plugin.
 pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Result<(), Error> {
     let saved = checkpoint.load()?;
-    let mut plugin = P::restore(saved.as_ref().map(|s| s.state.as_slice())).map_err(|e| {
+    let plugin = P::restore(saved.as_ref().map(|s| s.state.as_slice())).map_err(|e| {
         e.context(format!(
             "cannot restore the plugin from its checkpoint in {}",
             checkpoint.dir().display()
         ))
     })?;
-    let start = match &saved {
-        Some(saved) => saved.seq,
+    drive(
+        &mut Stateful { plugin, checkpoint },
+        saved.map(|s| s.seq),
+        batch_limit,
+    )
+}
+
+/// Runs `T` over the feed, committing through the host: resumes from its last commit, then
+/// for each batch calls [`Transform::process`] and commits the derived events, the new cursor
+/// and [`Transform::snapshot`] in one step. Commits that fail as `unavailable` are retried as
+/// polls are.
+pub fn run_transform<T: Transform>() -> Result<(), Error> {
+    run_transform_with::<T>(DEFAULT_BATCH_LIMIT)
+}
+
+/// [`run_transform`] with batches of at most `batch_limit` events.
+pub fn run_transform_with<T: Transform>(batch_limit: usize) -> Result<(), Error> {
+    let saved = retrying(Emitter::committed, unavailable_output)?;
+    let plugin = T::restore(saved.as_ref().map(|s| s.state.as_slice()))
+        .map_err(|e| e.context("cannot restore the transform from its last commit"))?;
+    drive(
+        &mut Deriving {
+            plugin,
+            out: Emitter::new(),
+        },
+        saved.map(|s| s.seq),
+        batch_limit,
+    )
+}
+
+/// What differs between a [`Plugin`] and a [`Transform`] in the loop.
+trait Steps {
+    fn process(&mut self, events: &Batch) -> Result<(), Error>;
+    fn commit(&mut self, cursor: u64) -> Result<(), Error>;
+    fn truncated(&mut self, cursor: u64, oldest: u64) -> Result<(), Error>;
+    fn finish(&mut self, cursor: u64) -> Result<(), Error>;
+}
+
+struct Stateful<'a, P> {
+    plugin: P,
+    checkpoint: &'a Checkpoint,
+}
+
+impl<P: Plugin> Steps for Stateful<'_, P> {
+    fn process(&mut self, events: &Batch) -> Result<(), Error> {
+        self.plugin.process(events)
+    }
+    fn commit(&mut self, cursor: u64) -> Result<(), Error> {
+        Ok(self.checkpoint.commit(cursor, &self.plugin.snapshot())?)
+    }
+    fn truncated(&mut self, cursor: u64, oldest: u64) -> Result<(), Error> {
+        self.plugin.truncated(cursor, oldest)
+    }
+    fn finish(&mut self, cursor: u64) -> Result<(), Error> {
+        self.plugin.finish(cursor)
+    }
+}
+
+struct Deriving<T> {
+    plugin: T,
+    out: Emitter,
+}
+
+impl<T: Transform> Steps for Deriving<T> {
+    fn process(&mut self, events: &Batch) -> Result<(), Error> {
+        self.plugin.process(events, &mut self.out)
+    }
+    fn commit(&mut self, cursor: u64) -> Result<(), Error> {
+        let state = self.plugin.snapshot();
+        Ok(retrying(
+            || self.out.commit(cursor, &state),
+            unavailable_output,
+        )?)
+    }
+    fn truncated(&mut self, cursor: u64, oldest: u64) -> Result<(), Error> {
+        self.plugin.truncated(cursor, oldest)
+    }
+    fn finish(&mut self, cursor: u64) -> Result<(), Error> {
+        self.plugin.finish(cursor)
+    }
+}
+
+/// The loop: resume, poll, process, commit, wait.
+fn drive(steps: &mut impl Steps, saved: Option<u64>, batch_limit: usize) -> Result<(), Error> {
+    let start = match saved {
+        Some(seq) => seq,
         None => start_position()?,
     };
     let mut poller = ChangePoller::from_sequence(start).with_batch_limit(batch_limit);
     loop {
-        let events = match poll_with_retries(&mut poller) {
+        let polled = retrying(
+            || poller.poll_batch(),
+            |e| match e {
+                PollError::Unavailable(why) => Some(format!("feed unavailable ({why})")),
+                _ => None,
+            },
+        );
+        let events = match polled {
             Err(PollError::Truncated(oldest)) => {
-                plugin.truncated(poller.last_sequence(), oldest)?;
+                steps.truncated(poller.last_sequence(), oldest)?;
                 poller = ChangePoller::from_sequence(oldest - 1).with_batch_limit(batch_limit);
                 continue;
             }
@@ -86,10 +212,10 @@ pub fn run_with<P: Plugin>(checkpoint: &Checkpoint, batch_limit: usize) -> Resul
                 Err(WaitError::Closed) => break,
             }
         }
-        plugin.process(&events)?;
-        checkpoint.commit(poller.last_sequence(), &plugin.snapshot())?;
+        steps.process(&events)?;
+        steps.commit(poller.last_sequence())?;
     }
-    plugin.finish(poller.last_sequence())
+    steps.finish(poller.last_sequence())
 }
 
 /// Where a plugin without a checkpoint starts, as the host says in [`START_VARIABLE`]: from the
@@ -120,17 +246,33 @@ fn start_position() -> Result<u64, Error> {
     }
 }
 
-fn poll_with_retries(poller: &mut ChangePoller) -> Result<Batch, PollError> {
+/// Whether an output error is worth another try, and why.
+fn unavailable_output(error: &CommitError) -> Option<String> {
+    match error {
+        CommitError::Unavailable(why) => Some(format!("output unavailable ({why})")),
+        CommitError::Invalid(_) => None,
+    }
+}
+
+/// `attempt`, tried again while `transient` says its error is (with why), with doubling pauses
+/// from 100 ms ([`RETRIES`] times, 3 s in all), before the error is returned.
+fn retrying<T, E>(
+    mut attempt: impl FnMut() -> Result<T, E>,
+    transient: impl Fn(&E) -> Option<String>,
+) -> Result<T, E> {
     let mut pause = Duration::from_millis(100);
     for _ in 0..RETRIES {
-        match poller.poll_batch() {
-            Err(PollError::Unavailable(why)) => {
-                eprintln!("pulsewatch-guest: feed unavailable ({why}); retrying in {pause:?}");
-                std::thread::sleep(pause);
-                pause *= 2;
-            }
-            other => return other,
+        match attempt() {
+            Err(e) => match transient(&e) {
+                Some(why) => {
+                    eprintln!("pulsewatch-guest: {why}; retrying in {pause:?}");
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                None => return Err(e),
+            },
+            ok => return ok,
         }
     }
-    poller.poll_batch()
+    attempt()
 }

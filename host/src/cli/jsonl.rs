@@ -268,8 +268,13 @@ pub fn tail(args: &TailArgs) -> anyhow::Result<ExitCode> {
             log.wait(since, Duration::from_secs(1))?;
             continue;
         }
+        let first = batch.events[0].seq;
+        let mut origins = log.origins(first, batch.last_seq)?.into_iter().peekable();
         for event in &batch.events {
-            write_event(&mut out, event)?;
+            let origin = origins
+                .next_if(|(seq, _)| *seq == event.seq)
+                .map(|(_, o)| o);
+            write_event(&mut out, event, origin.as_ref())?;
         }
         left -= batch.events.len() as u64;
         since = batch.last_seq;

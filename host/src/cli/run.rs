@@ -27,6 +27,10 @@ pub struct Args {
     /// Give an argument to a plugin, as PLUGIN=VALUE (repeatable, in order).
     #[arg(long = "arg", value_name = "PLUGIN=VALUE")]
     args: Vec<String>,
+    /// Grant every plugin an output log to commit derived events to (repeatable; created if
+    /// missing). A plugin knows it by its file name without `.redb`.
+    #[arg(long = "output", value_name = "PATH", conflicts_with = "manifest")]
+    outputs: Vec<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
     /// After Ctrl-C, how long plugins have to commit and return before they are cancelled.
@@ -187,6 +191,7 @@ fn specs_from_flags(args: &Args, state_root: &Path) -> anyhow::Result<Vec<Plugin
             );
         }
         spec.limits = limits;
+        spec.outputs.clone_from(&args.outputs);
         specs.push(spec);
     }
     for arg in &args.args {

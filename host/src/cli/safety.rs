@@ -3,17 +3,8 @@
 //! `--force` says, and the demo removes only what an earlier demo wrote.
 
 use anyhow::{Context, bail};
-use std::os::unix::fs::MetadataExt;
+pub use pulsewatch::supervisor::same_file;
 use std::path::{Path, PathBuf};
-
-/// Whether `a` and `b` name the same file: the same path, a symbolic link to it, or another
-/// hard link (the same device and inode). A path that does not exist is no file.
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
 
 /// Refuses to write `output` when it is the file `input` (`what` names the input, e.g. "the
 /// database it copies"), or something that is not a file (a device such as `/dev/null`, a FIFO,

@@ -2,7 +2,8 @@
 //! linked so that a refusal names the reason instead of a linker error.
 
 use super::LoadError;
-use super::feed::FEED_INTERFACE;
+use super::emit::OUTPUT_INTERFACE;
+use super::feed::{FEED_INTERFACE, OLDER_FEEDS};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -63,18 +64,50 @@ fn compatible(version: &str, with: &str) -> bool {
     release && major_minor(version) == major_minor(with)
 }
 
+/// `ns:pkg/iface` without its version.
+fn unversioned(import: &str) -> &str {
+    import.split_once('@').map_or(import, |(path, _)| path)
+}
+
+/// Whether `import` is a version of `interface` (`ns:pkg/iface@x.y.z`) this host serves.
+fn serves(import: &str, interface: &str) -> bool {
+    unversioned(import) == unversioned(interface)
+        && compatible(
+            package_and_version(import).1,
+            package_and_version(interface).1,
+        )
+}
+
 fn allowed(import: &str) -> bool {
     let (package, version) = package_and_version(import);
-    let (feed_package, feed_version) = package_and_version(FEED_INTERFACE);
-    if package == feed_package {
-        return compatible(version, feed_version);
+    if package == package_and_version(FEED_INTERFACE).0 {
+        return std::iter::once(FEED_INTERFACE)
+            .chain(OLDER_FEEDS)
+            .chain([OUTPUT_INTERFACE])
+            .any(|interface| serves(import, interface));
     }
     WASI_PACKAGES.contains(&package) && compatible(version, "0.2.0")
 }
 
-/// Checks that the component imports only what a plugin may and exports `wasi:cli/run`.
-pub(crate) fn admit(name: &str, component: &Component, engine: &Engine) -> Result<(), LoadError> {
+/// Checks that the component imports only what a plugin may (the output only if it is granted
+/// some) and exports `wasi:cli/run`.
+pub(crate) fn admit(
+    name: &str,
+    component: &Component,
+    engine: &Engine,
+    outputs_granted: bool,
+) -> Result<(), LoadError> {
     let ty = component.component_type();
+    if !outputs_granted
+        && let Some((import, _)) = ty
+            .imports(engine)
+            .find(|(import, _)| serves(import, OUTPUT_INTERFACE))
+    {
+        return Err(LoadError::OutputNotGranted {
+            name: name.to_owned(),
+            import: import.to_owned(),
+        });
+    }
     if let Some((import, _)) = ty.imports(engine).find(|(import, _)| !allowed(import)) {
         if package_and_version(import).0 == package_and_version(FEED_INTERFACE).0 {
             return Err(LoadError::FeedVersion {
@@ -108,11 +141,15 @@ mod tests {
     fn allows_the_feed_and_wasi_0_2_only() {
         assert!(allowed("pulse:watch/feed@0.2.0"));
         assert!(allowed("pulse:watch/feed@0.2.7"));
+        assert!(allowed("pulse:watch/feed@0.3.0"));
+        assert!(allowed("pulse:watch/output@0.3.1"));
+        assert!(!allowed("pulse:watch/output@0.2.0"));
+        assert!(!allowed("pulse:watch/other@0.3.0"));
         assert!(!allowed("pulse:watch/feed@0.20.0"));
         assert!(!allowed("pulse:watch/feed@0.1.1"));
         assert!(allowed("wasi:cli/environment@0.2.6"));
         assert!(allowed("wasi:sockets/tcp@0.2.0"));
-        assert!(!allowed("pulse:watch/feed@0.3.0"));
+        assert!(!allowed("pulse:watch/feed@0.4.0"));
         assert!(!allowed("wasi:http/outgoing-handler@0.2.6"));
         assert!(!allowed("wasi:cli/environment@0.3.0"));
         assert!(!allowed("wasi:cli/environment"));

@@ -74,6 +74,16 @@ pub enum LoadError {
         /// The feed interface this host serves.
         serves: &'static str,
     },
+    /// It imports the output interface but is granted no output logs to write to.
+    #[error(
+        "{name}: imports `{import}` to commit derived events, but is granted no output logs; grant them with `outputs = [\"...\"]` in its manifest entry or `--output PATH` on `pulsewatch run`"
+    )]
+    OutputNotGranted {
+        /// The plugin.
+        name: String,
+        /// The import.
+        import: String,
+    },
     /// The component is not a command.
     #[error(
         "{name}: exports no `wasi:cli/run@0.2`; a plugin is a WASI command (a Rust `fn main` built for wasm32-wasip2)"

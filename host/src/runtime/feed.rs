@@ -2,10 +2,12 @@
 //! it CPU for the events that are new to it ([`super::cpu`]).
 
 use super::StopSignal;
+use super::emit::Outputs;
 use super::progress::{Resources, Tracker};
 use super::store::Sandbox;
 use pulsewatch_log::{Log, PollLimits};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
@@ -16,10 +18,15 @@ wasmtime::component::bindgen!({
 });
 
 use pulse::watch::feed as wit;
+pub(crate) use pulse::watch::output;
 
 /// The interface the functions are linked under, as in wit/feed.wit. Admission accepts imports
-/// of its package at any version semver-compatible with this one.
-pub(crate) const FEED_INTERFACE: &str = "pulse:watch/feed@0.2.0";
+/// of its package at any version semver-compatible with this one or one of [`OLDER_FEEDS`].
+pub(crate) const FEED_INTERFACE: &str = "pulse:watch/feed@0.3.0";
+
+/// Earlier versions of the feed, linked to the same functions: their contract is unchanged, so
+/// plugins built against them keep running on this host without a rebuild.
+pub(crate) const OLDER_FEEDS: [&str; 1] = ["pulse:watch/feed@0.2.0"];
 
 /// What one plugin's feed calls read from.
 pub(crate) struct Feed {
@@ -30,9 +37,18 @@ pub(crate) struct Feed {
     pub(crate) stop: StopSignal,
     /// Where the `since` of the latest call is published, for [`super::Progress`].
     pub(crate) tracker: Arc<Tracker>,
+    /// The output logs the plugin commits derived events to, if it is granted any.
+    pub(crate) outputs: Option<Arc<Outputs>>,
+    /// The highest seq delivered to the plugin in this run: how far it may commit.
+    pub(crate) delivered: AtomicU64,
 }
 
 impl Feed {
+    /// The highest seq delivered to the plugin in this run, 0 before any.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
     fn poll(&self, since: u64, limit: u32) -> Result<(Vec<wit::Event>, u64), wit::PollError> {
         self.tracker.set_cursor(since);
         if self.stop.is_stopped() {
@@ -108,6 +124,10 @@ fn after_call(store: &StoreContextMut<'_, Sandbox>, delivered: Option<u64>) {
     let sandbox = store.data();
     if let Some(last_seq) = delivered {
         sandbox.cpu.delivered(last_seq);
+        sandbox
+            .feed
+            .delivered
+            .fetch_max(last_seq, Ordering::Relaxed);
     }
     let (disk_bytes, disk_entries) = sandbox.disk.counts();
     sandbox.feed.tracker.set_resources(Resources {
@@ -121,7 +141,14 @@ fn after_call(store: &StoreContextMut<'_, Sandbox>, delivered: Option<u64>) {
 /// transaction; `wait` is async, so that it sleeps without holding a thread and the stop signal
 /// or a cancellation reaches it.
 pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
-    let mut feed = linker.instance(FEED_INTERFACE)?;
+    for version in std::iter::once(FEED_INTERFACE).chain(OLDER_FEEDS) {
+        add_feed(linker, version)?;
+    }
+    Ok(())
+}
+
+fn add_feed(linker: &mut Linker<Sandbox>, interface: &str) -> wasmtime::Result<()> {
+    let mut feed = linker.instance(interface)?;
     feed.func_wrap("poll", |store, (since, limit): (u64, u32)| {
         let result = store.data().feed.poll(since, limit);
         let delivered = match &result {

@@ -12,6 +12,7 @@ mod admission;
 mod cache;
 mod classify;
 mod cpu;
+mod emit;
 mod error;
 mod feed;
 mod grants;
@@ -27,6 +28,7 @@ pub(crate) use admission::is_component;
 pub use cache::CompileCache;
 pub(crate) use cache::write_atomically;
 pub use cpu::CpuClock;
+pub(crate) use emit::output_name;
 pub use error::{Failure, LoadError, QuotaBreach, SetupError};
 pub(crate) use feed::FEED_INTERFACE;
 pub use grants::STATE_DIR;
@@ -122,6 +124,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
         quota::add_to_linker(&mut linker).map_err(link)?;
         feed::add_to_linker(&mut linker).map_err(link)?;
+        emit::add_to_linker(&mut linker).map_err(link)?;
         Ok(Runtime {
             engine,
             linker,
@@ -167,7 +170,7 @@ impl Runtime {
                 reason: format!("{e:#}"),
             })?,
         };
-        admission::admit(name, &component, &self.engine)?;
+        admission::admit(name, &component, &self.engine, !spec.outputs.is_empty())?;
         if let (true, Some((cache, sha256))) = (compiled, cache) {
             cache.store(&self.engine, sha256, &component);
         }

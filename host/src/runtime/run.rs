@@ -4,6 +4,7 @@
 
 use super::classify::{Refusals, classify};
 use super::cpu::CpuClock;
+use super::emit::Outputs;
 use super::feed::Feed;
 use super::output::{Capture, OutputSink, Stream};
 use super::progress::Progress;
@@ -12,6 +13,7 @@ use super::{Failure, Plugin, cpu, grants, store};
 use crate::limits::DEFAULT_GRACE;
 use pulsewatch_log::Log;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use wasmtime::Engine;
 
@@ -143,12 +145,22 @@ async fn execute(
         Ok(grants) => grants,
         Err(failure) => return (Err((failure, None)), Refusals::default()),
     };
+    let outputs = if spec.outputs.is_empty() {
+        None
+    } else {
+        match Outputs::open(&spec.name, log.path(), &spec.outputs) {
+            Ok(outputs) => Some(Arc::new(outputs)),
+            Err(failure) => return (Err((failure, None)), Refusals::default()),
+        }
+    };
     let feed = Feed {
         log: log.clone(),
         poll_limits: spec.limits.poll,
         follow: options.follow,
         stop: options.stop.clone(),
         tracker: options.progress.track(&spec.name),
+        outputs,
+        delivered: AtomicU64::new(0),
     };
     let (mut store, meter) =
         match store::new_store(engine, &spec.limits, options.cpu_clock, grants, feed) {

@@ -39,6 +39,8 @@ use crate::spec::PluginSpec;
 use entry::{Entry, outcomes_of};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+pub use os::same_file;
+use pulsewatch_log::Log;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -97,6 +99,16 @@ pub enum SuperviseError {
         plugin: String,
         /// Its state directory.
         path: PathBuf,
+    },
+    /// A plugin's output log cannot be used; no plugin was started.
+    #[error("plugin {plugin}: output log {}: {reason}", path.display())]
+    Output {
+        /// The plugin.
+        plugin: String,
+        /// The output log.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// The supervisor's own executor could not start.
     #[error("cannot start the async executor: {0}")]
@@ -176,6 +188,9 @@ impl Supervisor {
             .find_map(|s| state_in_use(&s.state_dir).then(|| (s.name.clone(), s.state_dir.clone())))
         {
             return Err(SuperviseError::InUse { plugin, path });
+        }
+        for spec in specs {
+            create_outputs(spec, db)?;
         }
         let mut entries: Vec<Arc<Entry>> = Vec::new();
         let mut admitted = Vec::new();
@@ -280,4 +295,26 @@ impl Supervisor {
 pub fn state_in_use(dir: &Path) -> bool {
     std::fs::File::open(dir)
         .is_ok_and(|dir| matches!(dir.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
+/// Creates the output logs of `spec` that do not exist yet, before any worker starts: a plugin
+/// of the same run may read one as its input. An output that is the plugin's own input is
+/// refused.
+fn create_outputs(spec: &PluginSpec, db: &Path) -> Result<(), SuperviseError> {
+    let input = spec.input.as_deref().unwrap_or(db);
+    for path in &spec.outputs {
+        let refused = |reason: String| SuperviseError::Output {
+            plugin: spec.name.clone(),
+            path: path.clone(),
+            reason,
+        };
+        if same_file(path, input) {
+            return Err(refused(
+                "it is the plugin's input too: a plugin would read what it derives, without end"
+                    .into(),
+            ));
+        }
+        Log::create(path).map_err(|e| refused(e.to_string()))?;
+    }
+    Ok(())
 }

@@ -2,8 +2,10 @@
 //! anything, and what the OS can tell about a process's memory.
 
 use crate::limits::Limits;
-use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, Signal};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 /// Limits the calling process, for good (soft and hard limit alike), to what a worker running a
 /// plugin with `limits` may use:
@@ -18,8 +20,10 @@ use nix::sys::signal::{SigSet, Signal};
 /// - core dumps (`RLIMIT_CORE`): none; a worker that dies leaves no copy of its memory.
 ///
 /// A worker that only compiles gets the compile budget for data instead
-/// ([`Limits::compile_data_bytes`]): it runs no plugin code.
-pub(crate) fn restrict(limits: &Limits, compile_only: bool) -> nix::Result<()> {
+/// ([`Limits::compile_data_bytes`]): it runs no plugin code. A worker that writes output logs
+/// has no file-size limit: a log is shared and may already be larger than the plugin's quota,
+/// which WASI's accounting of `/state` still enforces.
+pub(crate) fn restrict(limits: &Limits, compile_only: bool, writes_logs: bool) -> nix::Result<()> {
     let mut blocked = SigSet::empty();
     blocked.add(Signal::SIGXFSZ);
     blocked.thread_block()?;
@@ -31,7 +35,14 @@ pub(crate) fn restrict(limits: &Limits, compile_only: bool) -> nix::Result<()> {
     for (resource, value) in [
         (Resource::RLIMIT_DATA, data),
         (Resource::RLIMIT_NOFILE, limits.worker_open_files()),
-        (Resource::RLIMIT_FSIZE, limits.disk.bytes),
+        (
+            Resource::RLIMIT_FSIZE,
+            if writes_logs {
+                RLIM_INFINITY
+            } else {
+                limits.disk.bytes
+            },
+        ),
         (Resource::RLIMIT_CORE, 0),
     ] {
         // An unprivileged process may lower its limits but not raise them past the hard limit.
@@ -104,6 +115,15 @@ pub(crate) fn sample(pid: &str) -> Option<Sample> {
         rss: kib_field(&status, "VmRSS:")?,
         peak_rss: kib_field(&status, "VmHWM:")?,
     })
+}
+
+/// Whether `a` and `b` name the same file: the same path, a symbolic link to it, or another
+/// hard link (the same device and inode). A path that does not exist is no file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

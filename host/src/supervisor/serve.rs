@@ -92,7 +92,7 @@ fn serve_assignment() -> Result<(), String> {
     } = serde_json::from_str(&first).map_err(|e| format!("bad assignment: {e}"))?;
 
     // Before anything is compiled: Cranelift's memory counts against the limit too.
-    if let Err(e) = os::restrict(&spec.limits, compile_only) {
+    if let Err(e) = os::restrict(&spec.limits, compile_only, !spec.outputs.is_empty()) {
         ended(
             Err(Failure::Worker(format!("cannot set its OS limits: {e}"))),
             None,

@@ -82,7 +82,7 @@ impl Worker {
         };
         let assignment = Assignment {
             spec: spec.clone(),
-            db: run.db.to_path_buf(),
+            db: spec.input.clone().unwrap_or_else(|| run.db.to_path_buf()),
             follow: run.options.follow,
             grace: run.options.grace,
             cache_dir: run.cache.map(Path::to_path_buf),

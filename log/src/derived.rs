@@ -1,0 +1,398 @@
+//! Derived events: what a plugin emits into an output log, committed in the same transaction as
+//! its cursor there, so that after a crash at any moment the output holds each input event's
+//! derived events exactly once, in input order.
+//!
+//! An output log is an ordinary log with two more tables: [`SOURCES`], each emitting plugin's
+//! checkpoint (the input log it reads, its cursor and its state), and [`ORIGINS`], where each
+//! derived event came from. A commit appends the derived events of input seqs after the
+//! plugin's stored cursor, drops those at or before it (written by an earlier commit that a
+//! crashed plugin replays), and stores the new checkpoint, all in one redb transaction.
+
+use crate::Change;
+use crate::error::{ReadError, WriteError};
+use crate::log::{Log, storage};
+use redb::{
+    Database, ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+/// Each emitting plugin's checkpoint in this output log, by plugin name: a bincode [`Checkpoint`].
+pub const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("pulsewatch.sources");
+
+/// Where derived events came from: for each commit that wrote events, the seq of its first
+/// event to a bincode `OriginRow` (the plugin, its input log, and per input seq how many
+/// events it derived, in output order).
+pub const ORIGINS: TableDefinition<u64, &[u8]> = TableDefinition::new("pulsewatch.origins");
+
+/// An event a plugin derived from the input event `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// The seq of the input event it derives from.
+    pub from: u64,
+    /// The event to write (stamped by the committer).
+    pub change: Change,
+}
+
+/// A plugin's checkpoint in an output log: what it has committed there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The input log it reads, as its host named it.
+    pub input: String,
+    /// The seq of the last input event whose derived events are in this log.
+    pub cursor: u64,
+    /// The plugin's own state as of `cursor`.
+    #[serde(with = "serde_bytes")]
+    pub state: Vec<u8>,
+}
+
+/// Where one derived event came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The input log, as the plugin's host named it.
+    pub input: String,
+    /// The plugin that derived it.
+    pub plugin: String,
+    /// The input event's seq.
+    pub seq: u64,
+    /// Its place among the events derived from that input event, from 0.
+    pub index: u32,
+}
+
+impl Origin {
+    /// A stable identifier a downstream system can deduplicate on: `plugin:seq:index`. The same
+    /// derived event has the same id whenever it is read, and exactly-once commits never write
+    /// two events with one id to one log.
+    pub fn id(&self) -> String {
+        format!("{}:{}:{}", self.plugin, self.seq, self.index)
+    }
+}
+
+/// What one commit wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// Derived events appended.
+    pub written: u64,
+    /// Derived events dropped: their input events' derived events were already committed.
+    pub skipped: u64,
+    /// The output log's head after the commit.
+    pub head: u64,
+}
+
+/// Why a commit of derived events was refused. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The derived events are not in input order, or derive from seqs the cursor does not
+    /// cover.
+    #[error(
+        "derived event {index} derives from seq {from}, {}",
+        if *from == 0 { "and seqs start at 1".to_owned() }
+        else if *from > *cursor { format!("after the cursor being committed, {cursor}: commit a cursor that covers every event derived from") }
+        else { format!("before the one before it, {previous}: derived events go in input order") }
+    )]
+    Order {
+        /// Its position in the commit, from 0.
+        index: usize,
+        /// The seq it derives from.
+        from: u64,
+        /// The seq the event before it derives from (0 for the first).
+        previous: u64,
+        /// The cursor being committed.
+        cursor: u64,
+    },
+    /// The output log could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// The stored form of one commit's origins.
+#[derive(Serialize, Deserialize)]
+struct OriginRow {
+    input: String,
+    plugin: String,
+    /// (input seq, events derived from it), in output order.
+    runs: Vec<(u64, u32)>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .expect("encoding to memory cannot fail")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ReadError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(value, _)| value)
+        .map_err(|e| {
+            ReadError::Storage(redb::StorageError::Corrupted(format!("{what}: {e}")).into())
+        })
+}
+
+/// Checks that `derived` are in input order and covered by `cursor`, as a commit does before
+/// it writes: a committer of several outputs checks them all first.
+pub fn check_order(derived: &[Derived], cursor: u64) -> Result<(), CommitError> {
+    let mut previous = 0;
+    for (index, d) in derived.iter().enumerate() {
+        if d.from == 0 || d.from < previous || d.from > cursor {
+            return Err(CommitError::Order {
+                index,
+                from: d.from,
+                previous,
+                cursor,
+            });
+        }
+        previous = d.from;
+    }
+    Ok(())
+}
+
+impl Log {
+    /// The checkpoint `plugin` last committed into this log, if any.
+    pub fn checkpoint(&self, plugin: &str) -> Result<Option<Checkpoint>, ReadError> {
+        let txn = self.begin_read().map_err(ReadError::Storage)?;
+        let table = match txn.open_table(SOURCES) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(ReadError::Storage(storage(e))),
+        };
+        let stored = table
+            .get(plugin)
+            .map_err(|e| ReadError::Storage(storage(e)))?;
+        stored
+            .map(|bytes| decode(bytes.value(), &format!("the checkpoint of {plugin}")))
+            .transpose()
+    }
+
+    /// Commits what `plugin`, reading `input`, derived up to and including input seq `cursor`:
+    /// appends `derived`, records their origins, and stores the checkpoint (`cursor`, `state`),
+    /// in one transaction. Durable when this returns.
+    ///
+    /// Derived events from input seqs at or before the cursor already stored here are dropped:
+    /// they were committed before, and the plugin is replaying after a crash. A cursor below
+    /// the stored one leaves the stored checkpoint as it is.
+    pub fn commit_derived(
+        &self,
+        plugin: &str,
+        input: &str,
+        cursor: u64,
+        state: &[u8],
+        derived: &[Derived],
+    ) -> Result<Committed, CommitError> {
+        check_order(derived, cursor)?;
+        let db = self.database().ok_or(WriteError::ReadOnly)?;
+        let txn = db
+            .begin_write()
+            .map_err(storage)
+            .map_err(WriteError::Storage)?;
+        let committed = Self::commit_derived_in(&txn, plugin, input, cursor, state, derived)?;
+        txn.commit().map_err(storage).map_err(WriteError::Storage)?;
+        self.changes.bump();
+        Ok(committed)
+    }
+
+    fn commit_derived_in(
+        txn: &WriteTransaction,
+        plugin: &str,
+        input: &str,
+        cursor: u64,
+        state: &[u8],
+        derived: &[Derived],
+    ) -> Result<Committed, WriteError> {
+        let write = |e: redb::TableError| WriteError::Storage(storage(e));
+        let mut sources = txn.open_table(SOURCES).map_err(write)?;
+        let stored = match sources
+            .get(plugin)
+            .map_err(|e| WriteError::Storage(storage(e)))?
+        {
+            Some(bytes) => Some(
+                decode::<Checkpoint>(bytes.value(), &format!("the checkpoint of {plugin}"))
+                    .map_err(|e| {
+                        WriteError::Storage(redb::StorageError::Corrupted(e.to_string()).into())
+                    })?,
+            ),
+            None => None,
+        };
+        let done = stored.as_ref().map_or(0, |c| c.cursor);
+        let fresh = derived.partition_point(|d| d.from <= done);
+        let new = &derived[fresh..];
+        let before = Log::append_in(txn, std::iter::empty())?;
+        let head = Log::append_in(txn, new.iter().map(|d| &d.change))?;
+        if !new.is_empty() {
+            let mut runs: Vec<(u64, u32)> = Vec::new();
+            for d in new {
+                match runs.last_mut() {
+                    Some((from, n)) if *from == d.from => *n += 1,
+                    _ => runs.push((d.from, 1)),
+                }
+            }
+            let row = encode(&OriginRow {
+                input: input.to_owned(),
+                plugin: plugin.to_owned(),
+                runs,
+            });
+            let mut origins = txn.open_table(ORIGINS).map_err(write)?;
+            origins
+                .insert(before + 1, row.as_slice())
+                .map_err(|e| WriteError::Storage(storage(e)))?;
+        }
+        if cursor >= done || stored.is_none() {
+            let checkpoint = encode(&Checkpoint {
+                input: input.to_owned(),
+                cursor,
+                state: state.to_vec(),
+            });
+            sources
+                .insert(plugin, checkpoint.as_slice())
+                .map_err(|e| WriteError::Storage(storage(e)))?;
+        }
+        Ok(Committed {
+            written: new.len() as u64,
+            skipped: fresh as u64,
+            head,
+        })
+    }
+
+    /// The origins of the derived events with seqs `first..=last`, in seq order. Events that
+    /// were not derived (appended by a writer) have none and are left out.
+    pub fn origins(&self, first: u64, last: u64) -> Result<Vec<(u64, Origin)>, ReadError> {
+        let txn = self.begin_read().map_err(ReadError::Storage)?;
+        let table = match txn.open_table(ORIGINS) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(ReadError::Storage(storage(e))),
+        };
+        let read = |e: redb::StorageError| ReadError::Storage(e.into());
+        // The row that covers `first` starts at or before it.
+        let start = table
+            .range(..=first)
+            .map_err(read)?
+            .next_back()
+            .transpose()
+            .map_err(read)?
+            .map_or(first, |(key, _)| key.value());
+        let mut found = Vec::new();
+        for row in table.range(start..=last).map_err(read)? {
+            let (key, value) = row.map_err(read)?;
+            let row: OriginRow = decode(value.value(), "an origins row")?;
+            let mut seq = key.value();
+            for (from, n) in row.runs {
+                for index in 0..n {
+                    if (first..=last).contains(&seq) {
+                        found.push((
+                            seq,
+                            Origin {
+                                input: row.input.clone(),
+                                plugin: row.plugin.clone(),
+                                seq: from,
+                                index,
+                            },
+                        ));
+                    }
+                    seq += 1;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Copies the derived-event tables of `source` into `copy`, in one transaction of its own.
+pub(crate) fn copy_tables(source: &ReadTransaction, copy: &Database) -> Result<(), redb::Error> {
+    let txn = copy.begin_write()?;
+    copy_table(source, &txn, SOURCES)?;
+    copy_table(source, &txn, ORIGINS)?;
+    txn.commit()?;
+    Ok(())
+}
+
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    source: &ReadTransaction,
+    txn: &WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<(), redb::Error> {
+    let from = match source.open_table(table) {
+        Ok(from) => from,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut to = txn.open_table(table)?;
+    for row in from.iter()? {
+        let (key, value) = row?;
+        to.insert(key.value(), value.value())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ChangeKind;
+
+    fn derived(from: u64) -> Derived {
+        Derived {
+            from,
+            change: Change::new(ChangeKind::Updated, u128::from(from), 7),
+        }
+    }
+
+    #[test]
+    fn order_is_checked() {
+        assert!(check_order(&[derived(1), derived(1), derived(3)], 3).is_ok());
+        assert!(matches!(
+            check_order(&[derived(2), derived(1)], 3),
+            Err(CommitError::Order { index: 1, .. })
+        ));
+        assert!(matches!(
+            check_order(&[derived(4)], 3),
+            Err(CommitError::Order {
+                index: 0,
+                from: 4,
+                ..
+            })
+        ));
+        assert!(check_order(&[derived(0)], 3).is_err());
+    }
+
+    #[test]
+    fn a_replayed_commit_writes_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path().join("out.redb")).unwrap();
+        let first = [derived(1), derived(1), derived(2)];
+        let c = log.commit_derived("t", "in", 2, b"s2", &first).unwrap();
+        assert_eq!((c.written, c.skipped, c.head), (3, 0, 3));
+        // Replayed from seq 1 after a crash, one input event further.
+        let again = [derived(1), derived(1), derived(2), derived(3)];
+        let c = log.commit_derived("t", "in", 3, b"s3", &again).unwrap();
+        assert_eq!((c.written, c.skipped, c.head), (1, 3, 4));
+        let checkpoint = log.checkpoint("t").unwrap().unwrap();
+        assert_eq!((checkpoint.cursor, checkpoint.state), (3, b"s3".to_vec()));
+        // An older cursor (another output was behind) keeps the newer checkpoint.
+        log.commit_derived("t", "in", 2, b"old", &[]).unwrap();
+        assert_eq!(log.checkpoint("t").unwrap().unwrap().cursor, 3);
+        let origins = log.origins(1, 4).unwrap();
+        let ids: Vec<_> = origins.iter().map(|(seq, o)| (*seq, o.id())).collect();
+        assert_eq!(
+            ids,
+            [
+                (1, "t:1:0".to_owned()),
+                (2, "t:1:1".to_owned()),
+                (3, "t:2:0".to_owned()),
+                (4, "t:3:0".to_owned())
+            ]
+        );
+        assert_eq!(log.origins(3, 3).unwrap().len(), 1);
+        assert!(log.checkpoint("other").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_lost_end_does_not_confuse_origins() {
+        // The first derived seq is read from the head the transaction sees.
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path().join("out.redb")).unwrap();
+        log.append(&Change::new(ChangeKind::Created, 1, 1)).unwrap();
+        log.commit_derived("t", "in", 1, b"", &[derived(1)])
+            .unwrap();
+        let origins = log.origins(1, 2).unwrap();
+        assert_eq!(origins.len(), 1);
+        assert_eq!(origins[0].0, 2);
+    }
+}
