@@ -41,7 +41,8 @@ pub use pulsewatch_log::{
     Origin, PendingAppend, PollLimits, ReadError, SnapshotError, SnapshotInfo, WriteError, now_ms,
 };
 pub use runtime::{
-    CompileCache, Console, CpuClock, EngineOptions, Failure, LoadError, Outcome, OutputSink,
+    AllowedHost, BadHost, BadSecret, CompileCache, Console, CpuClock, EngineOptions, Failure,
+    HttpLimits, LoadError, Outcome, OutputSink, Secret, decode_secret,
     Plugin, Progress, QuotaBreach, ReloadSignal, Resources, RunOptions, Runtime, STATE_DIR,
     SetupError, StopSignal, Stream,
 };

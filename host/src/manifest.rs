@@ -15,6 +15,8 @@
 //!                                              # { time = "2026-11-27T06:00:00Z" }
 //! restart = "on-failure"                      # (default) or "never"; with --follow
 //! input = "events.redb"                       # the log it reads [default: run's --db]
+//! allowed_outbound_hosts = ["https://hooks.example.com"]   # HTTP it may send
+//! webhook_secret = { env = "HOOK_SECRET" }    # whsec_...; signs its requests
 //! outputs = ["totals.redb"]                   # logs it commits derived events to,
 //!                                              # known to it as "totals"
 //!
@@ -25,7 +27,7 @@
 //! ```
 
 use crate::limits::{Limit, Limits, Unit};
-use crate::runtime::output_name;
+use crate::runtime::{Secret, decode_secret, output_name};
 use crate::spec::{PluginSpec, RestartPolicy, StartPosition, sha256_hex};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -60,7 +62,7 @@ pub enum ManifestError {
 }
 
 /// The keys of a `[[plugin]]` entry.
-const ENTRY_KEYS: [&str; 10] = [
+const ENTRY_KEYS: [&str; 12] = [
     "name",
     "component",
     "sha256",
@@ -71,6 +73,8 @@ const ENTRY_KEYS: [&str; 10] = [
     "limits",
     "input",
     "outputs",
+    "allowed_outbound_hosts",
+    "webhook_secret",
 ];
 
 /// The line (from 1) of byte `offset` in `text`.
@@ -349,6 +353,39 @@ impl Reader<'_> {
                 }
                 spec.outputs.push(path);
             }
+        }
+        if let Some((_, hosts)) = find(table, "allowed_outbound_hosts") {
+            for host in strings("allowed_outbound_hosts", hosts, "each host")? {
+                let host = host.parse().map_err(|e: crate::runtime::BadHost| {
+                    at_key(hosts.span().start, "allowed_outbound_hosts", e.to_string())
+                })?;
+                spec.allowed_outbound_hosts.push(host);
+            }
+        }
+        if let Some((_, secret)) = find(table, "webhook_secret") {
+            let at = |message: String| at_key(secret.span().start, "webhook_secret", message);
+            let text = match secret.get_ref() {
+                DeValue::String(text) => text.to_string(),
+                DeValue::Table(from) => match (from.len(), find(from, "env")) {
+                    (1, Some((_, var))) => {
+                        let var = string("webhook_secret.env", var, "a variable's name")?;
+                        std::env::var(&var).map_err(|_| {
+                            at(format!(
+                                "the variable {var} is not set in pulsewatch's environment"
+                            ))
+                        })?
+                    }
+                    _ => return Err(at("expected a string or { env = \"VARIABLE\" }".into())),
+                },
+                other => {
+                    return Err(at(format!(
+                        "expected a string or {{ env = \"VARIABLE\" }}, found {}",
+                        kind_of(other)
+                    )));
+                }
+            };
+            decode_secret(&text).map_err(|e| at(e.to_string()))?;
+            spec.webhook_secret = Some(Secret(text));
         }
         if let Some((_, env)) = find(table, "env") {
             let DeValue::Table(vars) = env.get_ref() else {

@@ -2,6 +2,7 @@
 //! command-line flags today; a manifest entry becomes one too.
 
 use crate::limits::Limits;
+use crate::runtime::{AllowedHost, Secret};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,13 @@ pub struct PluginSpec {
     /// missing; the plugin knows each by its file name without `.redb`.
     #[serde(default)]
     pub outputs: Vec<PathBuf>,
+    /// The destinations it may send HTTP requests to (`wasi:http/outgoing-handler`).
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<AllowedHost>,
+    /// The Standard Webhooks secret (`whsec_...`) its requests are signed with; never shown
+    /// to the plugin.
+    #[serde(default)]
+    pub webhook_secret: Option<Secret>,
 }
 
 impl PluginSpec {
@@ -85,6 +93,8 @@ impl PluginSpec {
             limits: Limits::default(),
             input: None,
             outputs: Vec::new(),
+            allowed_outbound_hosts: Vec::new(),
+            webhook_secret: None,
         })
     }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod receiver;
 
 use pulsewatch::{
     Change, ChangeKind, Limits, Log, OutputSink, Plugin, PluginSpec, RunOptions, Runtime, Stream,

@@ -9,7 +9,8 @@
 //!   restarted plugin resumes after the last batch it committed (at-least-once delivery);
 //! - [`run`]: the whole loop (resume, poll, process, commit, wait) around a [`Plugin`];
 //! - [`Emitter`] and [`run_transform`]: a [`Transform`] derives events into output logs, and the
-//!   host commits them with its cursor and state in one step (exactly once).
+//!   host commits them with its cursor and state in one step (exactly once);
+//! - [`http`]: outbound requests to the destinations the host grants.
 //!
 //! ```no_run
 //! use pulsewatch_guest::{Batch, Plugin};
@@ -40,6 +41,7 @@ mod batch;
 mod checkpoint;
 mod emit;
 mod error;
+pub mod http;
 mod poller;
 mod runner;
 

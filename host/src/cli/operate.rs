@@ -263,7 +263,7 @@ fn print_table(run: &RunStatus, home: &Home, head: u64, rows: &[Row]) -> std::io
         home.dir().display()
     )?;
     out!(
-        "{:<20} {:<12} {:>10} {:>10} {:>10} {:>8} {:>8} {:>14} {:>22}  last error",
+        "{:<20} {:<12} {:>10} {:>10} {:>10} {:>8} {:>8} {:>14} {:>22} {:>20}  last error",
         "plugin",
         "state",
         "cursor",
@@ -272,13 +272,14 @@ fn print_table(run: &RunStatus, home: &Home, head: u64, rows: &[Row]) -> std::io
         "restarts",
         "cpu",
         "memory MiB",
-        "disk MiB / entries"
+        "disk MiB / entries",
+        "http req/failed MiB"
     )?;
     for row in rows {
         let s = &row.status;
         let limits = &s.limits;
         out!(
-            "{:<20} {:<12} {:>10} {:>10} {:>10} {:>8} {:>8} {:>14} {:>22}  {}",
+            "{:<20} {:<12} {:>10} {:>10} {:>10} {:>8} {:>8} {:>14} {:>22} {:>20}  {}",
             s.name,
             s.state.to_string(),
             s.cursor.map_or("-".into(), |c| c.to_string()),
@@ -290,16 +291,24 @@ fn print_table(run: &RunStatus, home: &Home, head: u64, rows: &[Row]) -> std::io
             format!("{:.1}s", s.usage.cpu_ms as f64 / 1000.0),
             format!(
                 "{}/{}",
-                mib(s.usage.memory_bytes),
+                mib(s.usage.held.memory_bytes),
                 mib(limits.memory_bytes as u64)
             ),
             format!(
                 "{}/{}, {}/{}",
-                mib(s.usage.disk_bytes),
+                mib(s.usage.held.disk_bytes),
                 mib(limits.disk.bytes),
-                s.usage.disk_entries,
+                s.usage.held.disk_entries,
                 limits.disk.entries
             ),
+            match s.usage.held.http_requests {
+                0 => "-".to_owned(),
+                requests => format!(
+                    "{requests}/{} {}",
+                    s.usage.held.http_failures,
+                    mib(s.usage.held.http_bytes)
+                ),
+            },
             match (&s.quarantine, &s.last_error) {
                 (Some(q), _) => match q.seq {
                     Some(seq) => format!("quarantined at seq {seq}: {}", q.error),

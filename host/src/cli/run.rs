@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::limits::DEFAULT_GRACE;
 use pulsewatch::{
-    Console, Failure, Home, Limit, Limits, Log, OpenError, Outcome, OutputSink, PluginSpec,
+    AllowedHost, Console, Failure, Home, Limit, Limits, Log, OpenError, Outcome, OutputSink, PluginSpec,
     RunOptions, StopSignal, Stream, Supervisor, WorkerCommand, manifest,
 };
 use std::path::{Path, PathBuf};
@@ -31,12 +31,18 @@ pub struct Args {
     /// missing). A plugin knows it by its file name without `.redb`.
     #[arg(long = "output", value_name = "PATH", conflicts_with = "manifest")]
     outputs: Vec<PathBuf>,
+    /// Let every plugin send HTTP requests to this destination (repeatable), as
+    /// scheme://host[:port]: "https://api.example.com", "https://*.example.com",
+    /// "http://127.0.0.1:8080". Private and loopback addresses only where named.
+    #[arg(long = "allow-outbound-host", value_name = "URL", conflicts_with = "manifest")]
+    allowed_outbound_hosts: Vec<AllowedHost>,
     #[command(flatten)]
     limits: LimitArgs,
     /// After Ctrl-C, how long plugins have to commit and return before they are cancelled.
     #[arg(long, default_value_t = DEFAULT_GRACE.into(), allow_hyphen_values = true)]
     grace: humantime::Duration,
-    /// Print the full WebAssembly backtrace of a plugin that fails.
+    /// Print the full WebAssembly backtrace of a plugin that fails, and each HTTP request a
+    /// plugin makes (method, URL, status, duration).
     #[arg(long, short)]
     verbose: bool,
     /// The plugins, their grants and limits, from a manifest (see the README); SIGHUP reads it
@@ -149,6 +155,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         follow: args.follow,
         grace: args.grace.into(),
+        log_http: args.verbose,
         ..RunOptions::default()
     };
     signals::stop_on_signals(&options.stop, options.grace)?;
@@ -192,6 +199,8 @@ fn specs_from_flags(args: &Args, state_root: &Path) -> anyhow::Result<Vec<Plugin
         }
         spec.limits = limits;
         spec.outputs.clone_from(&args.outputs);
+        spec.allowed_outbound_hosts
+            .clone_from(&args.allowed_outbound_hosts);
         specs.push(spec);
     }
     for arg in &args.args {

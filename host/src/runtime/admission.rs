@@ -4,6 +4,7 @@
 use super::LoadError;
 use super::emit::OUTPUT_INTERFACE;
 use super::feed::{FEED_INTERFACE, OLDER_FEEDS};
+use crate::spec::PluginSpec;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -17,6 +18,9 @@ const WASI_PACKAGES: [&str; 6] = [
     "wasi:random",
     "wasi:sockets",
 ];
+
+/// The WASI package of outbound HTTP, linked for plugins granted hosts.
+const HTTP_PACKAGE: &str = "wasi:http";
 
 /// The export that makes a component a command.
 const RUN_EXPORT: &str = "wasi:cli/run";
@@ -90,15 +94,15 @@ fn allowed(import: &str) -> bool {
 }
 
 /// Checks that the component imports only what a plugin may (the output only if it is granted
-/// some) and exports `wasi:cli/run`.
+/// output logs, HTTP only if it is granted hosts) and exports `wasi:cli/run`.
 pub(crate) fn admit(
     name: &str,
     component: &Component,
     engine: &Engine,
-    outputs_granted: bool,
+    spec: &PluginSpec,
 ) -> Result<(), LoadError> {
     let ty = component.component_type();
-    if !outputs_granted
+    if spec.outputs.is_empty()
         && let Some((import, _)) = ty
             .imports(engine)
             .find(|(import, _)| serves(import, OUTPUT_INTERFACE))
@@ -108,7 +112,22 @@ pub(crate) fn admit(
             import: import.to_owned(),
         });
     }
-    if let Some((import, _)) = ty.imports(engine).find(|(import, _)| !allowed(import)) {
+    let http = |import: &str| {
+        let (package, version) = package_and_version(import);
+        package == HTTP_PACKAGE && compatible(version, "0.2.0")
+    };
+    if let Some((import, _)) = ty.imports(engine).find(|(import, _)| http(import)) {
+        if spec.allowed_outbound_hosts.is_empty() {
+            return Err(LoadError::HttpNotGranted {
+                name: name.to_owned(),
+                import: import.to_owned(),
+            });
+        }
+    }
+    if let Some((import, _)) = ty
+        .imports(engine)
+        .find(|(import, _)| !allowed(import) && !http(import))
+    {
         if package_and_version(import).0 == package_and_version(FEED_INTERFACE).0 {
             return Err(LoadError::FeedVersion {
                 name: name.to_owned(),

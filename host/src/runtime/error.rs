@@ -84,6 +84,16 @@ pub enum LoadError {
         /// The import.
         import: String,
     },
+    /// It imports outbound HTTP but is granted no hosts to send requests to.
+    #[error(
+        "{name}: imports `{import}` to send HTTP requests, but is granted no outbound hosts; grant them with `allowed_outbound_hosts = [\"https://api.example.com\"]` in its manifest entry or `--allow-outbound-host URL` on `pulsewatch run`"
+    )]
+    HttpNotGranted {
+        /// The plugin.
+        name: String,
+        /// The import.
+        import: String,
+    },
     /// The component is not a command.
     #[error(
         "{name}: exports no `wasi:cli/run@0.2`; a plugin is a WASI command (a Rust `fn main` built for wasm32-wasip2)"

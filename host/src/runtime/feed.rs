@@ -41,12 +41,19 @@ pub(crate) struct Feed {
     pub(crate) outputs: Option<Arc<Outputs>>,
     /// The highest seq delivered to the plugin in this run: how far it may commit.
     pub(crate) delivered: AtomicU64,
+    /// The `since` of the last poll that delivered events: the batch the plugin works on.
+    pub(crate) batch_since: AtomicU64,
 }
 
 impl Feed {
     /// The highest seq delivered to the plugin in this run, 0 before any.
     pub(crate) fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// The `since` of the last poll that delivered events (`u64::MAX` before any).
+    pub(crate) fn batch_since(&self) -> u64 {
+        self.batch_since.load(Ordering::Relaxed)
     }
 
     fn poll(&self, since: u64, limit: u32) -> Result<(Vec<wit::Event>, u64), wit::PollError> {
@@ -118,22 +125,25 @@ impl Feed {
 
 pulsewatch_log::feed_conversions!();
 
-/// After a feed call: grants a full CPU budget if it delivered events up to `delivered` and any
-/// of them is new to the plugin, and publishes what the plugin holds of its limits.
-fn after_call(store: &StoreContextMut<'_, Sandbox>, delivered: Option<u64>) {
+/// After a feed call: grants a full CPU budget if it delivered the events after `since` up to
+/// `last_seq` and any of them is new to the plugin, and publishes what the plugin holds of its
+/// limits and what its requests did.
+fn after_call(store: &StoreContextMut<'_, Sandbox>, delivered: Option<(u64, u64)>) {
     let sandbox = store.data();
-    if let Some(last_seq) = delivered {
+    if let Some((since, last_seq)) = delivered {
         sandbox.cpu.delivered(last_seq);
-        sandbox
-            .feed
-            .delivered
-            .fetch_max(last_seq, Ordering::Relaxed);
+        sandbox.feed.delivered.fetch_max(last_seq, Ordering::Relaxed);
+        sandbox.feed.batch_since.store(since, Ordering::Relaxed);
     }
     let (disk_bytes, disk_entries) = sandbox.disk.counts();
+    let (http_requests, http_failures, http_bytes) = sandbox.outbound.stats();
     sandbox.feed.tracker.set_resources(Resources {
         memory_bytes: sandbox.limiter.memory_used() as u64,
         disk_bytes,
         disk_entries,
+        http_requests,
+        http_failures,
+        http_bytes,
     });
 }
 
@@ -152,7 +162,7 @@ fn add_feed(linker: &mut Linker<Sandbox>, interface: &str) -> wasmtime::Result<(
     feed.func_wrap("poll", |store, (since, limit): (u64, u32)| {
         let result = store.data().feed.poll(since, limit);
         let delivered = match &result {
-            Ok((events, last_seq)) if !events.is_empty() => Some(*last_seq),
+            Ok((events, last_seq)) if !events.is_empty() => Some((since, *last_seq)),
             _ => None,
         };
         after_call(&store, delivered);
@@ -161,7 +171,7 @@ fn add_feed(linker: &mut Linker<Sandbox>, interface: &str) -> wasmtime::Result<(
     feed.func_wrap("poll-packed", |store, (since, limit): (u64, u32)| {
         let result = store.data().feed.poll_packed(since, limit);
         let delivered = match &result {
-            Ok((bytes, last_seq)) if !bytes.is_empty() => Some(*last_seq),
+            Ok((bytes, last_seq)) if !bytes.is_empty() => Some((since, *last_seq)),
             _ => None,
         };
         after_call(&store, delivered);

@@ -17,6 +17,7 @@ mod error;
 mod feed;
 mod grants;
 mod limiter;
+mod outbound;
 mod output;
 mod progress;
 mod quota;
@@ -32,6 +33,7 @@ pub(crate) use emit::output_name;
 pub use error::{Failure, LoadError, QuotaBreach, SetupError};
 pub(crate) use feed::FEED_INTERFACE;
 pub use grants::STATE_DIR;
+pub use outbound::{AllowedHost, BadHost, BadSecret, HttpLimits, Secret, decode_secret};
 pub use output::{Console, OutputSink, Stream};
 pub(crate) use progress::Tracker;
 pub use progress::{Progress, Resources};
@@ -125,6 +127,7 @@ impl Runtime {
         quota::add_to_linker(&mut linker).map_err(link)?;
         feed::add_to_linker(&mut linker).map_err(link)?;
         emit::add_to_linker(&mut linker).map_err(link)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
         Ok(Runtime {
             engine,
             linker,
@@ -170,7 +173,7 @@ impl Runtime {
                 reason: format!("{e:#}"),
             })?,
         };
-        admission::admit(name, &component, &self.engine, !spec.outputs.is_empty())?;
+        admission::admit(name, &component, &self.engine, spec)?;
         if let (true, Some((cache, sha256))) = (compiled, cache) {
             cache.store(&self.engine, sha256, &component);
         }

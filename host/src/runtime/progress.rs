@@ -17,9 +17,7 @@ pub struct Progress(Arc<Mutex<BTreeMap<String, Arc<Tracker>>>>);
 pub(crate) struct Tracker {
     /// The cursor, plus one: 0 until the plugin calls the feed.
     cursor: AtomicU64,
-    pub(crate) memory_bytes: AtomicU64,
-    pub(crate) disk_bytes: AtomicU64,
-    pub(crate) disk_entries: AtomicU64,
+    resources: Mutex<Resources>,
 }
 
 impl Tracker {
@@ -32,20 +30,11 @@ impl Tracker {
     }
 
     pub(crate) fn resources(&self) -> Resources {
-        Resources {
-            memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
-            disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
-            disk_entries: self.disk_entries.load(Ordering::Relaxed),
-        }
+        *self.resources.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn set_resources(&self, resources: Resources) {
-        self.memory_bytes
-            .store(resources.memory_bytes, Ordering::Relaxed);
-        self.disk_bytes
-            .store(resources.disk_bytes, Ordering::Relaxed);
-        self.disk_entries
-            .store(resources.disk_entries, Ordering::Relaxed);
+        *self.resources.lock().unwrap_or_else(|e| e.into_inner()) = resources;
     }
 }
 
@@ -58,6 +47,15 @@ pub struct Resources {
     pub disk_bytes: u64,
     /// The entries in its `/state`, likewise.
     pub disk_entries: u64,
+    /// HTTP requests it sent.
+    #[serde(default)]
+    pub http_requests: u64,
+    /// Of those, the ones that got no response (refused, timed out, failed).
+    #[serde(default)]
+    pub http_failures: u64,
+    /// Request and response body bytes.
+    #[serde(default)]
+    pub http_bytes: u64,
 }
 
 impl Progress {

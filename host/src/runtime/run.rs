@@ -5,6 +5,7 @@
 use super::classify::{Refusals, classify};
 use super::cpu::CpuClock;
 use super::emit::Outputs;
+use super::outbound::{self, Outbound};
 use super::feed::Feed;
 use super::output::{Capture, OutputSink, Stream};
 use super::progress::Progress;
@@ -35,6 +36,8 @@ pub struct RunOptions {
     /// The CPU clock plugins are charged by: their thread's (the default), or the whole
     /// process's where a process runs one plugin.
     pub cpu_clock: CpuClock,
+    /// Say each HTTP request a plugin makes (method, URL, status, duration) as a notice.
+    pub log_http: bool,
 }
 
 impl Default for RunOptions {
@@ -47,6 +50,7 @@ impl Default for RunOptions {
             progress: Progress::new(),
             reload: ReloadSignal::default(),
             cpu_clock: CpuClock::default(),
+            log_http: false,
         }
     }
 }
@@ -103,7 +107,7 @@ pub(crate) async fn execute_reported(
     let name = plugin.name();
     let stdout = Capture::new(name, Stream::Stdout, limits.output_bytes, sink.clone());
     let stderr = Capture::new(name, Stream::Stderr, limits.output_bytes, sink.clone());
-    let (result, refusals) = execute(engine, plugin, log, options, &stdout, &stderr).await;
+    let (result, refusals) = execute(engine, plugin, log, options, &stdout, &stderr, sink).await;
     stdout.finish();
     stderr.finish();
     let (result, detail) = match result {
@@ -139,6 +143,7 @@ async fn execute(
     options: &RunOptions,
     stdout: &Capture,
     stderr: &Capture,
+    sink: &Arc<dyn OutputSink>,
 ) -> (Result<(), (Failure, Option<String>)>, Refusals) {
     let spec = &plugin.spec;
     let grants = match grants::grant(spec, stdout, stderr) {
@@ -153,7 +158,7 @@ async fn execute(
             Err(failure) => return (Err((failure, None)), Refusals::default()),
         }
     };
-    let feed = Feed {
+    let feed = Arc::new(Feed {
         log: log.clone(),
         poll_limits: spec.limits.poll,
         follow: options.follow,
@@ -161,9 +166,28 @@ async fn execute(
         tracker: options.progress.track(&spec.name),
         outputs,
         delivered: AtomicU64::new(0),
+        batch_since: AtomicU64::new(u64::MAX),
+    });
+    let secret = match spec.webhook_secret.as_ref().map(|s| outbound::decode_secret(&s.0)) {
+        Some(Err(e)) => return (Err((Failure::Sandbox(e.to_string()), None)), Refusals::default()),
+        Some(Ok(key)) => Some(key),
+        None => None,
     };
-    let (mut store, meter) =
-        match store::new_store(engine, &spec.limits, options.cpu_clock, grants, feed) {
+    let outbound = Outbound::new(
+        &spec.name,
+        spec.allowed_outbound_hosts.clone(),
+        secret,
+        feed.clone(),
+        options.log_http.then(|| sink.clone()),
+    );
+    let (mut store, meter) = match store::new_store(
+        engine,
+        &spec.limits,
+        options.cpu_clock,
+        grants,
+        feed,
+        outbound,
+    ) {
             Ok(store) => store,
             Err(e) => return (Err(classify(e, &spec.limits)), Refusals::default()),
         };

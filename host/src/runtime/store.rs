@@ -4,6 +4,7 @@ use super::cpu::{CpuClock, CpuMeter};
 use super::feed::Feed;
 use super::grants::Grants;
 use super::limiter::Limiter;
+use super::outbound::Outbound;
 use super::quota::DiskUsage;
 use crate::limits::Limits;
 use std::fs::File;
@@ -12,6 +13,7 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Fuel between two chances for the executor to look at the stop signal, the deadline and the
 /// CPU budget while a plugin computes without calling the host: about 5 ms. Fuel is metered
@@ -27,6 +29,8 @@ pub(crate) struct Sandbox {
     pub(crate) feed: Arc<Feed>,
     pub(crate) cpu: Arc<CpuMeter>,
     pub(crate) disk: DiskUsage,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) outbound: Outbound,
     /// Held, locked, for as long as the store lives.
     _state_lock: File,
 }
@@ -40,6 +44,16 @@ impl WasiView for Sandbox {
     }
 }
 
+impl WasiHttpView for Sandbox {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
 /// A store for one run of a plugin with `limits`: its CPU account (shared with the caller, which
 /// meters each step of the run), its yield points, and its budget looked at as each host call
 /// returns.
@@ -48,7 +62,8 @@ pub(crate) fn new_store(
     limits: &Limits,
     clock: CpuClock,
     grants: Grants,
-    feed: Feed,
+    feed: Arc<Feed>,
+    outbound: Outbound,
 ) -> wasmtime::Result<(Store<Sandbox>, Arc<CpuMeter>)> {
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.handles);
@@ -59,9 +74,11 @@ pub(crate) fn new_store(
             wasi: grants.wasi,
             table,
             limiter: Limiter::new(limits),
-            feed: Arc::new(feed),
+            feed,
             cpu: cpu.clone(),
             disk: grants.disk,
+            http: WasiHttpCtx::new(),
+            outbound,
             _state_lock: grants.state_lock,
         },
     );

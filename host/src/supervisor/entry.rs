@@ -69,9 +69,7 @@ impl Watch for Entry {
             self.tracker.set_resources(*resources);
             let mut status = self.status();
             status.cursor = *cursor;
-            status.usage.memory_bytes = resources.memory_bytes;
-            status.usage.disk_bytes = resources.disk_bytes;
-            status.usage.disk_entries = resources.disk_entries;
+            status.usage.held = *resources;
         }
     }
 

@@ -21,6 +21,8 @@ pub(crate) struct Assignment {
     pub(crate) cache_dir: Option<PathBuf>,
     /// Only compile the component into the cache (under the compile budget) and report.
     pub(crate) compile_only: bool,
+    /// Report each HTTP request the plugin makes as a notice.
+    pub(crate) log_http: bool,
 }
 
 /// The supervisor's later lines. The end of the worker's stdin means the supervisor is gone:
@@ -44,7 +46,7 @@ pub(crate) enum Report {
     Refused(String),
     /// A line the plugin printed, already made safe to show.
     Line { stream: Stream, text: String },
-    /// Something the worker says about the plugin's run (not the plugin's output).
+    /// Something the worker says about the plugin's run (not the plugin's output), naming it.
     Notice(String),
     /// Where the plugin is: its cursor, once it has one, and what it holds of its limits.
     Progress {

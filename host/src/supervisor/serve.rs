@@ -53,19 +53,23 @@ impl OutputSink for Relay {
             text: line.to_owned(),
         });
     }
+
+    fn notice(&self, text: &str) {
+        report(&Report::Notice(text.to_owned()));
+    }
 }
 
 /// Opens the log read-only. Following, a file that needs repair (its writer was killed) is
 /// waited for, saying so, with pauses doubling from 100 ms to 5 s, until a writer reopens it or
 /// the run stops: a crashed writer is not the plugin's failure, and must not restart or
 /// quarantine it.
-fn open_log(db: &Path, follow: bool, stop: &StopSignal) -> Result<Log, OpenError> {
+fn open_log(plugin: &str, db: &Path, follow: bool, stop: &StopSignal) -> Result<Log, OpenError> {
     let mut pause = Duration::from_millis(100);
     loop {
         match Log::open_read_only(db) {
             Err(e @ OpenError::NeedsRepair { .. }) if follow && !stop.is_stopped() => {
                 report(&Report::Notice(format!(
-                    "{e}; waiting for its writer to reopen it (again in {pause:?})"
+                    "plugin {plugin}: {e}; waiting for its writer to reopen it (again in {pause:?})"
                 )));
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_secs(5));
@@ -89,6 +93,7 @@ fn serve_assignment() -> Result<(), String> {
         grace,
         cache_dir,
         compile_only,
+        log_http,
     } = serde_json::from_str(&first).map_err(|e| format!("bad assignment: {e}"))?;
 
     // Before anything is compiled: Cranelift's memory counts against the limit too.
@@ -139,7 +144,7 @@ fn serve_assignment() -> Result<(), String> {
     if started.recv().is_err() {
         return Ok(());
     }
-    let log = match open_log(&db, follow, &stop) {
+    let log = match open_log(&spec.name, &db, follow, &stop) {
         Ok(log) => Arc::new(log),
         Err(e) => {
             ended(Err(Failure::Log(e.to_string())), None);
@@ -153,6 +158,7 @@ fn serve_assignment() -> Result<(), String> {
         grace,
         // One plugin a worker: everything the process does is done for it.
         cpu_clock: CpuClock::Process,
+        log_http,
         ..RunOptions::default()
     };
     let tracker = options.progress.track(&spec.name);

@@ -3,6 +3,7 @@
 
 use super::entry::Entry;
 use crate::limits::Limits;
+use crate::runtime::Resources;
 use crate::spec::{PluginSpec, sha256_hex};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -49,12 +50,9 @@ pub struct Usage {
     pub cpu_ms: u64,
     /// Its worker's resident memory.
     pub rss_bytes: u64,
-    /// Its linear memory.
-    pub memory_bytes: u64,
-    /// Bytes in its `/state`.
-    pub disk_bytes: u64,
-    /// Entries in its `/state`.
-    pub disk_entries: u64,
+    /// Its linear memory, its `/state` and its HTTP requests, as its worker last reported.
+    #[serde(flatten)]
+    pub held: Resources,
 }
 
 /// Why a plugin is quarantined.

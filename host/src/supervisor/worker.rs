@@ -87,6 +87,7 @@ impl Worker {
             grace: run.options.grace,
             cache_dir: run.cache.map(Path::to_path_buf),
             compile_only,
+            log_http: run.options.log_http,
         };
         let mut line = Vec::new();
         protocol::send(&mut line, &assignment).map_err(failed)?;
@@ -183,7 +184,7 @@ impl Worker {
             tokio::select! {
                 report = self.next_report() => match report {
                     Some(Report::Line { stream, text }) => sink.line(&name, stream, &text),
-                    Some(Report::Notice(text)) => sink.notice(&format!("plugin {name}: {text}")),
+                    Some(Report::Notice(text)) => sink.notice(&text),
                     Some(report @ Report::Progress { .. }) => watch.progress(&report),
                     Some(Report::Ended { result, detail, peak_rss_bytes }) => {
                         ended = Some((result, detail, peak_rss_bytes));
