@@ -378,3 +378,70 @@ fn a_live_log_under_wasmtime_is_unavailable_with_a_reason() {
     );
     drop(writer);
 }
+
+/// A bundled transform under the real wasmtime CLI writes its outputs beside the snapshot, as
+/// `pulsewatch run` writes them: the same derived events, with their origins; a second run
+/// writes nothing twice.
+#[test]
+fn a_bundled_transform_writes_its_outputs_under_wasmtime() {
+    let Some(wasmtime) = wasmtime_cli() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.redb");
+    import(&db, &changes(0, 500));
+    let snapshot_dir = dir.path().join("snap");
+    std::fs::create_dir_all(&snapshot_dir).unwrap();
+    let snapshot_file = snapshot_dir.join("events.redb");
+    ok(snapshot(&db, &snapshot_file, &[]));
+    let bundled = bundle("fan-out", dir.path());
+
+    let run = |extra_env: &[&str]| {
+        let mut command = Command::new(&wasmtime);
+        command
+            .arg("run")
+            .arg("--dir")
+            .arg(format!("{}::/data", snapshot_dir.display()));
+        for env in extra_env {
+            command.arg("--env").arg(env);
+        }
+        command.arg(&bundled).arg("fanned").output().unwrap()
+    };
+    // Without its outputs named, the plugin is told what to do.
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("no output log called \"fanned\" is granted"),
+        "{}",
+        text(&refused.stderr)
+    );
+    ok(run(&["PULSEWATCH_OUTPUTS=fanned"]));
+    ok(run(&["PULSEWATCH_OUTPUTS=fanned"]));
+
+    let native = dir.path().join("native.redb");
+    ok(pulsewatch(&[
+        "run",
+        "--db",
+        snapshot_file.to_str().unwrap(),
+        "--state-dir",
+        dir.path().join("state").to_str().unwrap(),
+        "--output",
+        native.to_str().unwrap(),
+        "--arg",
+        "fan-out=native",
+        guest("fan-out").to_str().unwrap(),
+    ]));
+    let tail = |path: &Path| {
+        let out = ok(pulsewatch(&["tail", "--db", path.to_str().unwrap()]));
+        text(&out.stdout)
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                (value["payload_hex"].clone(), value["origin"]["seq"].clone(), value["origin"]["index"].clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    let standalone = tail(&snapshot_dir.join("fanned.redb"));
+    assert_eq!(standalone.len(), (1..=500).map(|s| s % 3).sum::<u64>() as usize);
+    assert_eq!(standalone, tail(&native));
+}

@@ -64,6 +64,18 @@ pub enum BundleError {
     },
 }
 
+/// Whether the component `bytes` imports `pulse:watch/output`: it emits derived events, and a
+/// bundle of it needs its outputs named when it runs.
+pub fn emits(bytes: &[u8]) -> bool {
+    let mut graph = CompositionGraph::new();
+    Package::from_bytes("pulse:plugin", None, bytes, graph.types_mut()).is_ok_and(|plugin| {
+        graph.types()[plugin.ty()]
+            .imports
+            .keys()
+            .any(|import| import.starts_with("pulse:watch/output@"))
+    })
+}
+
 /// The provider component, serving the snapshot at `db_path` (a path the plugin's WASI host
 /// preopens, such as `/data/events.redb`).
 pub fn provider(db_path: &str) -> Result<Vec<u8>, BundleError> {
@@ -116,7 +128,11 @@ pub fn bundle(name: &str, plugin: &[u8], db_path: &str) -> Result<Vec<u8>, Bundl
     wac_graph::plug(&mut graph, vec![provider], plugin).map_err(|e| match e {
         PlugError::NoPlugHappened => BundleError::Compose {
             name: name.to_owned(),
-            reason: "its `pulse:watch/feed` import does not match this provider's version".into(),
+            reason: format!(
+                "its `pulse:watch/feed` import does not match this provider's, `{FEED_INTERFACE}`: \
+                 rebuild it with the current guest SDK to bundle it (`pulsewatch run` runs it as \
+                 it is)"
+            ),
         },
         other => compose(&format!("{:#}", anyhow::Error::from(other))),
     })?;

@@ -42,7 +42,7 @@ pub use pulsewatch_log::{
 };
 pub use runtime::{
     AllowedHost, BadHost, BadSecret, CompileCache, Console, CpuClock, EngineOptions, Failure,
-    HttpLimits, LoadError, Outcome, OutputSink, Secret, decode_secret,
+    HttpLimits, LoadError, Outcome, OutputSink, Secret, decode_secret, webhook_signature,
     Plugin, Progress, QuotaBreach, ReloadSignal, Resources, RunOptions, Runtime, STATE_DIR,
     SetupError, StopSignal, Stream,
 };

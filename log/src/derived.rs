@@ -127,9 +127,8 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, R
         })
 }
 
-/// Checks that `derived` are in input order and covered by `cursor`, as a commit does before
-/// it writes: a committer of several outputs checks them all first.
-pub fn check_order(derived: &[Derived], cursor: u64) -> Result<(), CommitError> {
+/// Checks that `derived` are in input order and covered by `cursor`.
+fn check_order(derived: &[Derived], cursor: u64) -> Result<(), CommitError> {
     let mut previous = 0;
     for (index, d) in derived.iter().enumerate() {
         if d.from == 0 || d.from < previous || d.from > cursor {
@@ -292,6 +291,168 @@ impl Log {
             }
         }
         Ok(found)
+    }
+}
+
+/// The most bytes of state a commit may carry: it is written to every output log at each
+/// commit.
+pub const MAX_STATE_BYTES: usize = 16 << 20;
+
+/// Why a plugin's commit did not happen, in the contract's terms (`commit-error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputError {
+    /// The commit breaks a rule of the contract; nothing was written.
+    #[error("{0}")]
+    Invalid(String),
+    /// An output log could not be written now; outputs this commit reached keep it.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// One plugin's output logs and where its cursor stands in them: the rules of
+/// `pulse:watch/output` in one place, for every side that serves it (the host, and a provider
+/// component under `wasmtime run`).
+///
+/// Every rule of a commit is checked before anything is written, so that an invalid commit
+/// writes nothing anywhere; then each output log is committed in turn, one transaction each. A
+/// failure part-way leaves some outputs a commit ahead of the others, which is what the logs'
+/// per-plugin checkpoints are for: the plugin resumes from the lowest
+/// ([`Outputs::committed`]), and what it derives again is dropped where it is already written.
+#[derive(Debug)]
+pub struct Outputs {
+    plugin: String,
+    /// The input log, as origins name it.
+    input: String,
+    logs: Vec<(String, std::sync::Arc<Log>)>,
+    /// The cursor the plugin resumed from or last committed: no commit may go below it, and no
+    /// derived event may derive from it or before.
+    base: std::sync::atomic::AtomicU64,
+}
+
+impl Outputs {
+    /// The outputs `logs` (each with the name the plugin knows it by) of `plugin`, which reads
+    /// the log named `input`.
+    pub fn new(plugin: &str, input: &str, logs: Vec<(String, std::sync::Arc<Log>)>) -> Self {
+        Outputs {
+            plugin: plugin.to_owned(),
+            input: input.to_owned(),
+            logs,
+            base: Default::default(),
+        }
+    }
+
+    /// The names of the outputs, in order: what a derived event's output index refers to.
+    pub fn names(&self) -> Vec<String> {
+        self.logs.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The cursor commits must not go below.
+    pub fn base(&self) -> u64 {
+        self.base.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the cursor commits must not go below (one that [`Outputs::committed`] gave).
+    pub fn set_base(&self, base: u64) {
+        self.base.store(base, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The checkpoint to resume from: the lowest among the outputs; none if any output has
+    /// none (it has not seen the plugin's first commit, so everything must be derived again
+    /// for it, and the others drop what they have).
+    pub fn committed(&self) -> Result<Option<Checkpoint>, OutputError> {
+        let mut lowest: Option<Checkpoint> = None;
+        for (name, log) in &self.logs {
+            let found = log
+                .checkpoint(&self.plugin)
+                .map_err(|e| OutputError::Unavailable(format!("output {name}: {e}")))?;
+            match found {
+                None => {
+                    lowest = None;
+                    break;
+                }
+                Some(c) if lowest.as_ref().is_none_or(|l| c.cursor < l.cursor) => {
+                    lowest = Some(c);
+                }
+                Some(_) => {}
+            }
+        }
+        self.set_base(lowest.as_ref().map_or(0, |c| c.cursor));
+        Ok(lowest)
+    }
+
+    /// Splits `events` (each with its output's index) by output, after checking every rule of
+    /// a commit to `cursor` by a plugin given events up to `delivered`.
+    fn split(
+        &self,
+        cursor: u64,
+        delivered: u64,
+        state: &[u8],
+        events: Vec<(u32, Derived)>,
+    ) -> Result<Vec<Vec<Derived>>, String> {
+        let base = self.base();
+        if cursor < base {
+            return Err(format!(
+                "the cursor {cursor} is before the cursor already committed, {base}"
+            ));
+        }
+        if cursor > base.max(delivered) {
+            return Err(format!(
+                "the cursor {cursor} is after the last event the plugin was given, {}",
+                base.max(delivered)
+            ));
+        }
+        if state.len() > MAX_STATE_BYTES {
+            return Err(format!(
+                "the state is {} bytes, more than the {} MiB a commit may carry",
+                state.len(),
+                MAX_STATE_BYTES >> 20
+            ));
+        }
+        let mut split: Vec<Vec<Derived>> = self.logs.iter().map(|_| Vec::new()).collect();
+        for (index, (output, derived)) in events.into_iter().enumerate() {
+            let Some(to) = split.get_mut(output as usize) else {
+                return Err(format!(
+                    "derived event {index} names output {output}, and {} granted: {:?}",
+                    match self.logs.len() {
+                        1 => "one is".to_owned(),
+                        n => format!("{n} are"),
+                    },
+                    self.names()
+                ));
+            };
+            if derived.from <= base {
+                return Err(format!(
+                    "derived event {index} derives from seq {}, at or before the cursor already \
+                     committed, {base}",
+                    derived.from
+                ));
+            }
+            to.push(derived);
+        }
+        for (events, (name, _)) in split.iter().zip(&self.logs) {
+            check_order(events, cursor).map_err(|e| format!("output {name}: {e}"))?;
+        }
+        Ok(split)
+    }
+
+    /// Writes `events` (each with its output's index) and moves the cursor to `cursor` with
+    /// `state`, output by output, if the commit keeps every rule of the contract.
+    pub fn commit(
+        &self,
+        cursor: u64,
+        delivered: u64,
+        state: &[u8],
+        events: Vec<(u32, Derived)>,
+    ) -> Result<(), OutputError> {
+        let split = self
+            .split(cursor, delivered, state, events)
+            .map_err(OutputError::Invalid)?;
+        for ((name, log), derived) in self.logs.iter().zip(split) {
+            log.commit_derived(&self.plugin, &self.input, cursor, state, &derived)
+                .map_err(|e| OutputError::Unavailable(format!("output {name}: {e}")))?;
+        }
+        self.set_base(cursor);
+        Ok(())
     }
 }
 

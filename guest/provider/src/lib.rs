@@ -1,13 +1,18 @@
-//! A provider of `pulse:watch/feed`: the host's feed, served from inside the sandbox.
+//! A provider of `pulse:watch/feed` and `pulse:watch/output`: the host's feed and outputs,
+//! served from inside the sandbox.
 //!
 //! It opens a snapshot of a log (made by `pulsewatch snapshot`) at the path `pulsewatch bundle`
 //! stored in it, `/data/events.redb` by default, and answers the feed's calls with the same
 //! code the host uses (`pulsewatch-log`: the codec, the clamps, the byte budget, the returned
 //! cursor). WASI has no file locks, so only a file no writer has open can be read; anything
 //! else is an `unavailable` error that says why.
+//!
+//! The outputs named in `PULSEWATCH_OUTPUTS` (comma-separated) are logs beside the snapshot,
+//! `NAME.redb`, committed with the host's rules ([`pulsewatch_log::Outputs`]); each commit
+//! opens and closes them, so that they are whole files whenever the plugin stops.
 
 use pulsewatch_log::provider::{DB_PATH_SLOT, DEFAULT_DB_PATH, db_path_in, db_path_slot};
-use pulsewatch_log::{Log, OpenError, PollLimits};
+use pulsewatch_log::{Log, OpenError, OutputError, Outputs, PollLimits};
 use std::sync::OnceLock;
 
 /// The generated bindings, and the exports' glue, which is unsafe code wit-bindgen writes.
@@ -23,6 +28,16 @@ mod bindings {
 }
 
 use bindings::exports::pulse::watch::feed::{self as wit, Guest};
+use bindings::exports::pulse::watch::output as out;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The highest seq delivered to the plugin, and the cursor it resumed from or last committed.
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
+static BASE: AtomicU64 = AtomicU64::new(0);
+
+/// The variable that names the plugin's outputs.
+const OUTPUTS_VARIABLE: &str = "PULSEWATCH_OUTPUTS";
 
 /// The snapshot's path; `pulsewatch bundle --db-path` rewrites these bytes in the compiled
 /// component.
@@ -68,6 +83,7 @@ impl Guest for Provider {
         let batch = log()?
             .poll_within(since, limit, &PollLimits::default())
             .map_err(poll_error)?;
+        DELIVERED.fetch_max(batch.last_seq, Ordering::Relaxed);
         Ok((
             batch.events.into_iter().map(to_wit).collect(),
             batch.last_seq,
@@ -79,6 +95,7 @@ impl Guest for Provider {
         let packed = log()?
             .poll_packed(since, limit, &PollLimits::default(), &mut bytes)
             .map_err(poll_error)?;
+        DELIVERED.fetch_max(packed.last_seq, Ordering::Relaxed);
         Ok((bytes, packed.last_seq))
     }
 
@@ -99,5 +116,104 @@ impl Guest for Provider {
             // the error.
             Err(_) => Ok(since),
         }
+    }
+}
+
+/// The output names the environment grants.
+fn output_names() -> Vec<String> {
+    std::env::var(OUTPUTS_VARIABLE)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The plugin's outputs, opened for one call: named as the plugin's file (argv[0]) is.
+fn open_outputs() -> Result<Outputs, out::CommitError> {
+    let db = db_path();
+    let dir = std::path::Path::new(&db)
+        .parent()
+        .unwrap_or(std::path::Path::new("/"));
+    let plugin = std::env::args()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "plugin".to_owned());
+    let logs = output_names()
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(format!("{name}.redb"));
+            Log::create(&path)
+                .map(|log| (name, Arc::new(log)))
+                .map_err(|e| out::CommitError::Unavailable(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let outputs = Outputs::new(&plugin, &db, logs);
+    outputs.set_base(BASE.load(Ordering::Relaxed));
+    Ok(outputs)
+}
+
+fn commit_error(error: OutputError) -> out::CommitError {
+    match error {
+        OutputError::Invalid(why) => out::CommitError::Invalid(why),
+        OutputError::Unavailable(why) => out::CommitError::Unavailable(why),
+    }
+}
+
+mod derived_conversions {
+    use super::out as wit;
+    pulsewatch_log::wire_conversions!();
+
+    /// A derived event as the log takes it, with its output's index.
+    pub(super) fn derived(event: wit::Derived) -> (u32, pulsewatch_log::Derived) {
+        let change = pulsewatch_log::Change::new(
+            from_change_kind(event.kind),
+            from_uuid(event.entity),
+            from_uuid(event.collective),
+        )
+        .with_payload(event.payload);
+        (
+            event.output,
+            pulsewatch_log::Derived {
+                from: event.from,
+                change,
+            },
+        )
+    }
+}
+
+impl out::Guest for Provider {
+    fn outputs() -> Vec<String> {
+        output_names()
+    }
+
+    fn committed() -> Result<Option<out::Checkpoint>, out::CommitError> {
+        let outputs = open_outputs()?;
+        let found = outputs.committed().map_err(commit_error)?;
+        BASE.store(outputs.base(), Ordering::Relaxed);
+        Ok(found.map(|c| out::Checkpoint {
+            cursor: c.cursor,
+            state: c.state,
+        }))
+    }
+
+    fn commit(cursor: u64, state: Vec<u8>, events: Vec<out::Derived>) -> Result<(), out::CommitError> {
+        if output_names().is_empty() {
+            return Err(out::CommitError::Invalid(format!(
+                "this plugin is granted no output logs: name them in {OUTPUTS_VARIABLE}, e.g. `wasmtime run --env {OUTPUTS_VARIABLE}=totals ...`"
+            )));
+        }
+        let outputs = open_outputs()?;
+        let events = events.into_iter().map(derived_conversions::derived).collect();
+        outputs
+            .commit(cursor, DELIVERED.load(Ordering::Relaxed), &state, events)
+            .map_err(commit_error)?;
+        BASE.store(outputs.base(), Ordering::Relaxed);
+        Ok(())
     }
 }

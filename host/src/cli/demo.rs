@@ -1,5 +1,6 @@
 //! `pulsewatch demo`: the whole pipeline on a throwaway database, finished in seconds.
 
+use super::receiver::Receiver;
 use super::run::{report, supervise};
 use super::{safety, signals};
 use anyhow::Context;
@@ -9,17 +10,46 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// The example plugins, built from guest/examples by the build script.
-const KIND_COUNTS: &[u8] =
-    include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/kind-counts.wasm"));
-const FILTER_JSONL: &[u8] =
-    include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/filter-jsonl.wasm"));
-
-/// The demo's plugins: name, component, extra manifest lines.
-const PLUGINS: [(&str, &[u8], &str); 2] = [
-    ("kind-counts", KIND_COUNTS, ""),
-    ("filter-jsonl", FILTER_JSONL, "args = [\"kind=deleted\"]\n"),
+/// The example plugins, built from guest/examples by the build script: file name and bytes.
+const COMPONENTS: [(&str, &[u8]); 4] = [
+    (
+        "kind-counts",
+        include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/kind-counts.wasm")),
+    ),
+    (
+        "filter-jsonl",
+        include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/filter-jsonl.wasm")),
+    ),
+    (
+        "tenant-totals",
+        include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/tenant-totals.wasm")),
+    ),
+    (
+        "webhook",
+        include_bytes!(concat!(env!("PULSEWATCH_GUEST_DIR"), "/webhook.wasm")),
+    ),
 ];
+
+/// The demo's plugins: name, component, extra manifest lines (`{receiver}` is the address of
+/// the demo's webhook receiver). tenant-totals derives an event per order change into
+/// totals.redb, which totals-counts reads: a pipeline.
+const PLUGINS: [(&str, &str, &str); 5] = [
+    ("kind-counts", "kind-counts", ""),
+    ("filter-jsonl", "filter-jsonl", "args = [\"kind=deleted\"]\n"),
+    ("tenant-totals", "tenant-totals", "outputs = [\"totals.redb\"]\n"),
+    ("totals-counts", "kind-counts", "input = \"totals.redb\"\n"),
+    (
+        "webhook",
+        "webhook",
+        "args = [\"http://{receiver}/orders\", \"kind=deleted\"]\n\
+         allowed_outbound_hosts = [\"http://{receiver}\"]\n\
+         webhook_secret = \"{secret}\"    # in production: { env = \"VARIABLE\" }\n",
+    ),
+];
+
+/// The demo receiver's signing secret, which the webhook plugin's host signs with. A real
+/// manifest names an environment variable that holds it instead.
+const DEMO_SECRET: &str = "whsec_cHVsc2V3YXRjaC1kZW1vLXNpZ25pbmcta2V5";
 
 /// The top of the manifest the demo writes: a starting point for a user's own.
 const MANIFEST_HEADER: &str = "\
@@ -187,13 +217,23 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let plugins_dir = dir.join("plugins");
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("cannot create {}", plugins_dir.display()))?;
-    let mut manifest_text = String::from(MANIFEST_HEADER);
-    for (name, bytes, extra) in PLUGINS {
+    for (name, bytes) in COMPONENTS {
         let path = plugins_dir.join(format!("{name}.wasm"));
         std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let receiver = Receiver::start(DEMO_SECRET)?;
+    let mut manifest_text = String::from(MANIFEST_HEADER);
+    for (name, component, extra) in PLUGINS {
+        let (_, bytes) = COMPONENTS
+            .iter()
+            .find(|(c, _)| *c == component)
+            .expect("every demo plugin's component is embedded");
         manifest_text += &format!(
-            "\n[[plugin]]\nname = \"{name}\"\ncomponent = \"plugins/{name}.wasm\"\nsha256 = \"{}\"\n{extra}",
-            sha256_hex(bytes)
+            "\n[[plugin]]\nname = \"{name}\"\ncomponent = \"plugins/{component}.wasm\"\nsha256 = \"{}\"\n{}",
+            sha256_hex(bytes),
+            extra
+                .replace("{receiver}", &receiver.addr.to_string())
+                .replace("{secret}", DEMO_SECRET)
         );
     }
     let manifest_path = dir.join("plugins.toml");
@@ -202,7 +242,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let specs = manifest::load(&manifest_path, &state)?;
 
     out!(
-        "\n== 2. Two sandboxed plugins, each in a worker process, read the feed from their own cursors, until caught up"
+        "\n== 2. Five sandboxed plugins, each in a worker process, read from their own cursors, until caught up:\n   \
+         kind-counts and filter-jsonl read the orders; tenant-totals derives each tenant's running totals into\n   \
+         totals.redb, exactly once, and totals-counts reads that; webhook POSTs deleted orders to a receiver\n   \
+         this demo runs on http://{} (signed, with idempotency keys)",
+        receiver.addr
     )?;
     let started = Instant::now();
     let outcomes = supervise(&specs, &db, &options, &home, None)?;
@@ -262,10 +306,33 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         return Ok(code);
     }
 
+    let totals = Log::open_read_only(dir.join("totals.redb"))?;
+    let head = totals.head()?;
+    out!(
+        "\n== 4. The pipeline: totals.redb holds {head} derived events, one per order change; the last, with where it came from:"
+    )?;
+    if head > 0 {
+        let mut line = Vec::new();
+        let last = totals.poll(head - 1, 1)?.events.remove(0);
+        let origin = totals.origins(head, head)?.pop().map(|(_, o)| o);
+        pulsewatch::jsonl::write_event(&mut line, &last, origin.as_ref())?;
+        out!("   {}", String::from_utf8_lossy(&line).trim_end())?;
+    }
+    let seen = receiver.seen();
+    out!(
+        "   The webhook receiver got {} deliveries with {} distinct webhook-ids; {} signatures did not check out.",
+        seen.requests,
+        seen.ids.len(),
+        seen.bad_signatures
+    )?;
+    if let Some(last) = &seen.last {
+        out!("   The last: {last}")?;
+    }
+
     let matches = state.join("filter-jsonl/matches.jsonl");
     let text = std::fs::read_to_string(&matches).unwrap_or_default();
     out!(
-        "\n== 4. What filter-jsonl wrote to its /state ({}):",
+        "\n== 5. What filter-jsonl wrote to its /state ({}):",
         matches.display()
     )?;
     for line in text.lines().take(3) {
@@ -276,6 +343,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let me =
         std::env::current_exe().map_or_else(|_| "pulsewatch".into(), |p| p.display().to_string());
     out!("\nEach plugin resumed from its own committed cursor in phase 3. Try:")?;
+    out!("   (the webhook's receiver ran inside this demo: a run from the manifest retries it, then fails)")?;
     out!(
         "   {me} tail --db {} --since {}",
         db.display(),
@@ -291,6 +359,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         manifest_path.display(),
         db.display(),
         state.display()
+    )?;
+    out!(
+        "   {me} tail --db {} --since {}    # derived events, with their origin and id",
+        dir.join("totals.redb").display(),
+        head.saturating_sub(3)
     )?;
     out!(
         "   {me} status --db {} --state-dir {}    # from another terminal",

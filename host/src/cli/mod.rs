@@ -27,6 +27,7 @@ mod demo;
 mod jsonl;
 mod operate;
 mod progress;
+mod receiver;
 mod retention;
 mod run;
 mod safety;

@@ -53,13 +53,19 @@ pub fn directory(dir: &Path) -> anyhow::Result<()> {
 const DEMO_MARK: &str = ".pulsewatch-demo";
 
 /// What a demo writes in its directory, relative to it: all that a later demo removes.
-const DEMO_FILES: [&str; 6] = [
+const DEMO_FILES: [&str; 12] = [
     "events.redb",
+    "totals.redb",
     "plugins.toml",
     "plugins/kind-counts.wasm",
     "plugins/filter-jsonl.wasm",
+    "plugins/tenant-totals.wasm",
+    "plugins/webhook.wasm",
     "state/kind-counts",
     "state/filter-jsonl",
+    "state/tenant-totals",
+    "state/totals-counts",
+    "state/webhook",
 ];
 
 /// The line of the demo's mark that records the head it left its database at.

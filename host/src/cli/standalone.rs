@@ -149,8 +149,15 @@ pub fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
     file.persist(&args.output)
         .map_err(|e| e.error)
         .with_context(cannot)?;
+    // A plugin that emits writes its outputs beside the snapshot, named in an environment
+    // variable the provider reads.
+    let outputs = if pulsewatch::bundle::emits(&bytes) {
+        " --env PULSEWATCH_OUTPUTS=NAME[,NAME...]"
+    } else {
+        ""
+    };
     say!(
-        "{}: {name} with the feed provider ({} bytes); run it with\n   wasmtime run --dir SNAPSHOT_DIR::{} --dir STATE_DIR::{STATE_DIR} {}",
+        "{}: {name} with the feed provider ({} bytes); run it with\n   wasmtime run --dir SNAPSHOT_DIR::{} --dir STATE_DIR::{STATE_DIR}{outputs} {}",
         args.output.display(),
         bundled.len(),
         std::path::Path::new(&args.db_path)

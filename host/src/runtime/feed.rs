@@ -2,7 +2,7 @@
 //! it CPU for the events that are new to it ([`super::cpu`]).
 
 use super::StopSignal;
-use super::emit::Outputs;
+use pulsewatch_log::Outputs;
 use super::progress::{Resources, Tracker};
 use super::store::Sandbox;
 use pulsewatch_log::{Log, PollLimits};

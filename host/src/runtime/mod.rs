@@ -33,7 +33,9 @@ pub(crate) use emit::output_name;
 pub use error::{Failure, LoadError, QuotaBreach, SetupError};
 pub(crate) use feed::FEED_INTERFACE;
 pub use grants::STATE_DIR;
-pub use outbound::{AllowedHost, BadHost, BadSecret, HttpLimits, Secret, decode_secret};
+pub use outbound::{
+    AllowedHost, BadHost, BadSecret, HttpLimits, Secret, decode_secret, webhook_signature,
+};
 pub use output::{Console, OutputSink, Stream};
 pub(crate) use progress::Tracker;
 pub use progress::{Progress, Resources};

@@ -4,7 +4,7 @@
 
 use super::classify::{Refusals, classify};
 use super::cpu::CpuClock;
-use super::emit::Outputs;
+use super::emit;
 use super::outbound::{self, Outbound};
 use super::feed::Feed;
 use super::output::{Capture, OutputSink, Stream};
@@ -153,7 +153,7 @@ async fn execute(
     let outputs = if spec.outputs.is_empty() {
         None
     } else {
-        match Outputs::open(&spec.name, log.path(), &spec.outputs) {
+        match emit::open(&spec.name, log.path(), &spec.outputs) {
             Ok(outputs) => Some(Arc::new(outputs)),
             Err(failure) => return (Err((failure, None)), Refusals::default()),
         }

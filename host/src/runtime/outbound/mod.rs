@@ -150,9 +150,10 @@ pub fn decode_secret(secret: &str) -> Result<Vec<u8>, BadSecret> {
         .ok_or(BadSecret)
 }
 
-/// The Standard Webhooks signature of `body` sent as `id` at `timestamp`: base64 of the
-/// HMAC-SHA256 of `id.timestamp.body`.
-fn sign(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
+/// The Standard Webhooks signature of `body` sent as `id` at `timestamp` (Unix seconds, as the
+/// `webhook-timestamp` header has it) with the decoded secret `key`: base64 of the HMAC-SHA256
+/// of `id.timestamp.body`. A receiver compares it with `webhook-signature` after `v1,`.
+pub fn webhook_signature(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
     use hmac::Mac;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
     mac.update(format!("{id}.{timestamp}.").as_bytes());
@@ -274,7 +275,7 @@ mod tests {
         let key = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let body = br#"{"test": 2432232314}"#;
         assert_eq!(
-            sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            webhook_signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", body),
             "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
         assert!(decode_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());

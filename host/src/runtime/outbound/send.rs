@@ -228,7 +228,7 @@ fn stamp_headers(
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let signature = super::sign(secret, key, timestamp, body);
+        let signature = super::webhook_signature(secret, key, &timestamp.to_string(), body);
         headers.insert(
             HeaderName::from_static("webhook-timestamp"),
             value(&timestamp.to_string())?,
