@@ -30,14 +30,20 @@ fn probe(dir: &std::path::Path, grants: &[&str], url: &str, first_byte_ms: Optio
     let plugin = h.runtime.load(&spec).unwrap();
     let outcome = &h.run_all(&[plugin], &log)[0];
     assert!(outcome.result.is_ok(), "{:?}", outcome.result);
-    h.lines.of("http-probe", pulsewatch::Stream::Stdout).join("\n")
+    h.lines
+        .of("http-probe", pulsewatch::Stream::Stdout)
+        .join("\n")
 }
 
 #[test]
 fn a_plugin_without_a_grant_cannot_import_http() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::new(dir.path());
-    let refused = h.runtime.load(&h.spec("http-probe")).unwrap_err().to_string();
+    let refused = h
+        .runtime
+        .load(&h.spec("http-probe"))
+        .unwrap_err()
+        .to_string();
     assert!(
         refused.contains("imports `wasi:http/")
             && refused.contains("granted no outbound hosts")
@@ -87,7 +93,12 @@ fn private_addresses_need_a_grant_that_names_them() {
     assert_eq!(server.connections(), 0);
     // Named, they are reached.
     let named = format!("http://localhost:{port}");
-    let said = probe(dir.path(), &[&named], &format!("http://localhost:{port}/"), None);
+    let said = probe(
+        dir.path(),
+        &[&named],
+        &format!("http://localhost:{port}/"),
+        None,
+    );
     assert_eq!(said, "status 200, 10 bytes");
 }
 
@@ -113,7 +124,12 @@ fn slow_and_endless_responses_hit_the_host_bounds() {
             && said.contains("HTTP response body size exceeds limit: 4194304 bytes"),
         "{said}"
     );
-    let bytes: u64 = said["error after ".len()..].split(' ').next().unwrap().parse().unwrap();
+    let bytes: u64 = said["error after ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(bytes <= 4 << 20, "{bytes} bytes passed the cap");
 }
 
@@ -145,7 +161,8 @@ fn the_webhook_delivers_signed_requests_with_stable_keys_over_few_connections() 
     let h = Harness::new(dir.path());
     let mut spec = h.spec("webhook");
     spec.args = vec![receiver.url("/events"), "kind=updated".into()];
-    spec.allowed_outbound_hosts = vec![grant(&format!("http://127.0.0.1:{}", receiver.addr.port()))];
+    spec.allowed_outbound_hosts =
+        vec![grant(&format!("http://127.0.0.1:{}", receiver.addr.port()))];
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     spec.webhook_secret = Some(Secret(secret.into()));
     let plugin = h.runtime.load(&spec).unwrap();
@@ -172,7 +189,9 @@ fn the_webhook_delivers_signed_requests_with_stable_keys_over_few_connections() 
             request.header("webhook-signature").unwrap(),
             expected_signature(&key, request)
         );
-        keys.entry(body["seq"].as_u64().unwrap()).or_default().push(id);
+        keys.entry(body["seq"].as_u64().unwrap())
+            .or_default()
+            .push(id);
     }
     assert_eq!(keys.keys().copied().collect::<Vec<_>>(), updated);
     // A retried request is the same request: the same key.
@@ -188,7 +207,10 @@ fn the_webhook_delivers_signed_requests_with_stable_keys_over_few_connections() 
     assert!(
         h.lines
             .of("webhook", pulsewatch::Stream::Stdout)
-            .contains(&format!("webhook: delivered {}, refused 0, through seq 200", updated.len()))
+            .contains(&format!(
+                "webhook: delivered {}, refused 0, through seq 200",
+                updated.len()
+            ))
     );
 }
 
@@ -254,4 +276,23 @@ fn keys_are_the_same_when_a_killed_plugin_replays() {
     }
     let distinct: std::collections::BTreeSet<&String> = keys.values().map(|ids| &ids[0]).collect();
     assert_eq!(distinct.len(), 100, "each event has a key of its own");
+}
+
+/// The host's work on each request is charged to the plugin, and each answer grants a little
+/// CPU for it: a plugin making a request per event gets through batches of 1,000.
+#[test]
+fn a_request_per_event_fits_the_cpu_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), 2000);
+    let receiver = Receiver::start(|_, _| Reply::ok());
+    let h = Harness::new(dir.path());
+    let mut spec = h.spec("webhook");
+    spec.args = vec![receiver.url("/events")];
+    spec.allowed_outbound_hosts =
+        vec![grant(&format!("http://127.0.0.1:{}", receiver.addr.port()))];
+    let plugin = h.runtime.load(&spec).unwrap();
+    let outcome = &h.run_all(&[plugin], &log)[0];
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    assert_eq!(receiver.requests().len(), 2000);
+    assert!(receiver.connections() <= 2, "{}", receiver.connections());
 }

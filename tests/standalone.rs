@@ -437,11 +437,18 @@ fn a_bundled_transform_writes_its_outputs_under_wasmtime() {
             .lines()
             .map(|line| {
                 let value: serde_json::Value = serde_json::from_str(line).unwrap();
-                (value["payload_hex"].clone(), value["origin"]["seq"].clone(), value["origin"]["index"].clone())
+                (
+                    value["payload_hex"].clone(),
+                    value["origin"]["seq"].clone(),
+                    value["origin"]["index"].clone(),
+                )
             })
             .collect::<Vec<_>>()
     };
     let standalone = tail(&snapshot_dir.join("fanned.redb"));
-    assert_eq!(standalone.len(), (1..=500).map(|s| s % 3).sum::<u64>() as usize);
+    assert_eq!(
+        standalone.len(),
+        (1..=500).map(|s| s % 3).sum::<u64>() as usize
+    );
     assert_eq!(standalone, tail(&native));
 }

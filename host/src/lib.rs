@@ -42,9 +42,9 @@ pub use pulsewatch_log::{
 };
 pub use runtime::{
     AllowedHost, BadHost, BadSecret, CompileCache, Console, CpuClock, EngineOptions, Failure,
-    HttpLimits, LoadError, Outcome, OutputSink, Secret, decode_secret, webhook_signature,
-    Plugin, Progress, QuotaBreach, ReloadSignal, Resources, RunOptions, Runtime, STATE_DIR,
-    SetupError, StopSignal, Stream,
+    HttpLimits, LoadError, Outcome, OutputSink, Plugin, Progress, QuotaBreach, ReloadSignal,
+    Resources, RunOptions, Runtime, STATE_DIR, Secret, SetupError, StopSignal, Stream,
+    decode_secret, webhook_signature,
 };
 pub use spec::{BadName, PluginSpec, RestartPolicy, START_VARIABLE, StartPosition, sha256_hex};
 pub use supervisor::{Home, SuperviseError, Supervisor, WorkerCommand};

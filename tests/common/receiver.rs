@@ -92,6 +92,7 @@ impl Receiver {
 }
 
 fn serve(stream: TcpStream, seen: &Mutex<Seen>, answer: &Answer) {
+    let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
@@ -154,14 +155,13 @@ fn serve(stream: TcpStream, seen: &Mutex<Seen>, answer: &Answer) {
             return;
         }
         let body = format!("status {}", reply.status);
-        if write!(
-            writer,
+        // One write: a response in pieces waits on the client's delayed acknowledgement.
+        let response = format!(
             "HTTP/1.1 {} X\r\ncontent-length: {}\r\n\r\n{body}",
             reply.status,
             body.len()
-        )
-        .is_err()
-        {
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
             return;
         }
     }

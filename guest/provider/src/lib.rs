@@ -202,14 +202,21 @@ impl out::Guest for Provider {
         }))
     }
 
-    fn commit(cursor: u64, state: Vec<u8>, events: Vec<out::Derived>) -> Result<(), out::CommitError> {
+    fn commit(
+        cursor: u64,
+        state: Vec<u8>,
+        events: Vec<out::Derived>,
+    ) -> Result<(), out::CommitError> {
         if output_names().is_empty() {
             return Err(out::CommitError::Invalid(format!(
                 "this plugin is granted no output logs: name them in {OUTPUTS_VARIABLE}, e.g. `wasmtime run --env {OUTPUTS_VARIABLE}=totals ...`"
             )));
         }
         let outputs = open_outputs()?;
-        let events = events.into_iter().map(derived_conversions::derived).collect();
+        let events = events
+            .into_iter()
+            .map(derived_conversions::derived)
+            .collect();
         outputs
             .commit(cursor, DELIVERED.load(Ordering::Relaxed), &state, events)
             .map_err(commit_error)?;

@@ -113,7 +113,9 @@ pub fn request(
         Fields::from_list(&fields).map_err(|e| HttpError::of(url, format!("a header: {e:?}")))?;
     let request = OutgoingRequest::new(fields);
     let invalid = |what: &str| HttpError::of(url, format!("invalid {what}"));
-    request.set_method(&method).map_err(|()| invalid("method"))?;
+    request
+        .set_method(&method)
+        .map_err(|()| invalid("method"))?;
     request
         .set_scheme(Some(&scheme))
         .map_err(|()| invalid("scheme"))?;
@@ -125,7 +127,8 @@ pub fn request(
         .map_err(|()| invalid("path"))?;
     let outgoing = request.body().map_err(|()| invalid("body"))?;
     // Sent before the body is written: the host reads the body as it comes.
-    let future = outgoing_handler::handle(request, None).map_err(|e| HttpError::of(url, said(&e)))?;
+    let future =
+        outgoing_handler::handle(request, None).map_err(|e| HttpError::of(url, said(&e)))?;
     {
         let stream = outgoing.write().map_err(|()| invalid("body"))?;
         for chunk in body.chunks(WRITE_CHUNK) {

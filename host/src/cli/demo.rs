@@ -35,8 +35,16 @@ const COMPONENTS: [(&str, &[u8]); 4] = [
 /// totals.redb, which totals-counts reads: a pipeline.
 const PLUGINS: [(&str, &str, &str); 5] = [
     ("kind-counts", "kind-counts", ""),
-    ("filter-jsonl", "filter-jsonl", "args = [\"kind=deleted\"]\n"),
-    ("tenant-totals", "tenant-totals", "outputs = [\"totals.redb\"]\n"),
+    (
+        "filter-jsonl",
+        "filter-jsonl",
+        "args = [\"kind=deleted\"]\n",
+    ),
+    (
+        "tenant-totals",
+        "tenant-totals",
+        "outputs = [\"totals.redb\"]\n",
+    ),
     ("totals-counts", "kind-counts", "input = \"totals.redb\"\n"),
     (
         "webhook",
@@ -343,7 +351,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let me =
         std::env::current_exe().map_or_else(|_| "pulsewatch".into(), |p| p.display().to_string());
     out!("\nEach plugin resumed from its own committed cursor in phase 3. Try:")?;
-    out!("   (the webhook's receiver ran inside this demo: a run from the manifest retries it, then fails)")?;
+    out!(
+        "   (the webhook's receiver ran inside this demo: a run from the manifest retries it, then fails)"
+    )?;
     out!(
         "   {me} tail --db {} --since {}",
         db.display(),

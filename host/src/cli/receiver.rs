@@ -91,7 +91,10 @@ async fn receive(
         header("webhook-signature"),
     );
     let body = request.into_body().collect().await?.to_bytes();
-    let expected = format!("v1,{}", pulsewatch::webhook_signature(&key, &id, &timestamp, &body));
+    let expected = format!(
+        "v1,{}",
+        pulsewatch::webhook_signature(&key, &id, &timestamp, &body)
+    );
     let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
     seen.requests += 1;
     if signature != expected {

@@ -5,8 +5,8 @@ use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::limits::DEFAULT_GRACE;
 use pulsewatch::{
-    AllowedHost, Console, Failure, Home, Limit, Limits, Log, OpenError, Outcome, OutputSink, PluginSpec,
-    RunOptions, StopSignal, Stream, Supervisor, WorkerCommand, manifest,
+    AllowedHost, Console, Failure, Home, Limit, Limits, Log, OpenError, Outcome, OutputSink,
+    PluginSpec, RunOptions, StopSignal, Stream, Supervisor, WorkerCommand, manifest,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,7 +34,11 @@ pub struct Args {
     /// Let every plugin send HTTP requests to this destination (repeatable), as
     /// scheme://host[:port]: "https://api.example.com", "https://*.example.com",
     /// "http://127.0.0.1:8080". Private and loopback addresses only where named.
-    #[arg(long = "allow-outbound-host", value_name = "URL", conflicts_with = "manifest")]
+    #[arg(
+        long = "allow-outbound-host",
+        value_name = "URL",
+        conflicts_with = "manifest"
+    )]
     allowed_outbound_hosts: Vec<AllowedHost>,
     #[command(flatten)]
     limits: LimitArgs,

@@ -173,6 +173,17 @@ impl CpuMeter {
         }
     }
 
+    /// Adds `cpu` to what the plugin may spend, never more than a full budget beyond what it has
+    /// spent: what an answer from the network grants for the host's work on it.
+    pub(crate) fn credit(&self, cpu: Duration) {
+        let mut account = self.account();
+        let spent = account.spent(self.clock.now());
+        account.allowance = account
+            .allowance
+            .saturating_add(nanos(cpu))
+            .min(spent.saturating_add(self.budget));
+    }
+
     /// After a host call: whether the plugin is over its budget, looking at the time every
     /// [`CALLS_PER_LOOK`] calls, and at the CPU clock at most every [`CHECK_EVERY`].
     pub(crate) fn check(&self) -> Result<(), CpuBudgetSpent> {

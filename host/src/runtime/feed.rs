@@ -2,9 +2,9 @@
 //! it CPU for the events that are new to it ([`super::cpu`]).
 
 use super::StopSignal;
-use pulsewatch_log::Outputs;
 use super::progress::{Resources, Tracker};
 use super::store::Sandbox;
+use pulsewatch_log::Outputs;
 use pulsewatch_log::{Log, PollLimits};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,7 +132,10 @@ fn after_call(store: &StoreContextMut<'_, Sandbox>, delivered: Option<(u64, u64)
     let sandbox = store.data();
     if let Some((since, last_seq)) = delivered {
         sandbox.cpu.delivered(last_seq);
-        sandbox.feed.delivered.fetch_max(last_seq, Ordering::Relaxed);
+        sandbox
+            .feed
+            .delivered
+            .fetch_max(last_seq, Ordering::Relaxed);
         sandbox.feed.batch_since.store(since, Ordering::Relaxed);
     }
     let (disk_bytes, disk_entries) = sandbox.disk.counts();

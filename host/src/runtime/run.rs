@@ -5,8 +5,8 @@
 use super::classify::{Refusals, classify};
 use super::cpu::CpuClock;
 use super::emit;
-use super::outbound::{self, Outbound};
 use super::feed::Feed;
+use super::outbound::{self, Outbound};
 use super::output::{Capture, OutputSink, Stream};
 use super::progress::Progress;
 use super::signal::{ReloadSignal, StopSignal};
@@ -168,8 +168,17 @@ async fn execute(
         delivered: AtomicU64::new(0),
         batch_since: AtomicU64::new(u64::MAX),
     });
-    let secret = match spec.webhook_secret.as_ref().map(|s| outbound::decode_secret(&s.0)) {
-        Some(Err(e)) => return (Err((Failure::Sandbox(e.to_string()), None)), Refusals::default()),
+    let secret = match spec
+        .webhook_secret
+        .as_ref()
+        .map(|s| outbound::decode_secret(&s.0))
+    {
+        Some(Err(e)) => {
+            return (
+                Err((Failure::Sandbox(e.to_string()), None)),
+                Refusals::default(),
+            );
+        }
         Some(Ok(key)) => Some(key),
         None => None,
     };
@@ -188,9 +197,9 @@ async fn execute(
         feed,
         outbound,
     ) {
-            Ok(store) => store,
-            Err(e) => return (Err(classify(e, &spec.limits)), Refusals::default()),
-        };
+        Ok(store) => store,
+        Err(e) => return (Err(classify(e, &spec.limits)), Refusals::default()),
+    };
     let ended = {
         let run = cpu::metered(&meter, async {
             let command = plugin.pre.instantiate_async(&mut store).await?;

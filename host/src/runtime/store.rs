@@ -63,11 +63,12 @@ pub(crate) fn new_store(
     clock: CpuClock,
     grants: Grants,
     feed: Arc<Feed>,
-    outbound: Outbound,
+    mut outbound: Outbound,
 ) -> wasmtime::Result<(Store<Sandbox>, Arc<CpuMeter>)> {
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.handles);
     let cpu = Arc::new(CpuMeter::new(limits, clock, Instant::now()));
+    outbound.meter = Some(cpu.clone());
     let mut store = Store::new(
         engine,
         Sandbox {

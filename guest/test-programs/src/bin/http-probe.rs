@@ -13,7 +13,11 @@ fn main() {
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let request = OutgoingRequest::new(Fields::new());
     request
-        .set_scheme(Some(&if scheme == "https" { Scheme::Https } else { Scheme::Http }))
+        .set_scheme(Some(&if scheme == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }))
         .unwrap();
     request.set_authority(Some(authority)).unwrap();
     request

@@ -35,7 +35,9 @@ enum PortRule {
 
 /// Why a grant cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not an outbound host: {why}; expected scheme://host[:port], e.g. \"https://api.example.com\", \"https://*.example.com\" or \"http://127.0.0.1:8080\"")]
+#[error(
+    "{text:?} is not an outbound host: {why}; expected scheme://host[:port], e.g. \"https://api.example.com\", \"https://*.example.com\" or \"http://127.0.0.1:8080\""
+)]
 pub struct BadHost {
     /// What was given.
     pub text: String,

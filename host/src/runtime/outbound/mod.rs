@@ -14,6 +14,7 @@ mod send;
 
 pub use grant::{AllowedHost, BadHost};
 
+use super::cpu::CpuMeter;
 use super::feed::Feed;
 use super::output::OutputSink;
 use base64::Engine as _;
@@ -76,7 +77,8 @@ impl HttpLimits {
     /// These limits, with the timeouts a plugin asked for where they are shorter.
     fn clamped(&self, options: Option<RequestOptions>) -> HttpLimits {
         let options = options.unwrap_or_default();
-        let shorter = |asked: Option<Duration>, limit: Duration| asked.map_or(limit, |a| a.min(limit));
+        let shorter =
+            |asked: Option<Duration>, limit: Duration| asked.map_or(limit, |a| a.min(limit));
         HttpLimits {
             connect: shorter(options.connect_timeout, self.connect),
             first_byte: shorter(options.first_byte_timeout, self.first_byte),
@@ -137,7 +139,9 @@ impl std::fmt::Debug for Secret {
 
 /// Why a webhook secret cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the webhook secret is not a Standard Webhooks secret: expected \"whsec_\" and base64, as `openssl rand -base64 32` gives after the prefix")]
+#[error(
+    "the webhook secret is not a Standard Webhooks secret: expected \"whsec_\" and base64, as `openssl rand -base64 32` gives after the prefix"
+)]
 pub struct BadSecret;
 
 /// Decodes a Standard Webhooks secret, `whsec_` and base64.
@@ -161,10 +165,17 @@ pub fn webhook_signature(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> 
     BASE64.encode(mac.finalize().into_bytes())
 }
 
+/// The CPU an answer from the network grants: the host's work on a request (HTTP, TLS) is
+/// charged to the plugin's worker, and a plugin making one request per event must not run out
+/// of its budget for it. A plugin that computes between requests still does.
+const CPU_PER_RESPONSE: Duration = Duration::from_millis(2);
+
 /// A plugin's outbound HTTP: the hooks wasmtime-wasi-http calls.
 pub(crate) struct Outbound {
     shared: Arc<Shared>,
     feed: Arc<Feed>,
+    /// The plugin's CPU account, once its store has one.
+    pub(crate) meter: Option<Arc<CpuMeter>>,
 }
 
 impl Outbound {
@@ -200,6 +211,7 @@ impl Outbound {
                 log,
             }),
             feed,
+            meter: None,
         }
     }
 
@@ -239,14 +251,19 @@ impl WasiHttpHooks for Outbound {
             since: self.feed.batch_since(),
         };
         let shared = self.shared.clone();
+        let meter = self.meter.clone();
         Box::new(async move {
             let started = Instant::now();
             let what = format!("{} {}", request.method(), request.uri());
             shared.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sent = send::send(shared.clone(), request, options, stamp).await;
             let took = started.elapsed();
-            if sent.is_err() {
-                shared.stats.failures.fetch_add(1, Ordering::Relaxed);
+            match (&sent, &meter) {
+                (Err(_), _) => {
+                    shared.stats.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                (Ok(_), Some(meter)) => meter.credit(CPU_PER_RESPONSE),
+                (Ok(_), None) => {}
             }
             if let Some(log) = &shared.log {
                 let outcome = match &sent {

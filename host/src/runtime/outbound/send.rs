@@ -217,11 +217,12 @@ fn stamp_headers(
     key: &str,
     body: &[u8],
 ) -> Result<(), Error> {
-    let value =
-        |text: &str| HeaderValue::from_str(text).map_err(|_| Error::HttpRequestHeaderSize {
+    let value = |text: &str| {
+        HeaderValue::from_str(text).map_err(|_| Error::HttpRequestHeaderSize {
             field_name: None,
             field_size: None,
-        });
+        })
+    };
     headers.insert(HeaderName::from_static("idempotency-key"), value(key)?);
     headers.insert(HeaderName::from_static("webhook-id"), value(key)?);
     if let Some(secret) = &shared.secret {
@@ -283,10 +284,7 @@ async fn connect(
                 let name = rustls::pki_types::ServerName::try_from(host.to_owned())
                     .map_err(|_| Error::HttpRequestUriInvalid)?;
                 let connector = tokio_rustls::TlsConnector::from(shared.tls.clone());
-                let stream = connector
-                    .connect(name, stream)
-                    .await
-                    .map_err(Error::Tls)?;
+                let stream = connector.connect(name, stream).await.map_err(Error::Tls)?;
                 handshake(stream).await
             } else {
                 handshake(stream).await
