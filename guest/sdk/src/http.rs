@@ -15,9 +15,10 @@
 
 use std::fmt;
 use wasip2::http::outgoing_handler;
-use wasip2::http::types::{
-    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
-};
+use wasip2::http::types::{ErrorCode, Fields, IncomingBody, OutgoingBody, OutgoingRequest, Scheme};
+
+/// An HTTP method (`Method::Post`, `Method::Other("PURGE".into())`, ...).
+pub use wasip2::http::types::Method;
 use wasip2::io::streams::StreamError;
 
 /// The most bytes one write to a stream may carry.
@@ -93,6 +94,23 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response, HttpError> {
+    start(method, url, headers, body)?.wait()
+}
+
+/// A request sent, its response not yet read: start several, then [`Pending::wait`] for each,
+/// to have them in flight at once (the host allows 16 per plugin).
+pub struct Pending {
+    url: String,
+    future: wasip2::http::types::FutureIncomingResponse,
+}
+
+/// Sends a request and returns at once; [`Pending::wait`] reads the response.
+pub fn start(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Pending, HttpError> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| HttpError::of(url, "not an absolute http:// or https:// URL"))?;
@@ -139,17 +157,30 @@ pub fn request(
     }
     OutgoingBody::finish(outgoing, None)
         .map_err(|e| HttpError::of(url, format!("cannot send the body: {}", said(&e))))?;
-    future.subscribe().block();
-    let response = match future.get() {
-        Some(Ok(Ok(response))) => response,
-        Some(Ok(Err(code))) => return Err(HttpError::of(url, said(&code))),
-        Some(Err(())) | None => return Err(HttpError::of(url, "the response was lost")),
-    };
-    let status = response.status();
-    let incoming = response.consume().map_err(|()| invalid("response"))?;
-    let body = read_all(&incoming).map_err(|e| HttpError::of(url, e))?;
-    drop(IncomingBody::finish(incoming));
-    Ok(Response { status, body })
+    Ok(Pending {
+        url: url.to_owned(),
+        future,
+    })
+}
+
+impl Pending {
+    /// Waits for the whole response.
+    pub fn wait(self) -> Result<Response, HttpError> {
+        let url = &self.url;
+        self.future.subscribe().block();
+        let response = match self.future.get() {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(code))) => return Err(HttpError::of(url, said(&code))),
+            Some(Err(())) | None => return Err(HttpError::of(url, "the response was lost")),
+        };
+        let status = response.status();
+        let incoming = response
+            .consume()
+            .map_err(|()| HttpError::of(url, "invalid response"))?;
+        let body = read_all(&incoming).map_err(|e| HttpError::of(url, e))?;
+        drop(IncomingBody::finish(incoming));
+        Ok(Response { status, body })
+    }
 }
 
 fn read_all(incoming: &IncomingBody) -> Result<Vec<u8>, String> {

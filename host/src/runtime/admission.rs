@@ -116,13 +116,13 @@ pub(crate) fn admit(
         let (package, version) = package_and_version(import);
         package == HTTP_PACKAGE && compatible(version, "0.2.0")
     };
-    if let Some((import, _)) = ty.imports(engine).find(|(import, _)| http(import)) {
-        if spec.allowed_outbound_hosts.is_empty() {
-            return Err(LoadError::HttpNotGranted {
-                name: name.to_owned(),
-                import: import.to_owned(),
-            });
-        }
+    if spec.allowed_outbound_hosts.is_empty()
+        && let Some((import, _)) = ty.imports(engine).find(|(import, _)| http(import))
+    {
+        return Err(LoadError::HttpNotGranted {
+            name: name.to_owned(),
+            import: import.to_owned(),
+        });
     }
     if let Some((import, _)) = ty
         .imports(engine)

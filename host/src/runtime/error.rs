@@ -64,7 +64,7 @@ pub enum LoadError {
     },
     /// The component was built against a version of the feed contract this host does not serve.
     #[error(
-        "{name}: built against `{import}`, but this host serves `{serves}`: rebuild the plugin with the current guest SDK (or wit/)"
+        "{name}: built against `{import}`, but this host serves `{serves}` (and 0.2): rebuild the plugin with the current guest SDK (or wit/)"
     )]
     FeedVersion {
         /// The plugin.
