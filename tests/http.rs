@@ -70,6 +70,36 @@ fn only_granted_destinations_are_reached() {
     assert_eq!(other.connections(), 0);
     let said = probe(dir.path(), &grants, "http://example.com/", None);
     assert_eq!(said, "error: ErrorCode::HttpRequestDenied");
+
+    // https is TLS: a plain HTTP server on the other end fails the handshake, and no request
+    // is made.
+    let tls = format!("https://127.0.0.1:{}", granted.addr.port());
+    let said = probe(dir.path(), &[&tls], &format!("{tls}/"), None);
+    assert!(said.starts_with("error: "), "{said}");
+    assert_eq!(granted.requests().len(), 1);
+
+    // `run -v` says each request; `--allow-outbound-host` grants it.
+    let db = dir.path().join("events.redb");
+    let run = pulsewatch(&[
+        "run",
+        "-v",
+        "--db",
+        db.to_str().unwrap(),
+        "--allow-outbound-host",
+        &grants[0],
+        "--arg",
+        &format!("http-probe={}", granted.url("/logged")),
+        guest("http-probe").to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let said = text(&run.stderr);
+    assert!(
+        said.contains(&format!(
+            "pulsewatch: plugin http-probe: http GET {}: 200 OK in ",
+            granted.url("/logged")
+        )),
+        "{said}"
+    );
 }
 
 #[test]

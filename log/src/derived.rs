@@ -15,6 +15,8 @@ use redb::{
     Database, ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Each emitting plugin's checkpoint in this output log, by plugin name: a bincode [`Checkpoint`].
 pub const SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("pulsewatch.sources");
@@ -323,16 +325,16 @@ pub struct Outputs {
     plugin: String,
     /// The input log, as origins name it.
     input: String,
-    logs: Vec<(String, std::sync::Arc<Log>)>,
+    logs: Vec<(String, Arc<Log>)>,
     /// The cursor the plugin resumed from or last committed: no commit may go below it, and no
     /// derived event may derive from it or before.
-    base: std::sync::atomic::AtomicU64,
+    base: AtomicU64,
 }
 
 impl Outputs {
     /// The outputs `logs` (each with the name the plugin knows it by) of `plugin`, which reads
     /// the log named `input`.
-    pub fn new(plugin: &str, input: &str, logs: Vec<(String, std::sync::Arc<Log>)>) -> Self {
+    pub fn new(plugin: &str, input: &str, logs: Vec<(String, Arc<Log>)>) -> Self {
         Outputs {
             plugin: plugin.to_owned(),
             input: input.to_owned(),
@@ -348,12 +350,12 @@ impl Outputs {
 
     /// The cursor commits must not go below.
     pub fn base(&self) -> u64 {
-        self.base.load(std::sync::atomic::Ordering::Relaxed)
+        self.base.load(Ordering::Relaxed)
     }
 
     /// Sets the cursor commits must not go below (one that [`Outputs::committed`] gave).
     pub fn set_base(&self, base: u64) {
-        self.base.store(base, std::sync::atomic::Ordering::Relaxed);
+        self.base.store(base, Ordering::Relaxed);
     }
 
     /// The checkpoint to resume from: the lowest among the outputs; none if any output has
