@@ -86,7 +86,7 @@ fn only_granted_destinations_are_reached() {
         "--db",
         db.to_str().unwrap(),
         "--allow-outbound-host",
-        &grants[0],
+        grants[0],
         "--arg",
         &format!("http-probe={}", granted.url("/logged")),
         guest("http-probe").to_str().unwrap(),
