@@ -9,7 +9,7 @@ mod receiver;
 use pulsewatch::{
     Change, ChangeKind, Derived, Log, OutputSink, PluginSpec, RunOptions, Runtime, Stream,
 };
-use pulsewatch_log::Outputs;
+use pulsewatch_log::{Given, Outputs};
 use receiver::{Receiver, Reply};
 use std::path::Path;
 use std::sync::Arc;
@@ -100,7 +100,15 @@ fn main() {
             .collect();
         let started = Instant::now();
         outputs
-            .commit((c + 1) * 1000, (c + 1) * 1000, b"state", events)
+            .commit(
+                (c + 1) * 1000,
+                Given {
+                    start: Some(0),
+                    delivered: (c + 1) * 1000,
+                },
+                b"state",
+                events,
+            )
             .unwrap();
         times.push(started.elapsed());
     }

@@ -385,6 +385,12 @@ impl Reader<'_> {
                 }
             };
             decode_secret(&text).map_err(|e| at(e.to_string()))?;
+            if !spec.allowed_outbound_hosts.iter().any(|h| h.is_exact()) {
+                return Err(at("signs only requests to a host a grant names, and \
+                     allowed_outbound_hosts names none (only * or *.domain): add the \
+                     receiver's host, e.g. \"https://hooks.example.com\""
+                    .into()));
+            }
             spec.webhook_secret = Some(Secret(text));
         }
         if let Some((_, env)) = find(table, "env") {

@@ -42,7 +42,8 @@ pub struct PluginSpec {
     pub limits: Limits,
     /// The host directory it sees as `/state`, created if missing.
     pub state_dir: PathBuf,
-    /// The log it reads, when not the run's: another plugin's output, say.
+    /// The log it reads, when not the run's: another plugin's output, say. A supervisor opens
+    /// it for the plugin; [`crate::Runtime::run`] reads the log it is given.
     #[serde(default)]
     pub input: Option<PathBuf>,
     /// The output logs it may commit derived events to (`pulse:watch/output`), created if

@@ -42,9 +42,11 @@ pub struct Checkpoint {
     pub input: String,
     /// The seq of the last input event whose derived events are in this log.
     pub cursor: u64,
-    /// The plugin's own state as of `cursor`.
+    /// The plugin's own state as of `cursor`; `None` for its initial state (the checkpoint a
+    /// first commit leaves in each output before it writes anything, so that a crash part-way
+    /// through it resumes every output from the same place).
     #[serde(with = "serde_bytes")]
-    pub state: Vec<u8>,
+    pub state: Option<Vec<u8>>,
 }
 
 /// Where one derived event came from.
@@ -107,6 +109,15 @@ pub enum CommitError {
     Write(#[from] WriteError),
 }
 
+/// A [`Checkpoint`] to store, borrowing its state (up to 16 MiB, written to every output).
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    input: &'a str,
+    cursor: u64,
+    #[serde(with = "serde_bytes")]
+    state: Option<&'a [u8]>,
+}
+
 /// The stored form of one commit's origins.
 #[derive(Serialize, Deserialize)]
 struct OriginRow {
@@ -121,12 +132,10 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         .expect("encoding to memory cannot fail")
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ReadError> {
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, redb::StorageError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(value, _)| value)
-        .map_err(|e| {
-            ReadError::Storage(redb::StorageError::Corrupted(format!("{what}: {e}")).into())
-        })
+        .map_err(|e| redb::StorageError::Corrupted(format!("{what}: {e}")))
 }
 
 /// Checks that `derived` are in input order and covered by `cursor`.
@@ -161,6 +170,7 @@ impl Log {
         stored
             .map(|bytes| decode(bytes.value(), &format!("the checkpoint of {plugin}")))
             .transpose()
+            .map_err(|e| ReadError::Storage(e.into()))
     }
 
     /// Commits what `plugin`, reading `input`, derived up to and including input seq `cursor`:
@@ -179,23 +189,35 @@ impl Log {
         derived: &[Derived],
     ) -> Result<Committed, CommitError> {
         check_order(derived, cursor)?;
+        Ok(self.commit_checked(plugin, input, cursor, Some(state), derived)?)
+    }
+
+    /// [`Log::commit_derived`] of events whose order was checked.
+    fn commit_checked(
+        &self,
+        plugin: &str,
+        input: &str,
+        cursor: u64,
+        state: Option<&[u8]>,
+        derived: &[Derived],
+    ) -> Result<Committed, WriteError> {
         let db = self.database().ok_or(WriteError::ReadOnly)?;
         let txn = db
             .begin_write()
             .map_err(storage)
             .map_err(WriteError::Storage)?;
-        let committed = Self::commit_derived_in(&txn, plugin, input, cursor, state, derived)?;
+        let committed = Self::commit_in(&txn, plugin, input, cursor, state, derived)?;
         txn.commit().map_err(storage).map_err(WriteError::Storage)?;
         self.changes.bump();
         Ok(committed)
     }
 
-    fn commit_derived_in(
+    fn commit_in(
         txn: &WriteTransaction,
         plugin: &str,
         input: &str,
         cursor: u64,
-        state: &[u8],
+        state: Option<&[u8]>,
         derived: &[Derived],
     ) -> Result<Committed, WriteError> {
         let write = |e: redb::TableError| WriteError::Storage(storage(e));
@@ -206,16 +228,13 @@ impl Log {
         {
             Some(bytes) => Some(
                 decode::<Checkpoint>(bytes.value(), &format!("the checkpoint of {plugin}"))
-                    .map_err(|e| {
-                        WriteError::Storage(redb::StorageError::Corrupted(e.to_string()).into())
-                    })?,
+                    .map_err(|e| WriteError::Storage(e.into()))?,
             ),
             None => None,
         };
         let done = stored.as_ref().map_or(0, |c| c.cursor);
         let fresh = derived.partition_point(|d| d.from <= done);
         let new = &derived[fresh..];
-        let before = Log::append_in(txn, std::iter::empty())?;
         let head = Log::append_in(txn, new.iter().map(|d| &d.change))?;
         if !new.is_empty() {
             let mut runs: Vec<(u64, u32)> = Vec::new();
@@ -231,15 +250,17 @@ impl Log {
                 runs,
             });
             let mut origins = txn.open_table(ORIGINS).map_err(write)?;
+            // Derived events get consecutive seqs, the last being the head.
             origins
-                .insert(before + 1, row.as_slice())
+                .insert(head + 1 - new.len() as u64, row.as_slice())
                 .map_err(|e| WriteError::Storage(storage(e)))?;
         }
-        if cursor >= done || stored.is_none() {
-            let checkpoint = encode(&Checkpoint {
-                input: input.to_owned(),
+        // An older cursor (another output was behind) leaves the newer checkpoint.
+        if cursor >= done {
+            let checkpoint = encode(&CheckpointRef {
+                input,
                 cursor,
-                state: state.to_vec(),
+                state,
             });
             sources
                 .insert(plugin, checkpoint.as_slice())
@@ -273,7 +294,8 @@ impl Log {
         let mut found = Vec::new();
         for row in table.range(start..=last).map_err(read)? {
             let (key, value) = row.map_err(read)?;
-            let row: OriginRow = decode(value.value(), "an origins row")?;
+            let row: OriginRow = decode(value.value(), "an origins row")
+                .map_err(|e| ReadError::Storage(e.into()))?;
             let mut seq = key.value();
             for (from, n) in row.runs {
                 for index in 0..n {
@@ -299,6 +321,15 @@ impl Log {
 /// The most bytes of state a commit may carry: it is written to every output log at each
 /// commit.
 pub const MAX_STATE_BYTES: usize = 16 << 20;
+
+/// What a plugin was given in a run, which bounds what it may commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Given {
+    /// The `since` of its first poll, if it polled: where it started.
+    pub start: Option<u64>,
+    /// The highest seq delivered to it, 0 before any.
+    pub delivered: u64,
+}
 
 /// Why a plugin's commit did not happen, in the contract's terms (`commit-error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -329,6 +360,9 @@ pub struct Outputs {
     /// The cursor the plugin resumed from or last committed: no commit may go below it, and no
     /// derived event may derive from it or before.
     base: AtomicU64,
+    /// Whether every output has a checkpoint of the plugin's (placeholders made by the first
+    /// commit of this run included).
+    prepared: std::sync::atomic::AtomicBool,
 }
 
 impl Outputs {
@@ -340,6 +374,7 @@ impl Outputs {
             input: input.to_owned(),
             logs,
             base: Default::default(),
+            prepared: Default::default(),
         }
     }
 
@@ -358,28 +393,54 @@ impl Outputs {
         self.base.store(base, Ordering::Relaxed);
     }
 
-    /// The checkpoint to resume from: the lowest among the outputs; none if any output has
-    /// none (it has not seen the plugin's first commit, so everything must be derived again
-    /// for it, and the others drop what they have).
+    /// Each output's checkpoint of the plugin, if it has one.
+    fn checkpoints(&self) -> Result<Vec<Option<Checkpoint>>, OutputError> {
+        self.logs
+            .iter()
+            .map(|(name, log)| {
+                log.checkpoint(&self.plugin)
+                    .map_err(|e| OutputError::Unavailable(format!("output {name}: {e}")))
+            })
+            .collect()
+    }
+
+    /// The checkpoint to resume from: the lowest among the outputs that have one (its state
+    /// `None` for the plugin's initial state); none before the plugin's first commit. An
+    /// output granted later than the others has none, and takes the plugin's events from
+    /// there on.
     pub fn committed(&self) -> Result<Option<Checkpoint>, OutputError> {
-        let mut lowest: Option<Checkpoint> = None;
-        for (name, log) in &self.logs {
-            let found = log
-                .checkpoint(&self.plugin)
-                .map_err(|e| OutputError::Unavailable(format!("output {name}: {e}")))?;
-            match found {
-                None => {
-                    lowest = None;
-                    break;
-                }
-                Some(c) if lowest.as_ref().is_none_or(|l| c.cursor < l.cursor) => {
-                    lowest = Some(c);
-                }
-                Some(_) => {}
-            }
-        }
+        let lowest = self
+            .checkpoints()?
+            .into_iter()
+            .flatten()
+            .min_by_key(|c| c.cursor);
         self.set_base(lowest.as_ref().map_or(0, |c| c.cursor));
         Ok(lowest)
+    }
+
+    /// Before the first commit of a run writes anything, gives each output that has no
+    /// checkpoint of the plugin's one where the plugin stands: its last commit (with its state)
+    /// if another output has one, else `start`, with its initial state. A crash part-way
+    /// through a commit then resumes every output from a checkpoint of its own, never from
+    /// a start position looked up again.
+    fn prepare(&self, start: u64) -> Result<(), OutputError> {
+        if self.prepared.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let checkpoints = self.checkpoints()?;
+        let lowest = checkpoints.iter().flatten().min_by_key(|c| c.cursor);
+        let (cursor, state) = match lowest {
+            Some(c) => (c.cursor, c.state.clone()),
+            None => (start, None),
+        };
+        for ((name, log), found) in self.logs.iter().zip(&checkpoints) {
+            if found.is_none() {
+                log.commit_checked(&self.plugin, &self.input, cursor, state.as_deref(), &[])
+                    .map_err(|e| OutputError::Unavailable(format!("output {name}: {e}")))?;
+            }
+        }
+        self.prepared.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Splits `events` (each with its output's index) by output, after checking every rule of
@@ -438,19 +499,22 @@ impl Outputs {
     }
 
     /// Writes `events` (each with its output's index) and moves the cursor to `cursor` with
-    /// `state`, output by output, if the commit keeps every rule of the contract.
+    /// `state`, output by output, if the commit keeps every rule of the contract. `given` is
+    /// what the plugin was given in this run: the `since` of its first poll (where it started)
+    /// and the highest seq delivered to it.
     pub fn commit(
         &self,
         cursor: u64,
-        delivered: u64,
+        given: Given,
         state: &[u8],
         events: Vec<(u32, Derived)>,
     ) -> Result<(), OutputError> {
         let split = self
-            .split(cursor, delivered, state, events)
+            .split(cursor, given.delivered, state, events)
             .map_err(OutputError::Invalid)?;
+        self.prepare(given.start.unwrap_or(self.base()))?;
         for ((name, log), derived) in self.logs.iter().zip(split) {
-            log.commit_derived(&self.plugin, &self.input, cursor, state, &derived)
+            log.commit_checked(&self.plugin, &self.input, cursor, Some(state), &derived)
                 .map_err(|e| OutputError::Unavailable(format!("output {name}: {e}")))?;
         }
         self.set_base(cursor);
@@ -527,7 +591,10 @@ mod tests {
         let c = log.commit_derived("t", "in", 3, b"s3", &again).unwrap();
         assert_eq!((c.written, c.skipped, c.head), (1, 3, 4));
         let checkpoint = log.checkpoint("t").unwrap().unwrap();
-        assert_eq!((checkpoint.cursor, checkpoint.state), (3, b"s3".to_vec()));
+        assert_eq!(
+            (checkpoint.cursor, checkpoint.state),
+            (3, Some(b"s3".to_vec()))
+        );
         // An older cursor (another output was behind) keeps the newer checkpoint.
         log.commit_derived("t", "in", 2, b"old", &[]).unwrap();
         assert_eq!(log.checkpoint("t").unwrap().unwrap().cursor, 3);
@@ -547,8 +614,8 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_end_does_not_confuse_origins() {
-        // The first derived seq is read from the head the transaction sees.
+    fn origins_start_after_events_a_writer_appended() {
+        // The first derived seq follows what the log held.
         let dir = tempfile::tempdir().unwrap();
         let log = Log::create(dir.path().join("out.redb")).unwrap();
         log.append(&Change::new(ChangeKind::Created, 1, 1)).unwrap();
@@ -557,5 +624,50 @@ mod tests {
         let origins = log.origins(1, 2).unwrap();
         assert_eq!(origins.len(), 1);
         assert_eq!(origins[0].0, 2);
+    }
+
+    /// A first commit cut short after one output: the other resumes from where the plugin
+    /// started (its placeholder), not from a start position looked up again, and the output
+    /// that is ahead drops what it already has.
+    #[test]
+    fn a_first_commit_cut_short_resumes_every_output_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| Arc::new(Log::create(dir.path().join(name)).unwrap());
+        let (a, b) = (open("a.redb"), open("b.redb"));
+        let outputs = Outputs::new(
+            "t",
+            "in",
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+        );
+        assert!(outputs.committed().unwrap().is_none());
+        // The plugin started at 50 (a start at the head, say); its first commit placed
+        // checkpoints at 50 in both outputs, then reached a only.
+        let given = Given {
+            start: Some(50),
+            delivered: 52,
+        };
+        outputs.prepare(given.start.unwrap()).unwrap();
+        a.commit_derived("t", "in", 52, b"s52", &[derived(51), derived(52)])
+            .unwrap();
+        let again = Outputs::new("t", "in", vec![("a".into(), a.clone()), ("b".into(), b)]);
+        let resumed = again.committed().unwrap().unwrap();
+        assert_eq!((resumed.cursor, resumed.state), (50, None));
+        again
+            .commit(
+                52,
+                given,
+                b"s52",
+                vec![
+                    (0, derived(51)),
+                    (1, derived(51)),
+                    (0, derived(52)),
+                    (1, derived(52)),
+                ],
+            )
+            .unwrap();
+        assert_eq!(a.head().unwrap(), 2, "a had them");
+        let b = &again.logs[1].1;
+        assert_eq!(b.head().unwrap(), 2);
+        assert_eq!(b.checkpoint("t").unwrap().unwrap().cursor, 52);
     }
 }

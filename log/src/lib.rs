@@ -59,8 +59,8 @@ pub use changes::{AppendedSince, CROSS_PROCESS_RECHECK, WATCHED_RECHECK};
 pub use codec::{DecodeError, EntryRef};
 #[cfg(feature = "store")]
 pub use derived::{
-    Checkpoint, CommitError, Committed, Derived, MAX_STATE_BYTES, ORIGINS, Origin, OutputError,
-    Outputs, SOURCES,
+    Checkpoint, CommitError, Committed, Derived, Given, MAX_STATE_BYTES, ORIGINS, Origin,
+    OutputError, Outputs, SOURCES,
 };
 #[cfg(feature = "store")]
 pub use error::{OpenError, ReadError, WriteError};

@@ -12,7 +12,7 @@
 //! opens and closes them, so that they are whole files whenever the plugin stops.
 
 use pulsewatch_log::provider::{DB_PATH_SLOT, DEFAULT_DB_PATH, db_path_in, db_path_slot};
-use pulsewatch_log::{Log, OpenError, OutputError, Outputs, PollLimits};
+use pulsewatch_log::{Given, Log, OpenError, OutputError, Outputs, PollLimits};
 use std::sync::OnceLock;
 
 /// The generated bindings, and the exports' glue, which is unsafe code wit-bindgen writes.
@@ -32,9 +32,19 @@ use bindings::exports::pulse::watch::output as out;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The highest seq delivered to the plugin, and the cursor it resumed from or last committed.
+/// The highest seq delivered to the plugin, the `since` of its first poll (`u64::MAX` before
+/// it), and the cursor it resumed from or last committed: what the host's feed records.
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
+static START: AtomicU64 = AtomicU64::new(u64::MAX);
 static BASE: AtomicU64 = AtomicU64::new(0);
+
+/// Notes a poll from `since` that delivered up to `last_seq` (nothing if they are equal).
+fn polled(since: u64, last_seq: u64) {
+    let _ = START.compare_exchange(u64::MAX, since, Ordering::Relaxed, Ordering::Relaxed);
+    if last_seq > since {
+        DELIVERED.fetch_max(last_seq, Ordering::Relaxed);
+    }
+}
 
 /// The variable that names the plugin's outputs.
 const OUTPUTS_VARIABLE: &str = "PULSEWATCH_OUTPUTS";
@@ -83,7 +93,7 @@ impl Guest for Provider {
         let batch = log()?
             .poll_within(since, limit, &PollLimits::default())
             .map_err(poll_error)?;
-        DELIVERED.fetch_max(batch.last_seq, Ordering::Relaxed);
+        polled(since, batch.last_seq);
         Ok((
             batch.events.into_iter().map(to_wit).collect(),
             batch.last_seq,
@@ -95,7 +105,7 @@ impl Guest for Provider {
         let packed = log()?
             .poll_packed(since, limit, &PollLimits::default(), &mut bytes)
             .map_err(poll_error)?;
-        DELIVERED.fetch_max(packed.last_seq, Ordering::Relaxed);
+        polled(since, packed.last_seq);
         Ok((bytes, packed.last_seq))
     }
 
@@ -158,6 +168,15 @@ fn open_outputs() -> Result<Outputs, out::CommitError> {
     Ok(outputs)
 }
 
+/// What the plugin was given so far, as the host's feed would say.
+fn given() -> Given {
+    let start = START.load(Ordering::Relaxed);
+    Given {
+        start: (start != u64::MAX).then_some(start),
+        delivered: DELIVERED.load(Ordering::Relaxed),
+    }
+}
+
 fn commit_error(error: OutputError) -> out::CommitError {
     match error {
         OutputError::Invalid(why) => out::CommitError::Invalid(why),
@@ -218,7 +237,7 @@ impl out::Guest for Provider {
             .map(derived_conversions::derived)
             .collect();
         outputs
-            .commit(cursor, DELIVERED.load(Ordering::Relaxed), &state, events)
+            .commit(cursor, given(), &state, events)
             .map_err(commit_error)?;
         BASE.store(outputs.base(), Ordering::Relaxed);
         Ok(())

@@ -1,8 +1,17 @@
 //! Derived events, committed exactly once with the cursor through `pulse:watch/output`.
 
 use crate::bindings::pulse::watch::output as wit;
-use crate::{ChangeKind, Saved, Uuid};
+use crate::{ChangeKind, Uuid};
 use std::fmt;
+
+/// Where a transform resumes: what it last committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The seq of the last input event it had processed.
+    pub cursor: u64,
+    /// Its state as of `cursor`; `None` for its initial state.
+    pub state: Option<Vec<u8>>,
+}
 
 /// An output log granted to the plugin, found by name with [`Emitter::output`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +53,17 @@ impl From<wit::CommitError> for CommitError {
 /// Collects the events a plugin derives, and commits them with its cursor and state in one
 /// step: however the plugin's run ends, its outputs hold each input event's derived events
 /// exactly once (see `pulse:watch/output` in wit/feed.wit).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Emitter {
     names: Vec<String>,
     events: Vec<wit::Derived>,
+}
+
+impl Default for Emitter {
+    /// [`Emitter::new`].
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Emitter {
@@ -114,10 +130,11 @@ impl Emitter {
         Ok(())
     }
 
-    /// What the plugin last committed: its cursor and state (the lowest among its outputs).
-    pub fn committed() -> Result<Option<Saved>, CommitError> {
-        Ok(wit::committed()?.map(|c| Saved {
-            seq: c.cursor,
+    /// What the plugin last committed: its cursor and state (the lowest among its outputs);
+    /// none before its first commit.
+    pub fn committed() -> Result<Option<Committed>, CommitError> {
+        Ok(wit::committed()?.map(|c| Committed {
+            cursor: c.cursor,
             state: c.state,
         }))
     }

@@ -57,7 +57,7 @@ pub mod bindings {
 pub use batch::{Batch, BatchIter, EventRef};
 pub use bindings::pulse::watch::feed::{ChangeKind, Event, Uuid};
 pub use checkpoint::{Checkpoint, STATE_DIR, Saved};
-pub use emit::{CommitError, Emitter, Output};
+pub use emit::{CommitError, Committed, Emitter, Output};
 pub use error::{Context, Error, PollError, WaitError};
 pub use poller::{ChangePoller, DEFAULT_BATCH_LIMIT};
 pub use runner::{Plugin, Transform, run, run_transform, run_transform_with, run_with};

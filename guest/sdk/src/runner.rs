@@ -119,14 +119,14 @@ pub fn run_transform<T: Transform>() -> Result<(), Error> {
 /// [`run_transform`] with batches of at most `batch_limit` events.
 pub fn run_transform_with<T: Transform>(batch_limit: usize) -> Result<(), Error> {
     let saved = retrying(Emitter::committed, unavailable_output)?;
-    let plugin = T::restore(saved.as_ref().map(|s| s.state.as_slice()))
+    let plugin = T::restore(saved.as_ref().and_then(|s| s.state.as_deref()))
         .map_err(|e| e.context("cannot restore the transform from its last commit"))?;
     drive(
         &mut Deriving {
             plugin,
             out: Emitter::new(),
         },
-        saved.map(|s| s.seq),
+        saved.map(|s| s.cursor),
         batch_limit,
     )
 }

@@ -175,9 +175,13 @@ impl CpuMeter {
 
     /// Adds `cpu` to what the plugin may spend, never more than a full budget beyond what it has
     /// spent: what an answer from the network grants for the host's work on it.
+    /// Called from any thread: by the thread's clock, only finished steps are counted.
     pub(crate) fn credit(&self, cpu: Duration) {
         let mut account = self.account();
-        let spent = account.spent(self.clock.now());
+        let spent = match self.clock {
+            CpuClock::Process => account.spent(self.clock.now()),
+            CpuClock::Thread => account.spent,
+        };
         account.allowance = account
             .allowance
             .saturating_add(nanos(cpu))

@@ -109,12 +109,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
         |store, (cursor, state, events): (u64, Vec<u8>, Vec<wit::Derived>)| {
             Box::new(async move {
                 let feed = &store.data().feed;
-                let delivered = feed.delivered();
+                let given = feed.given();
                 let result = match outputs(feed) {
                     Ok(outputs) => {
                         let events = events.into_iter().map(derived).collect();
                         tokio::task::spawn_blocking(move || {
-                            outputs.commit(cursor, delivered, &state, events)
+                            outputs.commit(cursor, given, &state, events)
                         })
                         .await
                         .map_or_else(|_| Err(panicked()), |r| r.map_err(to_wit))

@@ -4,7 +4,7 @@
 use super::StopSignal;
 use super::progress::{Resources, Tracker};
 use super::store::Sandbox;
-use pulsewatch_log::Outputs;
+use pulsewatch_log::{Given, Outputs};
 use pulsewatch_log::{Log, PollLimits};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,21 +43,35 @@ pub(crate) struct Feed {
     pub(crate) delivered: AtomicU64,
     /// The `since` of the last poll that delivered events: the batch the plugin works on.
     pub(crate) batch_since: AtomicU64,
+    /// The `since` of the plugin's first poll (`u64::MAX` before it): where it started.
+    pub(crate) start: AtomicU64,
 }
 
 impl Feed {
-    /// The highest seq delivered to the plugin in this run, 0 before any.
-    pub(crate) fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::Relaxed)
-    }
-
     /// The `since` of the last poll that delivered events (`u64::MAX` before any).
     pub(crate) fn batch_since(&self) -> u64 {
         self.batch_since.load(Ordering::Relaxed)
     }
 
+    /// What the plugin was given in this run, which bounds what it may commit.
+    pub(crate) fn given(&self) -> Given {
+        let start = self.start.load(Ordering::Relaxed);
+        Given {
+            start: (start != u64::MAX).then_some(start),
+            delivered: self.delivered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Notes a poll from `since`: the first one is where the plugin started.
+    fn polled(&self, since: u64) {
+        let _ = self
+            .start
+            .compare_exchange(u64::MAX, since, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     fn poll(&self, since: u64, limit: u32) -> Result<(Vec<wit::Event>, u64), wit::PollError> {
         self.tracker.set_cursor(since);
+        self.polled(since);
         if self.stop.is_stopped() {
             return Ok((Vec::new(), since));
         }
@@ -73,6 +87,7 @@ impl Feed {
 
     fn poll_packed(&self, since: u64, limit: u32) -> Result<(Vec<u8>, u64), wit::PollError> {
         self.tracker.set_cursor(since);
+        self.polled(since);
         let mut bytes = Vec::new();
         if self.stop.is_stopped() {
             return Ok((bytes, since));

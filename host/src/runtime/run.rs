@@ -167,6 +167,7 @@ async fn execute(
         outputs,
         delivered: AtomicU64::new(0),
         batch_since: AtomicU64::new(u64::MAX),
+        start: AtomicU64::new(u64::MAX),
     });
     let secret = match spec
         .webhook_secret

@@ -247,7 +247,14 @@ impl Supervisor {
                 }
                 () = options.reload.requested(), if reload.is_some() && !options.stop.is_stopped() => {
                     let Some(reload) = reload else { continue };
-                    match reload() {
+                    // Outputs are made (or refused) for the new list as for the first.
+                    let reloaded = reload().and_then(|specs| {
+                        for spec in &specs {
+                            create_outputs(spec, db).map_err(|e| e.to_string())?;
+                        }
+                        Ok(specs)
+                    });
+                    match reloaded {
                         Err(why) => sink.notice(&format!("plugins not reloaded, nothing changed: {why}")),
                         Ok(specs) => {
                             for entry in self.apply(&entries, &specs, options) {

@@ -173,6 +173,12 @@ impl AllowedHost {
         scheme_ok && port_ok && host_ok
     }
 
+    /// Whether this grant names one host (not `*` or `*.domain`): requests to it may be signed
+    /// with the plugin's webhook secret.
+    pub(crate) fn is_exact(&self) -> bool {
+        matches!(self.host, HostPattern::Name(_) | HostPattern::Ip(_))
+    }
+
     /// Whether this grant names `ip` itself, so that it may be reached although it is not a
     /// public address: the address literally, or `localhost` for a loopback address.
     pub(crate) fn names(&self, ip: IpAddr) -> bool {

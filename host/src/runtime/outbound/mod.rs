@@ -92,7 +92,7 @@ impl HttpLimits {
 #[derive(Debug, Default)]
 pub(crate) struct HttpStats {
     requests: AtomicU64,
-    failures: AtomicU64,
+    pub(super) failures: AtomicU64,
     bytes: AtomicU64,
 }
 
@@ -170,6 +170,26 @@ pub fn webhook_signature(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> 
 /// of its budget for it. A plugin that computes between requests still does.
 const CPU_PER_RESPONSE: Duration = Duration::from_millis(2);
 
+/// The TLS client configuration: rustls with ring and the Mozilla roots, built once a process.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+            };
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
 /// A plugin's outbound HTTP: the hooks wasmtime-wasi-http calls.
 pub(crate) struct Outbound {
     shared: Arc<Shared>,
@@ -188,16 +208,6 @@ impl Outbound {
         log: Option<Arc<dyn OutputSink>>,
     ) -> Self {
         let limits = HttpLimits::default();
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         Outbound {
             shared: Arc::new(Shared {
                 plugin: plugin.to_owned(),
@@ -206,7 +216,7 @@ impl Outbound {
                 limits,
                 in_flight: Arc::new(tokio::sync::Semaphore::new(limits.in_flight)),
                 pool: send::Pool::default(),
-                tls: Arc::new(tls),
+                tls: tls_config(),
                 stats: HttpStats::default(),
                 log,
             }),
@@ -233,11 +243,19 @@ type SendFuture = Box<
         > + Send,
 >;
 
+/// Whether a plugin may not set header `name`: wasmtime-wasi-http's own list, and the headers
+/// the host sets.
+fn forbidden(name: &HeaderName) -> bool {
+    DEFAULT_FORBIDDEN_HEADERS.contains(name) || HOST_HEADERS.contains(&name.as_str())
+}
+
 impl WasiHttpHooks for Outbound {
+    fn is_forbidden_header(&mut self, name: &HeaderName) -> bool {
+        forbidden(name)
+    }
+
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
-        Arc::new(|name: &HeaderName| {
-            DEFAULT_FORBIDDEN_HEADERS.contains(name) || HOST_HEADERS.contains(&name.as_str())
-        })
+        Arc::new(forbidden)
     }
 
     fn send_request(

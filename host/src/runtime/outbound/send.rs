@@ -15,6 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ impl Pool {
         }
         let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.entry(to).or_default();
-        // As many as can be in flight at once are worth keeping.
+        // A few are worth keeping; a burst past them opens new ones.
         if list.len() < super::MAX_IDLE_PER_DESTINATION {
             list.push(connection);
         }
@@ -150,7 +151,14 @@ async fn exchange(
     let body = collect(body, limits.request_bytes).await?;
     shared.stats.add_bytes(body.len() as u64);
     let key = stamp.key(&parts.method, &parts.uri, &body);
-    stamp_headers(shared, &mut parts.headers, &key, &body)?;
+    // A wildcard grant could lead anywhere (a host the plugin's author controls, say), where
+    // a signed request could be taken and replayed to the real receiver: only requests to a
+    // host a grant names are signed.
+    let secret = shared
+        .secret
+        .as_deref()
+        .filter(|_| grants.iter().any(|g| g.is_exact()));
+    stamp_headers(secret, &mut parts.headers, &key, &body)?;
     // On the wire the request names only its path: the authority went into `Host`.
     parts.uri = http::Uri::builder()
         .path_and_query(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
@@ -159,7 +167,15 @@ async fn exchange(
     let request = Request::from_parts(parts, Full::new(body));
 
     let destination = (scheme.clone(), host.clone(), port);
-    let mut connection = match shared.pool.take(&destination) {
+    // A kept-alive connection the server has closed meanwhile is passed over for the next.
+    let mut idle = None;
+    while let Some(mut connection) = shared.pool.take(&destination) {
+        if connection.ready().await.is_ok() {
+            idle = Some(connection);
+            break;
+        }
+    }
+    let mut connection = match idle {
         Some(connection) => connection,
         None => {
             let ip = |a: &SocketAddr| a.ip();
@@ -171,10 +187,12 @@ async fn exchange(
             if addresses.is_empty() {
                 return Err(Error::DestinationIpProhibited);
             }
-            connect(shared, &addresses, &scheme, &host, limits.connect).await?
+            let mut connection =
+                connect(shared, &addresses, &scheme, &host, limits.connect).await?;
+            connection.ready().await.map_err(Error::from)?;
+            connection
         }
     };
-    connection.ready().await.map_err(Error::from)?;
     let response = tokio::time::timeout(limits.first_byte, connection.send_request(request))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)?
@@ -187,7 +205,8 @@ async fn exchange(
             between: limits.between_bytes,
             idle: Box::pin(tokio::time::sleep(limits.between_bytes)),
             deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
-            done: Some((shared.clone(), destination, connection)),
+            shared: shared.clone(),
+            done: Some((destination, connection)),
             _permit: permit,
         }
         .boxed_unsync()
@@ -212,7 +231,7 @@ async fn collect(mut body: WasiBody, cap: u64) -> Result<Bytes, Error> {
 
 /// Adds the idempotency key and, with a secret, the Standard Webhooks signature.
 fn stamp_headers(
-    shared: &Shared,
+    secret: Option<&[u8]>,
     headers: &mut http::HeaderMap,
     key: &str,
     body: &[u8],
@@ -225,7 +244,7 @@ fn stamp_headers(
     };
     headers.insert(HeaderName::from_static("idempotency-key"), value(key)?);
     headers.insert(HeaderName::from_static("webhook-id"), value(key)?);
-    if let Some(secret) = &shared.secret {
+    if let Some(secret) = secret {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -321,8 +340,19 @@ struct Capped {
     between: Duration,
     idle: Pin<Box<Sleep>>,
     deadline: Pin<Box<Sleep>>,
-    done: Option<(Arc<Shared>, Destination, Connection)>,
+    shared: Arc<Shared>,
+    /// The connection, until the body ends and it goes back to the pool.
+    done: Option<(Destination, Connection)>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Capped {
+    /// The body broke off: the request counts as failed.
+    fn fail(&mut self, error: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.done = None;
+        self.shared.stats.failures.fetch_add(1, Ordering::Relaxed);
+        Poll::Ready(Some(Err(error)))
+    }
 }
 
 impl Body for Capped {
@@ -334,27 +364,25 @@ impl Body for Capped {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         if self.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Some(Err(Error::HttpResponseTimeout)));
+            return self.fail(Error::HttpResponseTimeout);
         }
         match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Ready(None) => {
-                if let Some((shared, to, connection)) = self.done.take() {
-                    shared.pool.put(to, connection);
+                if let Some((to, connection)) = self.done.take() {
+                    self.shared.pool.put(to, connection);
                 }
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(Some(Err(e))) => self.fail(Error::from(e)),
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.left {
                         let cap = self.cap;
-                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(cap)))));
+                        return self.fail(Error::HttpResponseBodySize(Some(cap)));
                     }
                     self.left -= len;
-                    if let Some((shared, _, _)) = &self.done {
-                        shared.stats.add_bytes(len);
-                    }
+                    self.shared.stats.add_bytes(len);
                 }
                 let next = tokio::time::Instant::now() + self.between;
                 self.idle.as_mut().reset(next);
@@ -362,7 +390,7 @@ impl Body for Capped {
             }
             Poll::Pending => {
                 ready!(self.idle.as_mut().poll(cx));
-                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+                self.fail(Error::ConnectionReadTimeout)
             }
         }
     }
