@@ -448,6 +448,25 @@ impl Log {
         self.changes.recheck()
     }
 
+    /// Whether every change to the file, by any process, reaches this `Log`: its own file watch
+    /// is in place, or [`Log::rely_on_notices`] was called.
+    pub fn is_watched(&self) -> bool {
+        self.changes.is_complete()
+    }
+
+    /// From now on, every change to the file is told to this `Log` through [`Log::changed`],
+    /// by a process that watches it: for a reader that cannot watch the file itself (the
+    /// system's limit of file watches per user, 128 by default on Linux, is reached). Waiters
+    /// then recheck the file only every [`changes::WATCHED_RECHECK`].
+    pub fn rely_on_notices(&self) {
+        self.changes.set_complete(true);
+    }
+
+    /// Tells this `Log` that its file changed, waking its waiters.
+    pub fn changed(&self) {
+        self.changes.bump();
+    }
+
     /// How many changes this `Log` has seen (its appends, and on Linux every write to the file by
     /// any process); pass it to [`Log::appended`].
     pub fn generation(&self) -> u64 {

@@ -7,9 +7,10 @@ use crate::{
 use pulsewatch_log::{START_VARIABLE, StartPosition};
 use std::time::Duration;
 
-/// How long one wait for new events lasts before the loop asks again. Short enough that a
-/// host shutdown is noticed promptly, long enough to cost nothing while idle.
-const WAIT: Duration = Duration::from_secs(1);
+/// How long one wait for new events lasts before the loop asks again. The host ends a wait at
+/// once when events arrive or the run stops (`closed`), so a long one costs nothing and wakes
+/// nothing while idle.
+const WAIT: Duration = Duration::from_secs(3600);
 
 /// How often an `unavailable` feed or commit is tried again, with doubling pauses from 100 ms
 /// (3 s in all), before the plugin gives up with the error.

@@ -18,11 +18,19 @@ pub(crate) struct Tracker {
     /// The cursor, plus one: 0 until the plugin calls the feed.
     cursor: AtomicU64,
     resources: Mutex<Resources>,
+    /// Told of every update, so that a watcher sleeps while nothing moves.
+    updated: tokio::sync::Notify,
 }
 
 impl Tracker {
     pub(crate) fn set_cursor(&self, seq: u64) {
         self.cursor.store(seq.saturating_add(1), Ordering::Relaxed);
+        self.updated.notify_one();
+    }
+
+    /// Completes after the next update (at once if one came since the last call).
+    pub(crate) async fn updated(&self) {
+        self.updated.notified().await;
     }
 
     pub(crate) fn cursor(&self) -> Option<u64> {
@@ -35,6 +43,7 @@ impl Tracker {
 
     pub(crate) fn set_resources(&self, resources: Resources) {
         *self.resources.lock().unwrap_or_else(|e| e.into_inner()) = resources;
+        self.updated.notify_one();
     }
 }
 

@@ -22,9 +22,21 @@ pub(crate) struct RunContext<'a> {
     /// For each component digest, whether this run has had it compiled into the cache (or
     /// found it there), set once by whichever start did it.
     pub(crate) compiled: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>,
+    /// For each log the supervisor watches, a count of its changes.
+    pub(crate) appended: HashMap<PathBuf, tokio::sync::watch::Receiver<u64>>,
 }
 
 impl RunContext<'_> {
+    /// The log `spec` reads, and the changes to it the supervisor watches, if it does.
+    pub(crate) fn input(
+        &self,
+        spec: &PluginSpec,
+    ) -> (PathBuf, Option<tokio::sync::watch::Receiver<u64>>) {
+        let path = spec.input.clone().unwrap_or_else(|| self.db.to_path_buf());
+        let appended = self.appended.get(&path).cloned();
+        (path, appended)
+    }
+
     pub(super) fn compiled(&self, digest: &str) -> Arc<tokio::sync::OnceCell<()>> {
         let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(compiled.entry(digest.to_owned()).or_default())

@@ -41,6 +41,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 pub use os::same_file;
 use pulsewatch_log::Log;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -194,8 +195,8 @@ impl Supervisor {
         }
         let mut entries: Vec<Arc<Entry>> = Vec::new();
         let mut admitted = Vec::new();
-        // The plugins' positions as last recorded in the home's slots.
-        let mut recorded = Vec::new();
+        // What was last written of the run's status and the plugins' slots.
+        let mut recorded = status::Written::default();
         for spec in specs {
             let entry = Entry::new(spec.clone(), options);
             match self.held_in_quarantine(&entry) {
@@ -207,12 +208,36 @@ impl Supervisor {
         self.write_status(&entries, true, &mut recorded);
         let (_scratch, cache) = self.cache();
         let to_admit: Vec<&PluginSpec> = admitted.iter().map(|&i| &entries[i].spec).collect();
+        // One watch of each log the plugins read, for all their workers: past the system's
+        // limit of file watches per user, workers could not each watch it themselves.
+        let inputs: std::collections::BTreeSet<PathBuf> = specs
+            .iter()
+            .map(|s| s.input.clone().unwrap_or_else(|| db.to_path_buf()))
+            .collect();
+        let (appended, watchers): (HashMap<_, _>, Vec<_>) = inputs
+            .into_iter()
+            .filter_map(|path| {
+                let log = pulsewatch_log::Log::open_read_only(&path).ok()?;
+                log.is_watched().then_some(())?;
+                let (tell, told) = tokio::sync::watch::channel(0u64);
+                let watcher = tokio::spawn(async move {
+                    loop {
+                        let generation = log.generation();
+                        log.appended(generation).await;
+                        tell.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                });
+                Some(((path, told), watcher))
+            })
+            .unzip();
+        let _watchers = AbortOnDrop(watchers);
         let run = RunContext {
             db,
             options,
             sink,
             cache: cache.as_deref(),
             compiled: Mutex::default(),
+            appended,
         };
         let workers = tokio::select! {
             workers = self.admit_all(&to_admit, &run) => workers?,
@@ -290,6 +315,7 @@ impl Supervisor {
             sink: &sink,
             cache: cache.as_deref(),
             compiled: Mutex::default(),
+            appended: HashMap::new(),
         };
         let specs: Vec<&PluginSpec> = specs.iter().collect();
         executor
@@ -324,4 +350,13 @@ fn create_outputs(spec: &PluginSpec, db: &Path) -> Result<(), SuperviseError> {
         Log::create(path).map_err(|e| refused(e.to_string()))?;
     }
     Ok(())
+}
+
+/// Tasks aborted when this is dropped: a run's watchers end with the run.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
 }

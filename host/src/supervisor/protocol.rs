@@ -23,6 +23,10 @@ pub(crate) struct Assignment {
     pub(crate) compile_only: bool,
     /// Report each HTTP request the plugin makes as a notice.
     pub(crate) log_http: bool,
+    /// The supervisor watches the log and says [`Order::Changed`] on every change: a worker
+    /// that cannot watch it itself relies on that.
+    #[serde(default)]
+    pub(crate) notices: bool,
 }
 
 /// The supervisor's later lines. The end of the worker's stdin means the supervisor is gone:
@@ -35,6 +39,8 @@ pub(crate) enum Order {
     Stop,
     /// Stop at once.
     StopNow,
+    /// The log changed (the supervisor's watch saw a write).
+    Changed,
 }
 
 /// The worker's lines.

@@ -95,7 +95,13 @@ impl Supervisor {
                     entry.set_state(PluginState::Running);
                     let started = Instant::now();
                     let outcome = worker
-                        .run(&entry.stop, options.grace, run.sink, entry)
+                        .run(
+                            &entry.stop,
+                            options.grace,
+                            run.sink,
+                            entry,
+                            run.input(&entry.spec).1,
+                        )
                         .await;
                     if started.elapsed() >= HEALTHY_RUN {
                         backoff = FIRST_BACKOFF;

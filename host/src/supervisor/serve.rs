@@ -10,10 +10,11 @@ use crate::runtime::{
 use pulsewatch_log::{Log, OpenError};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
-/// How often the plugin's progress is passed on when it moves.
+/// The most often the plugin's progress is passed on while it moves: updates within this of the
+/// first are reported together. Nothing is reported while it does not move.
 const PROGRESS_REPORTS: Duration = Duration::from_millis(20);
 
 /// Serves one assignment from the supervisor on stdin and stdout, then exits. A binary that
@@ -94,6 +95,7 @@ fn serve_assignment() -> Result<(), String> {
         cache_dir,
         compile_only,
         log_http,
+        notices,
     } = serde_json::from_str(&first).map_err(|e| format!("bad assignment: {e}"))?;
 
     // Before anything is compiled: Cranelift's memory counts against the limit too.
@@ -130,11 +132,19 @@ fn serve_assignment() -> Result<(), String> {
     let stop = StopSignal::new();
     let (start, started) = mpsc::channel();
     let orders_stop = stop.clone();
+    // The log, once open: the supervisor's notices of changes go to it.
+    let opened: Arc<OnceLock<Arc<Log>>> = Arc::default();
+    let noticed = opened.clone();
     std::thread::spawn(move || {
         for line in std::io::stdin().lines().map_while(Result::ok) {
             match serde_json::from_str(&line) {
                 Ok(Order::Start) => drop(start.send(())),
                 Ok(Order::Stop) => orders_stop.stop(),
+                Ok(Order::Changed) => {
+                    if let Some(log) = noticed.get() {
+                        log.changed();
+                    }
+                }
                 Ok(Order::StopNow) | Err(_) => break,
             }
         }
@@ -151,6 +161,12 @@ fn serve_assignment() -> Result<(), String> {
             return Ok(());
         }
     };
+    // Past the system's limit of file watches (128 per user by default), a worker cannot watch
+    // the log itself, and would look at it every 20 ms: the supervisor's watch tells it instead.
+    if notices && !log.is_watched() {
+        log.rely_on_notices();
+    }
+    let _ = opened.set(log.clone());
 
     let options = RunOptions {
         follow,
@@ -171,9 +187,9 @@ fn serve_assignment() -> Result<(), String> {
         let watched = tracker.clone();
         let reporter = tokio::spawn(async move {
             let mut reported = None;
-            let mut ticks = tokio::time::interval(PROGRESS_REPORTS);
             loop {
-                ticks.tick().await;
+                watched.updated().await;
+                tokio::time::sleep(PROGRESS_REPORTS).await;
                 let now = (watched.cursor(), watched.resources());
                 if reported != Some(now) {
                     report(&Report::Progress {

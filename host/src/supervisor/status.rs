@@ -108,14 +108,23 @@ pub(crate) fn fingerprint(spec: &PluginSpec) -> String {
     sha256_hex(&serde_json::to_vec(spec).unwrap_or_default())
 }
 
+/// What a run last wrote to its home, so that nothing is written again while nothing moves.
+#[derive(Default)]
+pub(super) struct Written {
+    /// The plugins' positions in the slots file.
+    slots: Vec<(String, u64)>,
+    /// The status, and whether the run was running.
+    status: Option<(bool, Vec<PluginStatus>)>,
+}
+
 impl super::Supervisor {
-    /// Writes the run's status, and the plugins' slots when their positions moved since
-    /// `recorded` (the slots file is read and merged only then).
+    /// Writes the run's status when it changed since `written`, and the plugins' slots when
+    /// their positions moved (the slots file is read and merged only then).
     pub(super) fn write_status(
         &self,
         entries: &[Arc<Entry>],
         running: bool,
-        recorded: &mut Vec<(String, u64)>,
+        written: &mut Written,
     ) {
         let Some(home) = &self.home else {
             return;
@@ -133,14 +142,24 @@ impl super::Supervisor {
             .iter()
             .filter_map(|p| Some((p.name.clone(), p.cursor?)))
             .collect();
-        if positions != *recorded && home.record_slots(positions.clone()).is_ok() {
-            *recorded = positions;
+        if positions != written.slots && home.record_slots(positions.clone()).is_ok() {
+            written.slots = positions;
         }
-        let _ = home.write_status(&RunStatus {
+        if written
+            .status
+            .as_ref()
+            .is_some_and(|(r, p)| *r == running && *p == plugins)
+        {
+            return;
+        }
+        let status = RunStatus {
             pid: std::process::id(),
             running,
             updated_ms: pulsewatch_log::now_ms(),
             plugins,
-        });
+        };
+        if home.write_status(&status).is_ok() {
+            written.status = Some((running, status.plugins));
+        }
     }
 }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 const KILL_MARGIN: Duration = Duration::from_secs(1);
 
 /// How often a worker's memory and CPU time are read while it runs.
-const SAMPLES: Duration = Duration::from_millis(250);
+const SAMPLES: Duration = Duration::from_secs(10);
 
 /// The last bytes of a worker's stderr kept for the report of its death.
 const STDERR_TAIL: usize = 2048;
@@ -82,7 +82,8 @@ impl Worker {
         };
         let assignment = Assignment {
             spec: spec.clone(),
-            db: spec.input.clone().unwrap_or_else(|| run.db.to_path_buf()),
+            db: run.input(spec).0,
+            notices: run.input(spec).1.is_some(),
             follow: run.options.follow,
             grace: run.options.grace,
             cache_dir: run.cache.map(Path::to_path_buf),
@@ -165,6 +166,7 @@ impl Worker {
         grace: Duration,
         sink: &Arc<dyn OutputSink>,
         watch: &dyn Watch,
+        mut appended: Option<tokio::sync::watch::Receiver<u64>>,
     ) -> Outcome {
         let name = self.spec.name.clone();
         let limits = self.spec.limits;
@@ -207,6 +209,9 @@ impl Worker {
                 () = tokio::time::sleep_until(kill_at.unwrap_or(started)), if kill_at.is_some() && killed.is_none() => {
                     let _ = self.child.start_kill();
                     killed = kill.take().map(|(_, failure)| failure);
+                }
+                Some(Ok(())) = async { Some(appended.as_mut()?.changed().await) }, if appended.is_some() => {
+                    self.order(Order::Changed).await;
                 }
                 _ = samples.tick() => {
                     if let Some(sample) = os::sample(&self.pid) {
