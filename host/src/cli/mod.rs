@@ -25,6 +25,7 @@ macro_rules! say {
 
 mod demo;
 mod jsonl;
+mod metrics;
 mod operate;
 mod progress;
 mod receiver;
@@ -53,7 +54,7 @@ enum Command {
     /// Write a realistic stream of changes to a demo database and run the example plugins on it.
     Demo(demo::Args),
     /// Run plugins (WASI components) over a database's change feed.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Check a manifest without running it: exit 0 if every plugin in it can be started.
     Check(operate::CheckArgs),
     /// Show where each plugin of a run stands (during the run, from another process, or after).

@@ -150,12 +150,12 @@ pub fn release(args: &ReleaseArgs) -> anyhow::Result<ExitCode> {
 
 /// One plugin as `status` shows it: its run's record and its lag against the log.
 #[derive(Serialize)]
-struct Row {
+pub(super) struct Row {
     #[serde(flatten)]
-    status: PluginStatus,
-    head: u64,
-    lag_events: Option<u64>,
-    lag_ms: Option<u64>,
+    pub(super) status: PluginStatus,
+    pub(super) head: u64,
+    pub(super) lag_events: Option<u64>,
+    pub(super) lag_ms: Option<u64>,
 }
 
 /// What `status --json` prints.
@@ -177,6 +177,31 @@ fn alive(pid: u32) -> bool {
 fn timestamp(log: &Log, seq: u64) -> Option<u64> {
     let batch = log.poll(seq.checked_sub(1)?, 1).ok()?;
     batch.events.first().map(|e| e.change.timestamp_ms)
+}
+
+/// Each plugin of `run` with its lag behind `head`, in events and in the writer's time.
+pub(super) fn rows(log: &Log, head: u64, run: &RunStatus) -> Vec<Row> {
+    let head_ms = timestamp(log, head);
+    run.plugins
+        .iter()
+        .cloned()
+        .map(|status| {
+            let lag_events = status.cursor.map(|c| head.saturating_sub(c));
+            let lag_ms = match (status.cursor, head_ms) {
+                (Some(cursor), Some(head_ms)) if cursor < head => {
+                    timestamp(log, cursor + 1).map(|next| head_ms.saturating_sub(next))
+                }
+                (Some(_), _) => Some(0),
+                _ => None,
+            };
+            Row {
+                status,
+                head,
+                lag_events,
+                lag_ms,
+            }
+        })
+        .collect()
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -209,28 +234,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let head_ms = timestamp(&log, head);
-    let rows: Vec<Row> = run
-        .plugins
-        .iter()
-        .cloned()
-        .map(|status| {
-            let lag_events = status.cursor.map(|c| head.saturating_sub(c));
-            let lag_ms = match (status.cursor, head_ms) {
-                (Some(cursor), Some(head_ms)) if cursor < head => {
-                    timestamp(&log, cursor + 1).map(|next| head_ms.saturating_sub(next))
-                }
-                (Some(_), _) => Some(0),
-                _ => None,
-            };
-            Row {
-                status,
-                head,
-                lag_events,
-                lag_ms,
-            }
-        })
-        .collect();
+    let rows = rows(&log, head, &run);
     if args.json {
         let report = Report {
             running: run.running,

@@ -45,6 +45,10 @@ pub struct Args {
     /// After Ctrl-C, how long plugins have to commit and return before they are cancelled.
     #[arg(long, default_value_t = DEFAULT_GRACE.into(), allow_hyphen_values = true)]
     grace: humantime::Duration,
+    /// Serve the run's figures as Prometheus text on http://ADDR/metrics (port 0: any free
+    /// port, said on stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Print the full WebAssembly backtrace of a plugin that fails, and each HTTP request a
     /// plugin makes (method, URL, status, duration).
     #[arg(long, short)]
@@ -164,6 +168,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     signals::stop_on_signals(&options.stop, options.grace)?;
     signals::reload_on_sighup(&options.reload)?;
+    if let Some(addr) = args.metrics {
+        let addr = super::metrics::serve(addr, &args.db, Home::under(&state_root))?;
+        say!("pulsewatch: metrics on http://{addr}/metrics");
+    }
     let reload = |path: &PathBuf| {
         let (path, root) = (path.clone(), state_root.clone());
         move || manifest::load(&path, &root).map_err(|e| e.to_string())

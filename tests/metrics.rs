@@ -1,0 +1,110 @@
+//! Metrics: `pulsewatch run --metrics` serves the run's figures as Prometheus text, scraped over
+//! HTTP and read with a real exposition-format parser.
+
+mod common;
+
+use common::procs::signal;
+use common::*;
+use nix::sys::signal::Signal;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+
+/// GET `path` from `addr`, the body.
+fn get(addr: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+#[test]
+fn a_scrape_shows_each_plugin_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), 500);
+    let db = dir.path().join("events.redb");
+    let mut host = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(["run", "--follow", "--metrics", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .arg(guest("kind-counts"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(host.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("pulsewatch: metrics on http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+
+    let value = |text: &str, name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    let plugin = [("plugin", "kind-counts")];
+    wait_until("the plugin at the head, in the metrics", || {
+        value(&get(&addr, "/metrics"), "pulsewatch_plugin_cursor", &plugin) == Some(500.0)
+    });
+    fill(&log, 500, 520);
+    wait_until("the plugin at the new head", || {
+        value(&get(&addr, "/metrics"), "pulsewatch_plugin_cursor", &plugin) == Some(520.0)
+    });
+    let text = get(&addr, "/metrics");
+    let db_label = db.display().to_string();
+    assert_eq!(
+        value(&text, "pulsewatch_log_head", &[("log", &db_label)]),
+        Some(520.0)
+    );
+    assert_eq!(
+        value(&text, "pulsewatch_log_oldest", &[("log", &db_label)]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "pulsewatch_plugin_state",
+            &[("plugin", "kind-counts"), ("state", "running")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "pulsewatch_plugin_lag_events", &plugin),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "pulsewatch_plugin_restarts_total", &plugin),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "pulsewatch_plugin_quarantined", &plugin),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "pulsewatch_plugin_memory_limit_bytes", &plugin),
+        Some(64.0 * 1024.0 * 1024.0)
+    );
+    assert!(value(&text, "pulsewatch_plugin_memory_bytes", &plugin).unwrap() > 0.0);
+    signal(host.id(), Signal::SIGINT);
+    assert!(host.wait().unwrap().success());
+}
