@@ -108,3 +108,38 @@ fn a_scrape_shows_each_plugin_and_the_log() {
     signal(host.id(), Signal::SIGINT);
     assert!(host.wait().unwrap().success());
 }
+
+#[test]
+fn json_logs_carry_each_line_with_its_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    log_with(dir.path(), 50);
+    let run = pulsewatch(&[
+        "run",
+        "--log-format",
+        "json",
+        "--db",
+        dir.path().join("events.redb").to_str().unwrap(),
+        guest("kind-counts").to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let lines = |bytes: &[u8]| -> Vec<serde_json::Value> {
+        text(bytes)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    };
+    let out = lines(&run.stdout);
+    assert!(
+        out.iter()
+            .all(|l| l["plugin"] == "kind-counts" && l["target"] == "plugin::stdout")
+    );
+    assert!(out.iter().any(|l| l["message"] == "cursor: 50"), "{out:?}");
+    let err = lines(&run.stderr);
+    assert!(
+        err.iter().any(
+            |l| l["message"] == "plugin kind-counts ended cleanly at seq 50"
+                && l["level"] == "INFO"
+        ),
+        "{err:?}"
+    );
+}

@@ -15,16 +15,22 @@ macro_rules! out {
     }};
 }
 
-/// Writes a line to stderr; a closed stderr loses the line, and nothing else.
+/// Writes a line to stderr (a JSON line with `--log-format json`); a closed stderr loses the
+/// line, and nothing else.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        if $crate::cli::logging::json() {
+            $crate::cli::logging::message(&format!($($arg)*));
+        } else {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        }
     }};
 }
 
 mod demo;
 mod jsonl;
+pub(crate) mod logging;
 mod metrics;
 mod operate;
 mod progress;

@@ -1,5 +1,6 @@
 //! `pulsewatch run`: plugins over a database's change feed, each in a worker process.
 
+use super::logging::LogFormat;
 use super::signals;
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
@@ -49,6 +50,10 @@ pub struct Args {
     /// port, said on stderr).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// How the host's lines are written: `text`, or `json` (one object a line, plugin output
+    /// with the plugin's name as a field).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Print the full WebAssembly backtrace of a plugin that fails, and each HTTP request a
     /// plugin makes (method, URL, status, duration).
     #[arg(long, short)]
@@ -138,6 +143,7 @@ pub fn default_state_dir(db: &Path) -> PathBuf {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    super::logging::init(args.log_format);
     let state_root = args
         .state_dir
         .clone()
@@ -255,10 +261,23 @@ struct Shell {
 
 impl OutputSink for Shell {
     fn line(&self, plugin: &str, stream: Stream, line: &str) {
+        if super::logging::json() {
+            match stream {
+                Stream::Stdout => {
+                    tracing::info!(target: super::logging::PLUGIN_STDOUT, plugin, "{line}");
+                }
+                Stream::Stderr => tracing::info!(target: "plugin::stderr", plugin, "{line}"),
+            }
+            return;
+        }
         let written = Console::write(plugin, stream, line);
         if written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
             self.stop.stop();
         }
+    }
+
+    fn notice(&self, text: &str) {
+        say!("pulsewatch: {text}");
     }
 }
 
