@@ -38,6 +38,10 @@ pub(crate) struct Changes {
     /// Whether every change to the file bumps the count (an inotify watch is in place, or no
     /// other process can write it); if not, the count says nothing about other processes.
     complete: std::sync::atomic::AtomicBool,
+    /// The write end of a pipe the watching thread also polls: it closes with this, and the
+    /// thread ends at once, without waking up now and then to look.
+    #[cfg(target_os = "linux")]
+    watch_end: Mutex<Option<std::io::PipeWriter>>,
 }
 
 impl Changes {
@@ -143,7 +147,7 @@ impl Future for AppendedSince<'_> {
 /// its own appends are all the changes it sees.
 pub(crate) fn watch(path: &Path, changes: &Arc<Changes>) {
     #[cfg(target_os = "linux")]
-    if inotify_watch(path, Arc::downgrade(changes)).is_ok() {
+    if inotify_watch(path, changes).is_ok() {
         changes.set_complete(true);
     }
     #[cfg(target_os = "wasi")]
@@ -153,23 +157,27 @@ pub(crate) fn watch(path: &Path, changes: &Arc<Changes>) {
 }
 
 #[cfg(target_os = "linux")]
-fn inotify_watch(path: &Path, changes: std::sync::Weak<Changes>) -> std::io::Result<()> {
+fn inotify_watch(path: &Path, strong: &Arc<Changes>) -> std::io::Result<()> {
     use inotify::{Inotify, WatchMask};
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
 
-    // How often the watching thread looks whether its log is still open.
-    let liveness = PollTimeout::from(1000u16);
-
     let mut inotify = Inotify::init()?;
     inotify.watches().add(path, WatchMask::MODIFY)?;
+    // Closed when the log's `Changes` drop: the thread then sees the hang-up and ends.
+    let (closed, watch_end) = std::io::pipe()?;
+    *strong.watch_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(watch_end);
+    let changes = Arc::downgrade(strong);
     std::thread::Builder::new()
         .name("pulsewatch-log-watch".into())
         .spawn(move || {
             let mut buffer = [0u8; 4096];
             loop {
-                let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-                if poll(&mut fds, liveness).is_err() {
+                let mut fds = [
+                    PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(closed.as_fd(), PollFlags::POLLIN),
+                ];
+                if poll(&mut fds, PollTimeout::NONE).is_err() {
                     // Without the watch, nobody may trust the count for other processes' writes.
                     if let Some(changes) = changes.upgrade() {
                         changes.lost_watch();

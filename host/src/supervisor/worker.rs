@@ -19,7 +19,7 @@ use tokio::time::Instant;
 const KILL_MARGIN: Duration = Duration::from_secs(1);
 
 /// How often a worker's memory and CPU time are read while it runs.
-const SAMPLES: Duration = Duration::from_secs(10);
+const SAMPLES: Duration = Duration::from_secs(60);
 
 /// The last bytes of a worker's stderr kept for the report of its death.
 const STDERR_TAIL: usize = 2048;
