@@ -131,6 +131,18 @@ fn snapshot(db: &Path, out: &Path, extra: &[&str]) -> Output {
     pulsewatch(&args)
 }
 
+/// A live log `dir/live.redb` of `n` events and its snapshot `dir/snap/events.redb`: the live
+/// log, the snapshot's directory and the snapshot.
+fn live_and_snapshot(dir: &Path, n: usize) -> (PathBuf, PathBuf, PathBuf) {
+    let db = dir.join("live.redb");
+    import(&db, &changes(0, n));
+    let snapshot_dir = dir.join("snap");
+    std::fs::create_dir_all(&snapshot_dir).unwrap();
+    let snapshot_file = snapshot_dir.join("events.redb");
+    ok(snapshot(&db, &snapshot_file, &[]));
+    (db, snapshot_dir, snapshot_file)
+}
+
 fn bundle(plugin: &str, dir: &Path) -> PathBuf {
     let bundled = dir.join(format!("{plugin}.standalone.wasm"));
     ok(pulsewatch(&[
@@ -235,12 +247,7 @@ fn bundled_plugins_under_wasmtime_match_pulsewatch_run() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live.redb");
-    import(&db, &changes(0, 3_000));
-    let snapshot_dir = dir.path().join("snap");
-    std::fs::create_dir_all(&snapshot_dir).unwrap();
-    let snapshot_file = snapshot_dir.join("events.redb");
-    ok(snapshot(&db, &snapshot_file, &[]));
+    let (db, snapshot_dir, snapshot_file) = live_and_snapshot(dir.path(), 3_000);
     let kind_counts = bundle("kind-counts", dir.path());
     let filter_jsonl = bundle("filter-jsonl", dir.path());
 
@@ -388,12 +395,7 @@ fn a_bundled_transform_writes_its_outputs_under_wasmtime() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live.redb");
-    import(&db, &changes(0, 500));
-    let snapshot_dir = dir.path().join("snap");
-    std::fs::create_dir_all(&snapshot_dir).unwrap();
-    let snapshot_file = snapshot_dir.join("events.redb");
-    ok(snapshot(&db, &snapshot_file, &[]));
+    let (_, snapshot_dir, snapshot_file) = live_and_snapshot(dir.path(), 500);
     let bundled = bundle("fan-out", dir.path());
 
     let run = |extra_env: &[&str]| {

@@ -206,71 +206,63 @@ impl Log {
             .begin_write()
             .map_err(storage)
             .map_err(WriteError::Storage)?;
-        let committed = Self::commit_in(&txn, plugin, input, cursor, state, derived)?;
+        // The tables close before the commit.
+        let committed = {
+            let write = |e: redb::TableError| WriteError::Storage(storage(e));
+            let mut sources = txn.open_table(SOURCES).map_err(write)?;
+            let stored = match sources
+                .get(plugin)
+                .map_err(|e| WriteError::Storage(storage(e)))?
+            {
+                Some(bytes) => Some(
+                    decode::<Checkpoint>(bytes.value(), &format!("the checkpoint of {plugin}"))
+                        .map_err(|e| WriteError::Storage(e.into()))?,
+                ),
+                None => None,
+            };
+            let done = stored.as_ref().map_or(0, |c| c.cursor);
+            let fresh = derived.partition_point(|d| d.from <= done);
+            let new = &derived[fresh..];
+            let head = Log::append_in(&txn, new.iter().map(|d| &d.change))?;
+            if !new.is_empty() {
+                let mut runs: Vec<(u64, u32)> = Vec::new();
+                for d in new {
+                    match runs.last_mut() {
+                        Some((from, n)) if *from == d.from => *n += 1,
+                        _ => runs.push((d.from, 1)),
+                    }
+                }
+                let row = encode(&OriginRow {
+                    input: input.to_owned(),
+                    plugin: plugin.to_owned(),
+                    runs,
+                });
+                let mut origins = txn.open_table(ORIGINS).map_err(write)?;
+                // Derived events get consecutive seqs, the last being the head.
+                origins
+                    .insert(head + 1 - new.len() as u64, row.as_slice())
+                    .map_err(|e| WriteError::Storage(storage(e)))?;
+            }
+            // An older cursor (another output was behind) leaves the newer checkpoint.
+            if cursor >= done {
+                let checkpoint = encode(&CheckpointRef {
+                    input,
+                    cursor,
+                    state,
+                });
+                sources
+                    .insert(plugin, checkpoint.as_slice())
+                    .map_err(|e| WriteError::Storage(storage(e)))?;
+            }
+            Committed {
+                written: new.len() as u64,
+                skipped: fresh as u64,
+                head,
+            }
+        };
         txn.commit().map_err(storage).map_err(WriteError::Storage)?;
         self.changes.bump();
         Ok(committed)
-    }
-
-    fn commit_in(
-        txn: &WriteTransaction,
-        plugin: &str,
-        input: &str,
-        cursor: u64,
-        state: Option<&[u8]>,
-        derived: &[Derived],
-    ) -> Result<Committed, WriteError> {
-        let write = |e: redb::TableError| WriteError::Storage(storage(e));
-        let mut sources = txn.open_table(SOURCES).map_err(write)?;
-        let stored = match sources
-            .get(plugin)
-            .map_err(|e| WriteError::Storage(storage(e)))?
-        {
-            Some(bytes) => Some(
-                decode::<Checkpoint>(bytes.value(), &format!("the checkpoint of {plugin}"))
-                    .map_err(|e| WriteError::Storage(e.into()))?,
-            ),
-            None => None,
-        };
-        let done = stored.as_ref().map_or(0, |c| c.cursor);
-        let fresh = derived.partition_point(|d| d.from <= done);
-        let new = &derived[fresh..];
-        let head = Log::append_in(txn, new.iter().map(|d| &d.change))?;
-        if !new.is_empty() {
-            let mut runs: Vec<(u64, u32)> = Vec::new();
-            for d in new {
-                match runs.last_mut() {
-                    Some((from, n)) if *from == d.from => *n += 1,
-                    _ => runs.push((d.from, 1)),
-                }
-            }
-            let row = encode(&OriginRow {
-                input: input.to_owned(),
-                plugin: plugin.to_owned(),
-                runs,
-            });
-            let mut origins = txn.open_table(ORIGINS).map_err(write)?;
-            // Derived events get consecutive seqs, the last being the head.
-            origins
-                .insert(head + 1 - new.len() as u64, row.as_slice())
-                .map_err(|e| WriteError::Storage(storage(e)))?;
-        }
-        // An older cursor (another output was behind) leaves the newer checkpoint.
-        if cursor >= done {
-            let checkpoint = encode(&CheckpointRef {
-                input,
-                cursor,
-                state,
-            });
-            sources
-                .insert(plugin, checkpoint.as_slice())
-                .map_err(|e| WriteError::Storage(storage(e)))?;
-        }
-        Ok(Committed {
-            written: new.len() as u64,
-            skipped: fresh as u64,
-            head,
-        })
     }
 
     /// The origins of the derived events with seqs `first..=last`, in seq order. Events that
