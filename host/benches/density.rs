@@ -1,11 +1,18 @@
 //! Density: N copies of `kind-counts` following one log of 1,000 events under one
-//! `pulsewatch run --follow`, from a warm compile cache. For each N it measures the start (spawn
-//! to every plugin at the head), the whole machine's busy CPU while the plugins are idle for
-//! 10 s (`/proc/stat`), the memory of all processes (RSS, PSS), the wake-up of all N plugins by
-//! one new event (when the last one has committed it), a burst of 10,000 events, and the time
-//! from SIGINT to the end of the run. Run with `cargo bench --bench density`; `DENSITY_N=1,100`
-//! chooses the Ns.
+//! `pulsewatch run --follow --isolation I` (`process`: a worker each; `shared`: one worker for
+//! all), from a warm compile cache. For each N it measures the start (spawn to every plugin at
+//! the head), the CPU used while the plugins are idle for 10 s, the memory of all processes
+//! (RSS, PSS), one new event until the last
+//! plugin has committed it (its checkpoint written and synced), a burst of 10,000 events, and
+//! the time from SIGINT to the end of the run. Then N copies of `delivery-times` follow another
+//! log, and five single events, a second apart, measure the wake-up: from the start of the
+//! writer's append to each plugin holding the event, N x 5 figures. Idle CPU is given for the
+//! host's processes and for the whole machine (`/proc/stat`), whose own background is measured
+//! first. Run with `cargo bench --bench density`; `DENSITY_N=1,100` chooses the Ns and
+//! `DENSITY_ISOLATION=shared` the isolations.
 
+#[path = "../../tests/common/deliveries.rs"]
+mod deliveries;
 #[path = "../../tests/common/procs.rs"]
 mod procs;
 
@@ -13,11 +20,19 @@ use procs::children;
 use pulsewatch::{Change, ChangeKind, Log};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const EVENTS: u64 = 1_000;
 const BURST: u64 = 10_000;
 const IDLE: Duration = Duration::from_secs(10);
+const WAKE_UPS: u64 = 5;
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128
+}
 
 /// A `kB` field of a `/proc/<pid>/` file, in bytes.
 fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
@@ -60,7 +75,7 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Dura
     let started = Instant::now();
     while !done() {
         assert!(started.elapsed() < limit, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(10));
     }
     started.elapsed()
 }
@@ -74,6 +89,97 @@ fn changes(from: u64, n: u64) -> Vec<Change> {
         .collect()
 }
 
+/// `n` copies of `guest` under distinct names (a plugin's name is its file stem).
+fn copies(dir: &Path, guest: &str, n: usize) -> Vec<PathBuf> {
+    let original = Path::new(env!("PULSEWATCH_GUEST_DIR")).join(format!("{guest}.wasm"));
+    let dir = dir.join(format!("{guest}-{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let path = dir.join(format!("{guest}-{i:04}.wasm"));
+            std::fs::copy(&original, &path).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// Runs `plugins` once on `db` so that the compile cache holds them (copies share one entry).
+fn warm(db: &Path, plugins: &[PathBuf], dir: &Path) {
+    let state = tempfile::tempdir_in(dir).unwrap();
+    let warm = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(["run", "--db"])
+        .arg(db)
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg(&plugins[0])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(warm.status.success());
+}
+
+fn interrupt(child: &mut std::process::Child) -> Duration {
+    let stopping = Instant::now();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "every plugin committed and returned");
+    stopping.elapsed()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// N copies of `delivery-times` following a log of one event; each of `WAKE_UPS` single events
+/// appended a second apart is timed from the start of its append (the writer's commit included:
+/// a plugin may hold the event before the writer's call has returned) to each plugin holding
+/// it. Returns
+/// the latencies in milliseconds, sorted.
+fn wake_ups(dir: &Path, n: usize, isolation: &str) -> Vec<f64> {
+    let db = dir.join(format!("wake-{isolation}-{n}.redb"));
+    let log = Log::create(&db).unwrap();
+    log.append_batch(&changes(0, 1)).unwrap();
+    let plugins = copies(dir, "delivery-times", n);
+    warm(&db, &plugins, dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(["run", "--follow", "--isolation", isolation, "--db"])
+        .arg(&db)
+        .arg("--state-dir")
+        .arg(dir.join(format!("wake-state-{isolation}-{n}")))
+        .args(&plugins)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deliveries = deliveries::deliveries(child.stdout.take().unwrap());
+    for _ in 0..n {
+        let first = deliveries.recv_timeout(Duration::from_secs(300));
+        assert!(
+            matches!(first, Ok((1, _))),
+            "every plugin follows: {first:?}"
+        );
+    }
+    let mut latencies = Vec::new();
+    for i in 0..WAKE_UPS {
+        std::thread::sleep(Duration::from_secs(1));
+        let began = now_ns();
+        log.append_batch(&changes(1 + i, 1)).unwrap();
+        for _ in 0..n {
+            let (seq, at) = deliveries
+                .recv_timeout(Duration::from_secs(60))
+                .expect("every plugin is delivered the event");
+            assert_eq!(seq, 2 + i);
+            latencies.push((at - began) as f64 / 1e6);
+        }
+    }
+    interrupt(&mut child);
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -83,44 +189,39 @@ fn main() {
         .split(',')
         .map(|n| n.trim().parse().unwrap())
         .collect();
+    let isolations: Vec<String> = std::env::var("DENSITY_ISOLATION")
+        .unwrap_or_else(|_| "process,shared".into())
+        .split(',')
+        .map(|i| i.trim().to_owned())
+        .collect();
     let dir = tempfile::tempdir().unwrap();
-    let kind_counts = Path::new(env!("PULSEWATCH_GUEST_DIR")).join("kind-counts.wasm");
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+    let (busy0, total0) = cpu_ticks();
+    std::thread::sleep(IDLE);
+    let (busy1, total1) = cpu_ticks();
     println!(
-        "pulsewatch run --follow, N x kind-counts, one worker process each, warm compile cache:"
+        "the machine with no host running: {:.1}% of a core busy over {} s",
+        (busy1 - busy0) as f64 / (total1 - total0) as f64 * cores * 100.0,
+        IDLE.as_secs()
     );
+    println!("pulsewatch run --follow --isolation I, N x kind-counts, warm compile cache:");
     println!(
-        "| N | start to all at the head | idle CPU (% of a core, whole machine) | RSS sum | PSS sum | one event to all: last | burst of {BURST} to all | SIGINT to exit |"
+        "| I | N | start to all at the head | idle CPU, % of a core: the host's processes / whole machine | RSS sum | PSS sum | one event to all committed | burst of {BURST} to all | SIGINT to exit | wake-up p50 / p99 / max (N x delivery-times) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for n in counts {
-        let db = dir.path().join(format!("events-{n}.redb"));
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (isolation, n) in isolations
+        .iter()
+        .flat_map(|i| counts.iter().map(move |&n| (i.as_str(), n)))
+    {
+        let db = dir.path().join(format!("events-{isolation}-{n}.redb"));
         let log = Log::create(&db).unwrap();
         log.append_batch(&changes(0, EVENTS)).unwrap();
-        let plugins_dir = dir.path().join(format!("plugins-{n}"));
-        std::fs::create_dir_all(&plugins_dir).unwrap();
-        let plugins: Vec<PathBuf> = (0..n)
-            .map(|i| {
-                let path = plugins_dir.join(format!("kc-{i:04}.wasm"));
-                std::fs::copy(&kind_counts, &path).unwrap();
-                path
-            })
-            .collect();
-        let state = dir.path().join(format!("state-{n}"));
-        // Warm the compile cache: a run of one copy, which compiles the component.
-        let warm = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-            .args(["run", "--db"])
-            .arg(&db)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg(&plugins[0])
-            .output()
-            .unwrap();
-        assert!(warm.status.success());
-        std::fs::remove_dir_all(state.join("kc-0000")).unwrap();
-
+        let plugins = copies(dir.path(), "kind-counts", n);
+        warm(&db, &plugins, dir.path());
+        let state = dir.path().join(format!("state-{isolation}-{n}"));
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-            .args(["run", "--follow", "--db"])
+            .args(["run", "--follow", "--isolation", isolation, "--db"])
             .arg(&db)
             .arg("--state-dir")
             .arg(&state)
@@ -131,7 +232,7 @@ fn main() {
             .unwrap();
         let all_at = |seq: u64| {
             let state = state.clone();
-            move || (0..n).all(|i| committed(&state, &format!("kc-{i:04}")) == Some(seq))
+            move || (0..n).all(|i| committed(&state, &format!("kind-counts-{i:04}")) == Some(seq))
         };
         wait_for("start", Duration::from_secs(900), all_at(EVENTS));
         let start = started.elapsed();
@@ -139,12 +240,19 @@ fn main() {
         // Idle: settle (as long as the start took, at least 2 s), then the machine's busy CPU
         // over IDLE.
         std::thread::sleep(start.max(Duration::from_secs(2)));
+        let workers = children(child.id());
+        let host_ticks = || -> u64 {
+            std::iter::once(child.id())
+                .chain(workers.iter().copied())
+                .map(procs::cpu_ticks)
+                .sum()
+        };
         let (busy0, total0) = cpu_ticks();
+        let host0 = host_ticks();
         std::thread::sleep(IDLE);
         let (busy1, total1) = cpu_ticks();
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+        let host_cpu = (host_ticks() - host0) as f64 / (total1 - total0) as f64 * cores * 100.0;
         let idle_cpu = (busy1 - busy0) as f64 / (total1 - total0) as f64 * cores * 100.0;
-        let workers = children(child.id());
         let rss: u64 = std::iter::once(child.id())
             .chain(workers.iter().copied())
             .map(|p| proc_field(p, "status", "VmRSS:"))
@@ -170,24 +278,20 @@ fn main() {
         );
         let burst = burst_started.elapsed();
 
-        let stopping = Instant::now();
-        let interrupted = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(interrupted.success());
-        let status = child.wait().unwrap();
-        let stop = stopping.elapsed();
-        assert!(status.success(), "every plugin committed and returned");
+        let stop = interrupt(&mut child);
+        drop(log);
+        let wake = wake_ups(dir.path(), n, isolation);
         println!(
-            "| {n} | {:.2} s | {idle_cpu:.1}% | {:.0} MiB | {:.0} MiB | {:.0} ms | {:.2} s | {:.0} ms |",
+            "| {isolation} | {n} | {:.2} s | {host_cpu:.1}% / {idle_cpu:.1}% | {:.0} MiB | {:.0} MiB | {:.0} ms | {:.2} s | {:.0} ms | {:.1} / {:.1} / {:.1} ms |",
             start.as_secs_f64(),
             mib(rss),
             mib(pss),
             one.as_secs_f64() * 1e3,
             burst.as_secs_f64(),
             stop.as_secs_f64() * 1e3,
+            percentile(&wake, 0.5),
+            percentile(&wake, 0.99),
+            percentile(&wake, 1.0),
         );
-        drop(log);
     }
 }

@@ -10,10 +10,8 @@
 
 use pulsewatch::{Change, ChangeKind, Log};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const EVENTS: u64 = 1_000;
@@ -27,6 +25,8 @@ fn now_ns() -> i128 {
         .as_nanos() as i128
 }
 
+#[path = "../../tests/common/deliveries.rs"]
+mod deliveries;
 #[path = "../../tests/common/procs.rs"]
 mod procs;
 
@@ -82,21 +82,7 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (tx, deliveries) = mpsc::channel::<(u64, i128)>();
-    let stdout = host.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let mut words = line
-                .split_whitespace()
-                .skip_while(|w| *w != "delivered")
-                .skip(1);
-            let seq = words.next().and_then(|w| w.parse().ok());
-            let at = words.next().and_then(|w| w.parse().ok());
-            if let (Some(seq), Some(at)) = (seq, at) {
-                let _ = tx.send((seq, at));
-            }
-        }
-    });
+    let deliveries = deliveries::deliveries(host.stdout.take().unwrap());
     let first = deliveries.recv_timeout(Duration::from_secs(120));
     assert!(matches!(first, Ok((1, _))), "the plugin follows: {first:?}");
 

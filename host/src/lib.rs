@@ -46,5 +46,7 @@ pub use runtime::{
     Resources, RunOptions, Runtime, STATE_DIR, Secret, SetupError, StopSignal, Stream,
     decode_secret, webhook_signature,
 };
-pub use spec::{BadName, PluginSpec, RestartPolicy, START_VARIABLE, StartPosition, sha256_hex};
+pub use spec::{
+    BadName, Isolation, PluginSpec, RestartPolicy, START_VARIABLE, StartPosition, sha256_hex,
+};
 pub use supervisor::{Home, SuperviseError, Supervisor, WorkerCommand};

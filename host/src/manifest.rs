@@ -19,6 +19,8 @@
 //! webhook_secret = { env = "HOOK_SECRET" }    # whsec_...; signs its requests
 //! outputs = ["totals.redb"]                   # logs it commits derived events to,
 //!                                              # known to it as "totals"
+//! isolation = "shared"                        # "process" (default): a worker of its own;
+//!                                              # "shared": one worker for all such plugins
 //!
 //! [plugin.limits]                             # each defaults to limits.rs
 //! memory_mib = 64
@@ -28,7 +30,7 @@
 
 use crate::limits::{Limit, Limits, Unit};
 use crate::runtime::{Secret, decode_secret, output_name};
-use crate::spec::{PluginSpec, RestartPolicy, StartPosition, sha256_hex};
+use crate::spec::{Isolation, PluginSpec, RestartPolicy, StartPosition, sha256_hex};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -62,7 +64,7 @@ pub enum ManifestError {
 }
 
 /// The keys of a `[[plugin]]` entry.
-const ENTRY_KEYS: [&str; 12] = [
+const ENTRY_KEYS: [&str; 13] = [
     "name",
     "component",
     "sha256",
@@ -75,6 +77,7 @@ const ENTRY_KEYS: [&str; 12] = [
     "outputs",
     "allowed_outbound_hosts",
     "webhook_secret",
+    "isolation",
 ];
 
 /// The line (from 1) of byte `offset` in `text`.
@@ -431,6 +434,19 @@ impl Reader<'_> {
                         restart.span().start,
                         "restart",
                         "expected \"on-failure\" or \"never\"".into(),
+                    ));
+                }
+            };
+        }
+        if let Some((_, isolation)) = find(table, "isolation") {
+            spec.isolation = match isolation.get_ref().as_str() {
+                Some("process") => Isolation::Process,
+                Some("shared") => Isolation::Shared,
+                _ => {
+                    return Err(at_key(
+                        isolation.span().start,
+                        "isolation",
+                        "expected \"process\" or \"shared\"".into(),
                     ));
                 }
             };

@@ -20,6 +20,25 @@ pub enum RestartPolicy {
     Never,
 }
 
+/// Which process a supervisor runs a plugin in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// A worker process of its own, under OS limits sized for it: a fault in the host code
+    /// serving it, or memory the host allocates for it, harms no other plugin.
+    #[default]
+    Process,
+    /// One worker process with the run's other `shared` plugins, each on a thread of its own,
+    /// sharing one compiled engine and one read handle of each log: a thousand idle plugins
+    /// cost little and one event reaches them all within milliseconds. What it trades: the
+    /// OS limits (data, descriptors, file size) bound the process, not the plugin; a fault
+    /// in the host's code ends every plugin of the process (the supervisor restarts them each
+    /// by its policy); host work on the blocking pool is not charged to the plugin's CPU. Its
+    /// linear memory, CPU budget, wall clock, disk quota and grants hold as before: wasmtime
+    /// and the host enforce them, not the OS.
+    Shared,
+}
+
 /// One plugin to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginSpec {
@@ -57,6 +76,9 @@ pub struct PluginSpec {
     /// to the plugin.
     #[serde(default)]
     pub webhook_secret: Option<Secret>,
+    /// Which process it runs in under a supervisor.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 impl PluginSpec {
@@ -96,6 +118,7 @@ impl PluginSpec {
             outputs: Vec::new(),
             allowed_outbound_hosts: Vec::new(),
             webhook_secret: None,
+            isolation: Isolation::default(),
         })
     }
 }

@@ -6,12 +6,19 @@ use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
 use pulsewatch::limits::DEFAULT_GRACE;
 use pulsewatch::{
-    AllowedHost, Console, Failure, Home, Limit, Limits, Log, OpenError, Outcome, OutputSink,
-    PluginSpec, RunOptions, StopSignal, Stream, Supervisor, WorkerCommand, manifest,
+    AllowedHost, Console, Failure, Home, Isolation, Limit, Limits, Log, OpenError, Outcome,
+    OutputSink, PluginSpec, RunOptions, StopSignal, Stream, Supervisor, WorkerCommand, manifest,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+
+/// [`Isolation`], as `run` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum IsolationArg {
+    Process,
+    Shared,
+}
 
 /// Arguments of `pulsewatch run`.
 #[derive(ClapArgs)]
@@ -41,6 +48,11 @@ pub struct Args {
         conflicts_with = "manifest"
     )]
     allowed_outbound_hosts: Vec<AllowedHost>,
+    /// Which process each plugin runs in: `process`, a worker of its own (the default), or
+    /// `shared`, one worker for all of them, for many plugins on one machine (see the README
+    /// for what it trades).
+    #[arg(long, value_enum, default_value_t = IsolationArg::Process, conflicts_with = "manifest")]
+    isolation: IsolationArg,
     #[command(flatten)]
     limits: LimitArgs,
     /// After Ctrl-C, how long plugins have to commit and return before they are cancelled.
@@ -219,6 +231,10 @@ fn specs_from_flags(args: &Args, state_root: &Path) -> anyhow::Result<Vec<Plugin
         spec.outputs.clone_from(&args.outputs);
         spec.allowed_outbound_hosts
             .clone_from(&args.allowed_outbound_hosts);
+        spec.isolation = match args.isolation {
+            IsolationArg::Process => Isolation::Process,
+            IsolationArg::Shared => Isolation::Shared,
+        };
         specs.push(spec);
     }
     for arg in &args.args {

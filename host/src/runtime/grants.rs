@@ -28,11 +28,13 @@ pub(crate) struct Grants {
     pub(crate) state_lock: File,
 }
 
-/// Creates and locks the plugin's state directory and builds its WASI context.
+/// Creates and locks the plugin's state directory and builds its WASI context, its file I/O
+/// done on the thread that runs it if `inline`, else on the executor's blocking pool.
 pub(crate) fn grant(
     spec: &PluginSpec,
     stdout: &Capture,
     stderr: &Capture,
+    inline: bool,
 ) -> Result<Grants, Failure> {
     let dir = &spec.state_dir;
     let failed = |e: std::io::Error| Failure::StateDir {
@@ -75,9 +77,9 @@ pub(crate) fn grant(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .max_random_size(MAX_RANDOM_BYTES)
-        // File I/O on the plugin's own thread instead of a thread pool: cheaper, and a blocked
-        // file operation on a regular file is short.
-        .allow_blocking_current_thread(true)
+        // On the plugin's own thread, file I/O is cheaper there than on a pool, and a blocked
+        // operation on a regular file is short.
+        .allow_blocking_current_thread(inline)
         .preopened_dir(dir, STATE_DIR, FsPerms::ReadWrite)
         .map_err(|e| Failure::Sandbox(format!("{}: cannot grant: {e}", dir.display())))?;
     Ok(Grants {

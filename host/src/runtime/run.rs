@@ -38,6 +38,11 @@ pub struct RunOptions {
     pub cpu_clock: CpuClock,
     /// Say each HTTP request a plugin makes (method, URL, status, duration) as a notice.
     pub log_http: bool,
+    /// Run the plugins' file I/O (`/state`) on the executor's blocking pool instead of on the
+    /// thread that runs the plugin: for a multi-threaded executor whose few threads serve many
+    /// plugins, which one plugin's `fsync` would otherwise hold up. Under
+    /// [`CpuClock::Thread`] that work is then not charged to the plugin.
+    pub file_io_on_pool: bool,
 }
 
 impl Default for RunOptions {
@@ -51,6 +56,7 @@ impl Default for RunOptions {
             reload: ReloadSignal::default(),
             cpu_clock: CpuClock::default(),
             log_http: false,
+            file_io_on_pool: false,
         }
     }
 }
@@ -146,7 +152,7 @@ async fn execute(
     sink: &Arc<dyn OutputSink>,
 ) -> (Result<(), (Failure, Option<String>)>, Refusals) {
     let spec = &plugin.spec;
-    let grants = match grants::grant(spec, stdout, stderr) {
+    let grants = match grants::grant(spec, stdout, stderr, !options.file_io_on_pool) {
         Ok(grants) => grants,
         Err(failure) => return (Err((failure, None)), Refusals::default()),
     };

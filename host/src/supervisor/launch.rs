@@ -24,6 +24,8 @@ pub(crate) struct RunContext<'a> {
     pub(crate) compiled: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>,
     /// For each log the supervisor watches, a count of its changes.
     pub(crate) appended: HashMap<PathBuf, tokio::sync::watch::Receiver<u64>>,
+    /// The worker of the plugins whose isolation is shared, once one has started.
+    pub(crate) shared: super::shared::SharedSlot,
 }
 
 impl RunContext<'_> {

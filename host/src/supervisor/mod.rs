@@ -24,6 +24,7 @@ mod protocol;
 mod reload;
 mod restart;
 mod serve;
+mod shared;
 mod status;
 mod worker;
 
@@ -238,6 +239,7 @@ impl Supervisor {
             cache: cache.as_deref(),
             compiled: Mutex::default(),
             appended,
+            shared: shared::SharedSlot::default(),
         };
         let workers = tokio::select! {
             workers = self.admit_all(&to_admit, &run) => workers?,
@@ -316,6 +318,7 @@ impl Supervisor {
             cache: cache.as_deref(),
             compiled: Mutex::default(),
             appended: HashMap::new(),
+            shared: shared::SharedSlot::default(),
         };
         let specs: Vec<&PluginSpec> = specs.iter().collect();
         executor

@@ -53,6 +53,20 @@ pub(crate) fn restrict(limits: &Limits, compile_only: bool, writes_logs: bool) -
     Ok(())
 }
 
+/// What the OS limits of the shared worker are: no core dumps, and `SIGXFSZ` blocked as in any
+/// worker. Its data, descriptors and file sizes are not limited by the OS: it runs many plugins,
+/// joining and leaving as they restart, and each plugin's own limits are enforced by wasmtime
+/// and the host. Its descriptor limit is raised as the supervisor's is, since each plugin holds
+/// a few.
+pub(crate) fn restrict_shared() -> nix::Result<()> {
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGXFSZ);
+    blocked.thread_block()?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+    raise_open_files();
+    Ok(())
+}
+
 /// Raises this process's descriptor limit to its hard limit, as far as allowed: a supervisor
 /// holds three pipes for every worker, and the usual soft limit of 1,024 would otherwise cap a
 /// run at about 300 plugins.

@@ -1,5 +1,6 @@
 //! What the supervisor and a worker say to each other: one JSON value a line, orders on the
-//! worker's stdin and reports on its stdout. The worker's stderr is left to the host's own last
+//! worker's stdin and reports on its stdout. The first line says which worker it is: one
+//! plugin's, or the shared worker, whose lines after that each name the plugin they are for. The worker's stderr is left to the host's own last
 //! words (a panic, a failed allocation), which the supervisor keeps for the failure report.
 
 use crate::runtime::{Failure, Resources, Stream};
@@ -9,7 +10,37 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The worker's first line: what to run, on what.
+/// The worker's first line.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Hello {
+    /// A worker for this one plugin.
+    One(Box<Assignment>),
+    /// The shared worker: [`ToShared`] lines follow.
+    Shared,
+}
+
+/// The supervisor's lines to the shared worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ToShared {
+    /// Run a plugin, called `id` from now on (ids are not reused).
+    Assign {
+        id: u64,
+        assignment: Box<Assignment>,
+    },
+    /// An order for plugin `id`.
+    Order { id: u64, order: Order },
+    /// The log at this path changed (the supervisor's watch saw a write).
+    Changed(PathBuf),
+}
+
+/// A report of the shared worker's, for plugin `id`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Tagged<T> {
+    pub(crate) id: u64,
+    pub(crate) message: T,
+}
+
+/// What to run, on what.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Assignment {
     pub(crate) spec: PluginSpec,
