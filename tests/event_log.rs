@@ -226,6 +226,44 @@ fn a_caught_up_reader_notices_another_process_commit() {
     assert_eq!(batch.events[0].change.kind, ChangeKind::Deleted);
 }
 
+/// A watched reader keeps its head and its last small packed poll while the file does not
+/// change, for the readers sharing it; any commit, by any process, is seen by the next call.
+#[test]
+fn a_shared_readers_kept_answers_end_with_the_next_commit() {
+    use pulsewatch::PollLimits;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let writer = Log::create(&path).unwrap();
+    writer.append(&change(1)).unwrap();
+    let reader = Log::open_read_only(&path).unwrap();
+    assert!(reader.is_watched());
+    let packed = |since: u64| {
+        let mut out = Vec::new();
+        let packed = reader
+            .poll_packed(since, 10, &PollLimits::default(), &mut out)
+            .unwrap();
+        (packed.events, packed.last_seq, out.len())
+    };
+    let one = packed(0);
+    assert_eq!((one.0, one.1), (1, 1));
+    for _ in 0..100 {
+        assert_eq!(reader.head().unwrap(), 1);
+        assert_eq!(packed(0), one, "the same answer, kept or read");
+    }
+    for n in 2..=4 {
+        let generation = reader.generation();
+        writer.append(&change(n as u8)).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while reader.generation() == generation && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(reader.head().unwrap(), n, "the commit ends the kept head");
+        let (events, last_seq, bytes) = packed(0);
+        assert_eq!((events, last_seq), (n as usize, n), "and the kept poll");
+        assert!(bytes > one.2);
+    }
+}
+
 /// 8 threads append `each` single changes, each thread keeping up to `window` of them in flight
 /// (1: every append blocks until durable). Every seq is given once, each holds the change that
 /// was given it, and each thread's changes are stored in its own order.

@@ -24,15 +24,11 @@ fn get(addr: &str, path: &str) -> String {
     body.to_owned()
 }
 
-#[test]
-fn a_scrape_shows_each_plugin_and_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = log_with(dir.path(), 500);
-    let db = dir.path().join("events.redb");
+/// `pulsewatch run --follow --metrics 127.0.0.1:0` with `args`, and the address it serves on.
+fn run_with_metrics(args: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
     let mut host = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-        .args(["run", "--follow", "--metrics", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .arg(guest("kind-counts"))
+        .args(["run", "--follow", "--metrics", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -47,21 +43,31 @@ fn a_scrape_shows_each_plugin_and_the_log() {
         .unwrap_or_else(|| panic!("{line}"))
         .to_owned();
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (host, addr)
+}
 
-    let value = |text: &str, name: &str, labels: &[(&str, &str)]| -> Option<f64> {
-        let scrape =
-            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-    };
+/// The value of the sample `name` with `labels` in the exposition `text`.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+#[test]
+fn a_scrape_shows_each_plugin_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), 500);
+    let db = dir.path().join("events.redb");
+    let kind_counts = guest("kind-counts");
+    let (mut host, addr) = run_with_metrics(&["--db".as_ref(), db.as_ref(), kind_counts.as_ref()]);
     let plugin = [("plugin", "kind-counts")];
     wait_until("the plugin at the head, in the metrics", || {
         value(&get(&addr, "/metrics"), "pulsewatch_plugin_cursor", &plugin) == Some(500.0)
@@ -142,4 +148,39 @@ fn json_logs_carry_each_line_with_its_plugin() {
         ),
         "{err:?}"
     );
+}
+
+#[test]
+fn derived_events_a_plugin_commits_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    log_with(dir.path(), 200);
+    let db = dir.path().join("events.redb");
+    let totals = dir.path().join("totals.redb");
+    let transform = guest("tenant-totals");
+    let (mut host, addr) = run_with_metrics(&[
+        "--db".as_ref(),
+        db.as_ref(),
+        "--output".as_ref(),
+        totals.as_ref(),
+        transform.as_ref(),
+    ]);
+    let plugin = [("plugin", "tenant-totals")];
+    // One derived event for each event it reads.
+    wait_until("every derived event counted", || {
+        value(
+            &get(&addr, "/metrics"),
+            "pulsewatch_plugin_emitted_events_total",
+            &plugin,
+        ) == Some(200.0)
+    });
+    assert_eq!(
+        pulsewatch::Log::open_read_only(&totals)
+            .unwrap()
+            .head()
+            .unwrap(),
+        200,
+        "as many as the output log holds"
+    );
+    signal(host.id(), Signal::SIGINT);
+    assert!(host.wait().unwrap().success());
 }

@@ -4,9 +4,10 @@
 //! the head), the CPU used while the plugins are idle for 10 s, the memory of all processes
 //! (RSS, PSS), one new event until the last
 //! plugin has committed it (its checkpoint written and synced), a burst of 10,000 events, and
-//! the time from SIGINT to the end of the run. Then N copies of `delivery-times` follow another
-//! log, and five single events, a second apart, measure the wake-up: from the start of the
-//! writer's append to each plugin holding the event, N x 5 figures. Idle CPU is given for the
+//! the time from SIGINT to the end of the run. Then N copies of `delivery-times --at-end` follow
+//! another log, and five single events, a second apart, measure the wake-up: from the start of
+//! the writer's append to each plugin holding the event, N x 5 figures, printed by the plugins
+//! at the end so that printing takes no part in them. Idle CPU is given for the
 //! host's processes and for the whole machine (`/proc/stat`), whose own background is measured
 //! first. Run with `cargo bench --bench density`; `DENSITY_N=1,100` chooses the Ns and
 //! `DENSITY_ISOLATION=shared` the isolations.
@@ -144,38 +145,54 @@ fn wake_ups(dir: &Path, n: usize, isolation: &str) -> Vec<f64> {
     log.append_batch(&changes(0, 1)).unwrap();
     let plugins = copies(dir, "delivery-times", n);
     warm(&db, &plugins, dir);
+    let state = dir.join(format!("wake-state-{isolation}-{n}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
         .args(["run", "--follow", "--isolation", isolation, "--db"])
         .arg(&db)
         .arg("--state-dir")
-        .arg(dir.join(format!("wake-state-{isolation}-{n}")))
+        .arg(&state)
         .args(&plugins)
+        // The times are printed at the end: printing is no part of a wake-up.
+        .args((0..n).map(|i| format!("--arg=delivery-times-{i:04}=--at-end")))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deliveries = deliveries::deliveries(child.stdout.take().unwrap());
-    for _ in 0..n {
-        let first = deliveries.recv_timeout(Duration::from_secs(300));
-        assert!(
-            matches!(first, Ok((1, _))),
-            "every plugin follows: {first:?}"
-        );
-    }
-    let mut latencies = Vec::new();
+    let all_at = |seq: u64| {
+        let state = state.clone();
+        move || (0..n).all(|i| committed(&state, &format!("delivery-times-{i:04}")) == Some(seq))
+    };
+    wait_for(
+        "every plugin following",
+        Duration::from_secs(300),
+        all_at(1),
+    );
+    // Nothing else runs meanwhile: the events' arrival is looked at once they all have come.
+    let mut began = Vec::new();
     for i in 0..WAKE_UPS {
         std::thread::sleep(Duration::from_secs(1));
-        let began = now_ns();
+        began.push(now_ns());
         log.append_batch(&changes(1 + i, 1)).unwrap();
-        for _ in 0..n {
-            let (seq, at) = deliveries
-                .recv_timeout(Duration::from_secs(60))
-                .expect("every plugin is delivered the event");
-            assert_eq!(seq, 2 + i);
-            latencies.push((at - began) as f64 / 1e6);
-        }
     }
+    std::thread::sleep(Duration::from_secs(1));
+    let last = 1 + WAKE_UPS;
+    wait_for(
+        "the events delivered",
+        Duration::from_secs(60),
+        all_at(last),
+    );
     interrupt(&mut child);
+    let mut latencies: Vec<f64> = deliveries
+        .iter()
+        .filter(|&(seq, _)| seq >= 2)
+        .map(|(seq, at)| (at - began[(seq - 2) as usize]) as f64 / 1e6)
+        .collect();
+    assert_eq!(
+        latencies.len(),
+        n * WAKE_UPS as usize,
+        "every delivery reported"
+    );
     latencies.sort_by(f64::total_cmp);
     latencies
 }

@@ -30,7 +30,7 @@
 
 use crate::limits::{Limit, Limits, Unit};
 use crate::runtime::{Secret, decode_secret, output_name};
-use crate::spec::{Isolation, PluginSpec, RestartPolicy, StartPosition, sha256_hex};
+use crate::spec::{PluginSpec, RestartPolicy, StartPosition, sha256_hex};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -439,16 +439,10 @@ impl Reader<'_> {
             };
         }
         if let Some((_, isolation)) = find(table, "isolation") {
+            let at = |message: String| at_key(isolation.span().start, "isolation", message);
             spec.isolation = match isolation.get_ref().as_str() {
-                Some("process") => Isolation::Process,
-                Some("shared") => Isolation::Shared,
-                _ => {
-                    return Err(at_key(
-                        isolation.span().start,
-                        "isolation",
-                        "expected \"process\" or \"shared\"".into(),
-                    ));
-                }
+                Some(text) => text.parse().map_err(at)?,
+                None => return Err(at("expected \"process\" or \"shared\"".into())),
             };
         }
         if let Some((_, limits)) = find(table, "limits") {

@@ -20,7 +20,8 @@ use std::time::Duration;
 pub const CROSS_PROCESS_RECHECK: Duration = Duration::from_millis(20);
 
 /// How often a waiter looks at the file anyway while a watch is in place: a safety net, rare
-/// enough that a thousand idle followers wake the machine a few times a second at most.
+/// enough that a thousand idle followers wake about 17 times a second, each answered from the
+/// head its handle keeps.
 pub const WATCHED_RECHECK: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
@@ -38,6 +39,8 @@ pub(crate) struct Changes {
     /// Whether every change to the file bumps the count (an inotify watch is in place, or no
     /// other process can write it); if not, the count says nothing about other processes.
     complete: std::sync::atomic::AtomicBool,
+    /// Whether another process's watch tells this count of changes ([`crate::Log::changed`]).
+    pub(crate) told: std::sync::atomic::AtomicBool,
     /// The write end of a pipe the watching thread also polls: it closes with this, and the
     /// thread ends at once, without waking up now and then to look.
     #[cfg(target_os = "linux")]
@@ -159,6 +162,7 @@ pub(crate) fn watch(path: &Path, changes: &Arc<Changes>) {
 #[cfg(target_os = "linux")]
 fn inotify_watch(path: &Path, strong: &Arc<Changes>) -> std::io::Result<()> {
     use inotify::{Inotify, WatchMask};
+    use nix::errno::Errno;
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
 
@@ -177,12 +181,18 @@ fn inotify_watch(path: &Path, strong: &Arc<Changes>) -> std::io::Result<()> {
                     PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
                     PollFd::new(closed.as_fd(), PollFlags::POLLIN),
                 ];
-                if poll(&mut fds, PollTimeout::NONE).is_err() {
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    // A signal delivered to this thread (a supervisor's children ending): not
+                    // the watch's end.
+                    Err(Errno::EINTR) => continue,
                     // Without the watch, nobody may trust the count for other processes' writes.
-                    if let Some(changes) = changes.upgrade() {
-                        changes.lost_watch();
+                    Err(_) => {
+                        if let Some(changes) = changes.upgrade() {
+                            changes.lost_watch();
+                        }
+                        return;
                     }
-                    return;
                 }
                 let Some(changes) = changes.upgrade() else {
                     return;

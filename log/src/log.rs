@@ -44,8 +44,11 @@ enum Db {
 /// The head a reader last read, and the change count it read it at.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KnownHead {
+    /// The head, or a bound it was at most.
     pub(crate) head: u64,
     pub(crate) at: u64,
+    /// Whether `head` is the head itself, not a bound.
+    pub(crate) exact: bool,
 }
 
 /// A change-event log stored in a redb file.
@@ -61,6 +64,8 @@ pub struct Log {
     path: PathBuf,
     pub(crate) changes: Arc<Changes>,
     pub(crate) known: Mutex<Option<KnownHead>>,
+    /// The last small packed poll, for the next reader of this handle asking the same.
+    pub(crate) last_poll: Mutex<Option<crate::read::LastPoll>>,
     pub(crate) group: Group,
 }
 
@@ -193,6 +198,7 @@ impl Log {
             path: path.to_path_buf(),
             changes,
             known: Mutex::new(None),
+            last_poll: Mutex::new(None),
             group: Group::default(),
         }
     }
@@ -459,7 +465,16 @@ impl Log {
     /// system's limit of file watches per user, 128 by default on Linux, is reached). Waiters
     /// then recheck the file only every [`changes::WATCHED_RECHECK`].
     pub fn rely_on_notices(&self) {
+        self.changes
+            .told
+            .store(true, std::sync::atomic::Ordering::Release);
         self.changes.set_complete(true);
+    }
+
+    /// Whether [`Log::rely_on_notices`] was called: a watch of its own needs no notices, which
+    /// would only wake its waiters twice.
+    pub fn relies_on_notices(&self) -> bool {
+        self.changes.told.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Tells this `Log` that its file changed, waking its waiters.

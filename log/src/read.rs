@@ -19,6 +19,22 @@ pub struct Packed {
     pub last_seq: u64,
 }
 
+/// The largest packed poll kept for the next reader asking the same: what one event wakes many
+/// readers of one handle to read, not a large batch, whose copy would cost every reader.
+const LAST_POLL_BYTES: usize = 16 << 10;
+
+/// A packed poll's answer, kept while the log does not change.
+#[derive(Debug)]
+pub(crate) struct LastPoll {
+    /// The change count before it was read.
+    at: u64,
+    since: u64,
+    limit: u32,
+    limits: PollLimits,
+    packed: Packed,
+    bytes: Vec<u8>,
+}
+
 /// Where the entry of `seq` begins in a batch that holds it, reading the entries before it.
 fn offset_of(batch: &CheckedBatch<'_>, seq: u64) -> Result<usize, DecodeError> {
     let bytes = batch.as_bytes();
@@ -31,21 +47,34 @@ fn offset_of(batch: &CheckedBatch<'_>, seq: u64) -> Result<usize, DecodeError> {
 }
 
 impl Log {
-    /// The seq of the newest event, 0 when the log is empty.
+    /// The seq of the newest event, 0 when the log is empty. Read again only when the log has
+    /// changed since it was last read, where every change is known: the waiters of a handle
+    /// that many plugins share then read it once for all of them.
     pub fn head(&self) -> Result<u64, ReadError> {
+        if self.changes.is_complete() {
+            let known = *self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(known) = known.filter(|k| k.exact && k.at == self.changes.count()) {
+                return Ok(known.head);
+            }
+        }
         let at = self.changes.count();
         let txn = self.begin_read()?;
         // Seqs a salvage lost at the end of the log were given: the head is past them.
         let head =
             last_seq(&txn.open_table(BATCHES).map_err(storage)?)?.max(salvage::lost_end(&txn)?);
-        self.remember(head, at);
+        self.remember(head, at, true);
         Ok(head)
     }
 
-    /// Records that the head was at most `at_most` when the change count was `at`.
-    fn remember(&self, at_most: u64, at: u64) {
-        *self.known.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(KnownHead { head: at_most, at });
+    /// Records that the head was `head` (`exact`) or at most `head` when the change count was
+    /// `at`. A bound does not replace the head itself read at the same count, unless it is
+    /// above it: a commit not yet counted was read, and the kept head is behind.
+    fn remember(&self, head: u64, at: u64, exact: bool) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if !exact && known.is_some_and(|k| k.exact && k.at == at && k.head >= head) {
+            return;
+        }
+        *known = Some(KnownHead { head, at, exact });
     }
 
     /// Whether there is certainly nothing at or after `seq`: the head read last was below it,
@@ -126,6 +155,9 @@ impl Log {
     /// The same events as [`Log::poll_within`], appended to `out` as they are stored: entries
     /// back to back, in the layout of [`crate::codec`]. No event is decoded and nothing is
     /// allocated per event.
+    ///
+    /// Where every change to the file is known, a small answer is kept until the log changes:
+    /// when one event wakes many readers sharing this handle, it is read once for all of them.
     pub fn poll_packed(
         &self,
         since: u64,
@@ -133,13 +165,37 @@ impl Log {
         limits: &PollLimits,
         out: &mut Vec<u8>,
     ) -> Result<Packed, ReadError> {
+        let complete = self.changes.is_complete();
+        let at = self.changes.count();
+        if complete {
+            let last = self.last_poll.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(last) = last
+                .as_ref()
+                .filter(|l| (l.at, l.since, l.limit, l.limits) == (at, since, limit, *limits))
+            {
+                out.extend_from_slice(&last.bytes);
+                return Ok(last.packed);
+            }
+        }
+        let start = out.len();
         let budget = self.scan(since, limit, limits, |entries| {
             out.extend_from_slice(entries)
         })?;
-        Ok(Packed {
+        let packed = Packed {
             events: budget.len(),
             last_seq: budget.last_seq(),
-        })
+        };
+        if complete && packed.events > 0 && out.len() - start <= LAST_POLL_BYTES {
+            *self.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastPoll {
+                at,
+                since,
+                limit,
+                limits: *limits,
+                packed,
+                bytes: out[start..].to_vec(),
+            });
+        }
+        Ok(packed)
     }
 
     /// Reads the events after `since` within a [`Budget`], handing `take` the checked entries
@@ -320,7 +376,7 @@ impl Log {
         if !stopped {
             // Read to the end: the head was the last entry seen, or (nothing at or after
             // `first`) below `first`.
-            self.remember(head.unwrap_or(first - 1).max(budget.last_seq()), at);
+            self.remember(head.unwrap_or(first - 1).max(budget.last_seq()), at, false);
         }
         Ok(budget)
     }

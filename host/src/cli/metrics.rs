@@ -9,12 +9,28 @@ use pulsewatch::{Home, Log};
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// What a scrape reads.
 #[derive(Clone)]
 struct Source {
     db: PathBuf,
     home: Home,
+    /// The log, opened at the first scrape and kept: a handle costs a file watch, of which a
+    /// user has few.
+    log: Arc<Mutex<Option<Arc<Log>>>>,
+}
+
+impl Source {
+    fn log(&self) -> anyhow::Result<Arc<Log>> {
+        let mut held = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(log) = held.as_ref() {
+            return Ok(Arc::clone(log));
+        }
+        let log = Arc::new(Log::open_read_only(&self.db)?);
+        *held = Some(Arc::clone(&log));
+        Ok(log)
+    }
 }
 
 /// Serves `/metrics` on `addr` on a thread of its own for as long as the process; returns the
@@ -27,6 +43,7 @@ pub fn serve(addr: SocketAddr, db: &Path, home: Home) -> anyhow::Result<SocketAd
     let source = Source {
         db: db.to_path_buf(),
         home,
+        log: Arc::default(),
     };
     let executor = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -36,7 +53,15 @@ pub fn serve(addr: SocketAddr, db: &Path, home: Home) -> anyhow::Result<SocketAd
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 return;
             };
-            while let Ok((stream, _)) = listener.accept().await {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    // Out of descriptors, say: the next connection may be served.
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
                 let source = source.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
@@ -60,7 +85,18 @@ fn answer<B>(request: &Request<B>, source: &Source) -> Response<Full<Bytes>> {
         *response.status_mut() = StatusCode::NOT_FOUND;
         return response;
     }
-    let text = exposition(source).unwrap_or_else(|e| format!("# {e}\n"));
+    let text = match exposition(source) {
+        Ok(text) => text,
+        Err(e) => {
+            // Opened again at the next scrape.
+            *source.log.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let mut response = Response::new(Full::new(Bytes::from(format!(
+                "cannot read the run's figures: {e:#}\n"
+            ))));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            return response;
+        }
+    };
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -96,7 +132,7 @@ type Family<'a> = (
 
 /// The run's figures, as Prometheus text.
 fn exposition(source: &Source) -> anyhow::Result<String> {
-    let log = Log::open_read_only(&source.db)?;
+    let log = source.log()?;
     let head = log.head()?;
     let oldest = log.oldest()?;
     let run = source.home.status()?;
@@ -155,7 +191,7 @@ fn exposition(source: &Source) -> anyhow::Result<String> {
         "1 for the state the plugin is in.",
         &state_samples,
     );
-    let families: [Family<'_>; 14] = [
+    let families: [Family<'_>; 15] = [
         (
             "pulsewatch_plugin_cursor",
             "gauge",
@@ -239,6 +275,12 @@ fn exposition(source: &Source) -> anyhow::Result<String> {
             "counter",
             "HTTP body bytes sent and received.",
             &|r| Some(r.status.usage.held.http_bytes as f64),
+        ),
+        (
+            "pulsewatch_plugin_emitted_events_total",
+            "counter",
+            "Derived events the plugin's current worker committed to its output logs.",
+            &|r| Some(r.status.usage.held.emitted_events as f64),
         ),
     ];
     for (name, kind, help, value) in families {

@@ -13,13 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// [`Isolation`], as `run` spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum IsolationArg {
-    Process,
-    Shared,
-}
-
 /// Arguments of `pulsewatch run`.
 #[derive(ClapArgs)]
 pub struct Args {
@@ -51,8 +44,8 @@ pub struct Args {
     /// Which process each plugin runs in: `process`, a worker of its own (the default), or
     /// `shared`, one worker for all of them, for many plugins on one machine (see the README
     /// for what it trades).
-    #[arg(long, value_enum, default_value_t = IsolationArg::Process, conflicts_with = "manifest")]
-    isolation: IsolationArg,
+    #[arg(long, default_value = "process", conflicts_with = "manifest")]
+    isolation: Isolation,
     #[command(flatten)]
     limits: LimitArgs,
     /// After Ctrl-C, how long plugins have to commit and return before they are cancelled.
@@ -231,10 +224,7 @@ fn specs_from_flags(args: &Args, state_root: &Path) -> anyhow::Result<Vec<Plugin
         spec.outputs.clone_from(&args.outputs);
         spec.allowed_outbound_hosts
             .clone_from(&args.allowed_outbound_hosts);
-        spec.isolation = match args.isolation {
-            IsolationArg::Process => Isolation::Process,
-            IsolationArg::Shared => Isolation::Shared,
-        };
+        spec.isolation = args.isolation;
         specs.push(spec);
     }
     for arg in &args.args {

@@ -162,6 +162,16 @@ impl CpuMeter {
         self.over(&mut account, now_cpu, Instant::now())
     }
 
+    /// The CPU the run has taken so far, in ms: by the thread's clock, its finished steps.
+    pub(crate) fn spent_ms(&self) -> u64 {
+        let account = self.account();
+        let spent = match self.clock {
+            CpuClock::Process => account.spent(self.clock.now()),
+            CpuClock::Thread => account.spent,
+        };
+        spent / 1_000_000
+    }
+
     /// A feed call delivered events up to `last_seq`: a full budget if any of them is new.
     pub(crate) fn delivered(&self, last_seq: u64) {
         let mut account = self.account();

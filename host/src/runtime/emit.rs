@@ -8,6 +8,7 @@ use super::store::Sandbox;
 use pulsewatch_log::{Change, Derived, Log, OpenError, OutputError, Outputs};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use wasmtime::component::Linker;
 
@@ -112,12 +113,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
                 let given = feed.given();
                 let result = match outputs(feed) {
                     Ok(outputs) => {
+                        let count = events.len() as u64;
                         let events = events.into_iter().map(derived).collect();
-                        tokio::task::spawn_blocking(move || {
+                        let committed = tokio::task::spawn_blocking(move || {
                             outputs.commit(cursor, given, &state, events)
                         })
                         .await
-                        .map_or_else(|_| Err(panicked()), |r| r.map_err(to_wit))
+                        .map_or_else(|_| Err(panicked()), |r| r.map_err(to_wit));
+                        if committed.is_ok() {
+                            // Published with the next feed call's progress.
+                            feed.emitted.fetch_add(count, Ordering::Relaxed);
+                        }
+                        committed
                     }
                     Err(e) => Err(e),
                 };

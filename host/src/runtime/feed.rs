@@ -45,6 +45,8 @@ pub(crate) struct Feed {
     pub(crate) batch_since: AtomicU64,
     /// The `since` of the plugin's first poll (`u64::MAX` before it): where it started.
     pub(crate) start: AtomicU64,
+    /// Derived events it committed in this run.
+    pub(crate) emitted: AtomicU64,
 }
 
 impl Feed {
@@ -162,6 +164,8 @@ fn after_call(store: &StoreContextMut<'_, Sandbox>, delivered: Option<(u64, u64)
         http_requests,
         http_failures,
         http_bytes,
+        emitted_events: sandbox.feed.emitted.load(Ordering::Relaxed),
+        cpu_spent_ms: sandbox.cpu.spent_ms(),
     });
 }
 

@@ -77,8 +77,8 @@ pub(crate) fn grant(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .max_random_size(MAX_RANDOM_BYTES)
-        // On the plugin's own thread, file I/O is cheaper there than on a pool, and a blocked
-        // operation on a regular file is short.
+        // Inline, a file operation costs no hand-over to a pool thread, and a blocked operation
+        // on a regular file is short: right for a plugin with a thread of its own.
         .allow_blocking_current_thread(inline)
         .preopened_dir(dir, STATE_DIR, FsPerms::ReadWrite)
         .map_err(|e| Failure::Sandbox(format!("{}: cannot grant: {e}", dir.display())))?;

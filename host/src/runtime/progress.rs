@@ -65,6 +65,12 @@ pub struct Resources {
     /// Request and response body bytes.
     #[serde(default)]
     pub http_bytes: u64,
+    /// Derived events it committed to its output logs.
+    #[serde(default)]
+    pub emitted_events: u64,
+    /// CPU its run has taken, as its budget counts it, in ms.
+    #[serde(default)]
+    pub cpu_spent_ms: u64,
 }
 
 impl Progress {

@@ -174,6 +174,7 @@ async fn execute(
         delivered: AtomicU64::new(0),
         batch_since: AtomicU64::new(u64::MAX),
         start: AtomicU64::new(u64::MAX),
+        emitted: AtomicU64::new(0),
     });
     let secret = match spec
         .webhook_secret

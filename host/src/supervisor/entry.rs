@@ -6,6 +6,7 @@ use super::status::{PluginState, PluginStatus, Usage as PluginUsage};
 use super::worker::Watch;
 use crate::runtime::{Failure, Outcome, RunOptions, StopSignal, Tracker};
 use crate::spec::PluginSpec;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A plugin of the run: its spec, its status, and a stop signal of its own (a child of the run's,
@@ -13,6 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(super) struct Entry {
     pub(super) spec: PluginSpec,
     status: Mutex<PluginStatus>,
+    /// Whether `status` may have changed since the run's status was last written.
+    changed: AtomicBool,
     pub(super) stop: StopSignal,
     pub(super) tracker: Arc<Tracker>,
     /// The spec to start once this one has stopped (it changed in the manifest).
@@ -34,6 +37,7 @@ impl Entry {
                 limits: spec.limits,
                 quarantine: None,
             }),
+            changed: AtomicBool::new(true),
             tracker: options.progress.track(&spec.name),
             spec,
             stop: options.stop.child(),
@@ -42,8 +46,30 @@ impl Entry {
         })
     }
 
+    /// Its status, to change.
     pub(super) fn status(&self) -> MutexGuard<'_, PluginStatus> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the lock: a writer that takes the flag now reads the status after this change.
+        self.mark_changed();
+        status
+    }
+
+    /// Says its status is to be written again.
+    pub(super) fn mark_changed(&self) {
+        self.changed.store(true, Ordering::Relaxed);
+    }
+
+    /// A copy of its status, to write.
+    pub(super) fn status_now(&self) -> PluginStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether its status may have changed since this was last asked.
+    pub(super) fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::Relaxed)
     }
 
     pub(super) fn set_state(&self, state: PluginState) {
@@ -70,12 +96,15 @@ impl Watch for Entry {
             let mut status = self.status();
             status.cursor = *cursor;
             status.usage.held = *resources;
+            // The budget's count: all there is of a plugin in the shared worker, which is not
+            // sampled as a process.
+            status.usage.cpu_ms = status.usage.cpu_ms.max(resources.cpu_spent_ms);
         }
     }
 
     fn sampled(&self, cpu_ms: u64, rss_bytes: u64) {
         let mut status = self.status();
-        status.usage.cpu_ms = cpu_ms;
+        status.usage.cpu_ms = status.usage.cpu_ms.max(cpu_ms);
         status.usage.rss_bytes = rss_bytes;
     }
 }

@@ -222,9 +222,11 @@ impl Supervisor {
                 log.is_watched().then_some(())?;
                 let (tell, told) = tokio::sync::watch::channel(0u64);
                 let watcher = tokio::spawn(async move {
+                    // The count each wake-up returns, not one read after it: a change in
+                    // between would go untold.
+                    let mut seen = log.generation();
                     loop {
-                        let generation = log.generation();
-                        log.appended(generation).await;
+                        seen = log.appended(seen).await;
                         tell.send_modify(|n| *n = n.wrapping_add(1));
                     }
                 });

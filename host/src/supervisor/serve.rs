@@ -1,7 +1,7 @@
 //! The worker side, driven by the supervisor through its stdin and stdout (see
 //! [`super::protocol`]): one plugin in a process of its own under OS limits sized for it, or, in
-//! the shared worker, every plugin of the run whose isolation is shared, each on a thread of its
-//! own, with one engine, one executor and one read handle of each log between them.
+//! the shared worker, every plugin of the run whose isolation is shared, each a task on one
+//! executor, with one engine and one read handle of each log between them.
 
 use super::os;
 use super::protocol::{Assignment, Hello, Order, Report, Tagged, ToShared, send};
@@ -17,15 +17,20 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// The most often the plugin's progress is passed on while it moves: updates within this of the
+/// The most often a plugin's progress is passed on while it moves: updates within this of the
 /// first are reported together. Nothing is reported while it does not move.
 const PROGRESS_REPORTS: Duration = Duration::from_millis(20);
+
+/// The same in the shared worker, whose thousand plugins would otherwise report a thousand
+/// times just as one event wakes them all, taking the supervisor's CPU from delivering it (the
+/// status is written once a second at most).
+const SHARED_PROGRESS_REPORTS: Duration = Duration::from_millis(250);
 
 /// The most threads the shared worker's plugins' file I/O runs on at once.
 const FILE_IO_THREADS: usize = 8;
 
 /// How much lower than the plugins' threads the file I/O threads of the shared worker run
-/// (`nice`; 10 is a tenth of the weight).
+/// (`nice`, of the calling thread only on Linux; 19 is about a seventieth of the weight).
 const FILE_IO_NICENESS: i32 = 19;
 
 /// Serves the supervisor on stdin and stdout, then exits: one assignment, or, as the shared
@@ -117,7 +122,7 @@ impl Control {
             Order::Stop => self.stop.stop(),
             Order::StopNow => self.stop.stop_now(),
             Order::Changed => {
-                if let Some(log) = self.opened.get() {
+                if let Some(log) = self.opened.get().filter(|l| l.relies_on_notices()) {
                     log.changed();
                 }
             }
@@ -173,7 +178,7 @@ impl Logs {
             .unwrap_or_else(|e| e.into_inner())
             .get(db)
             .and_then(Weak::upgrade);
-        if let Some(log) = log {
+        if let Some(log) = log.filter(|l| l.relies_on_notices()) {
             log.changed();
         }
     }
@@ -229,7 +234,7 @@ fn serve_one(assignment: Assignment) -> Result<(), String> {
         reporter,
         control: &control,
         logs: &logs,
-        cpu_clock: CpuClock::Process,
+        shared: false,
     };
     executor.block_on(job.run(assignment));
     Ok(())
@@ -240,9 +245,9 @@ fn serve_one(assignment: Assignment) -> Result<(), String> {
 /// and each then commits its checkpoint (a new file, synced and renamed): as equals, a pool of
 /// hundreds of threads creating files would take most of the CPU from the threads that deliver
 /// the event to the plugins still waiting for it. Measured with 1,000 plugins on 2 cores, p99
-/// of the wake-up (`cargo bench --bench density`): 320-470 ms with file I/O on the plugins'
-/// threads or on an unbounded pool at their priority, 85 ms with two pool threads, 69-89 ms
-/// with this.
+/// of the wake-up (`cargo bench --bench density`, before the log kept its answers for readers
+/// sharing it): 320-470 ms with file I/O on the plugins' threads or on an unbounded pool at
+/// their priority, 85 ms with two pool threads, 69-89 ms with this.
 fn shared_executor() -> std::io::Result<tokio::runtime::Runtime> {
     const PLUGINS: &str = "pulsewatch-plugins";
     const FILE_IO: &str = "pulsewatch-file-io";
@@ -302,16 +307,30 @@ fn serve_shared() -> Result<(), String> {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id, own.clone());
                 let (logs, controls) = (Arc::clone(&logs), Arc::clone(&controls));
+                // Ended tasks are let go as new ones come: restarts do not pile up.
+                while tasks.try_join_next().is_some() {}
                 tasks.spawn_on(
                     async move {
+                        let reporter = Reporter(Some(id));
                         let job = Job {
                             runtime: &runtime,
-                            reporter: Reporter(Some(id)),
+                            reporter,
                             control: &own,
                             logs: &logs,
-                            cpu_clock: CpuClock::Thread,
+                            shared: true,
                         };
-                        job.run(*assignment).await;
+                        // A panic in the host's code for one plugin ends that plugin alone, and
+                        // is reported as its end, which the supervisor waits for.
+                        let run = std::panic::AssertUnwindSafe(job.run(*assignment));
+                        if let Err(panic) = futures::FutureExt::catch_unwind(run).await {
+                            let why = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| (*s).to_owned())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            let failure = Failure::Worker(format!("the host panicked: {why}"));
+                            reporter.ended(Err(failure), None);
+                        }
                         controls
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -368,7 +387,8 @@ struct Job<'a> {
     reporter: Reporter,
     control: &'a Control,
     logs: &'a Logs,
-    cpu_clock: CpuClock,
+    /// In the shared worker, with other plugins.
+    shared: bool,
 }
 
 impl Job<'_> {
@@ -420,20 +440,30 @@ impl Job<'_> {
             follow,
             stop: stop.clone(),
             grace,
-            cpu_clock: self.cpu_clock,
-            // The shared worker's few threads serve all its plugins.
-            file_io_on_pool: self.cpu_clock == CpuClock::Thread,
+            // In the shared worker, the process is not the plugin's, and its few threads serve
+            // all the plugins.
+            cpu_clock: if self.shared {
+                CpuClock::Thread
+            } else {
+                CpuClock::Process
+            },
+            file_io_on_pool: self.shared,
             log_http,
             ..RunOptions::default()
         };
         let tracker = options.progress.track(&spec.name);
         let sink: Arc<dyn OutputSink> = Arc::new(Relay(reporter));
         let watched = tracker.clone();
+        let every = if self.shared {
+            SHARED_PROGRESS_REPORTS
+        } else {
+            PROGRESS_REPORTS
+        };
         let progress = tokio::spawn(async move {
             let mut reported = None;
             loop {
                 watched.updated().await;
-                tokio::time::sleep(PROGRESS_REPORTS).await;
+                tokio::time::sleep(every).await;
                 let now = (watched.cursor(), watched.resources());
                 if reported != Some(now) {
                     reporter.send(&Report::Progress {

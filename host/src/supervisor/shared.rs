@@ -14,14 +14,16 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::ChildStdin;
 use tokio::sync::{mpsc, watch};
 
-/// The plugins' report channels, by id.
-type Routes = Mutex<HashMap<u64, mpsc::UnboundedSender<Report>>>;
+/// The plugins' report channels, by id; `None` once the process's output has ended, so that a
+/// plugin assigned then is not routed to a map nobody reads.
+type Routes = Mutex<Option<HashMap<u64, mpsc::UnboundedSender<Report>>>>;
 
 /// The shared worker process.
 pub(super) struct SharedWorker {
     orders: tokio::sync::Mutex<ChildStdin>,
     routes: Arc<Routes>,
     next_id: AtomicU64,
+    pid: Option<u32>,
     /// How the process ended, once it has: what each of its plugins that had not ended reports.
     death: watch::Receiver<Option<String>>,
 }
@@ -38,7 +40,7 @@ impl SharedSlot {
         run: &RunContext<'_>,
     ) -> Result<Arc<SharedWorker>, SuperviseError> {
         let mut held = self.0.lock().await;
-        if let Some(worker) = held.as_ref().filter(|w| w.death.borrow().is_none()) {
+        if let Some(worker) = held.as_ref().filter(|w| w.is_running()) {
             return Ok(Arc::clone(worker));
         }
         let worker = SharedWorker::spawn(command, run).await?;
@@ -63,7 +65,8 @@ impl SharedWorker {
         if protocol::send(&mut hello, &Hello::Shared).is_ok() {
             let _ = orders.write_all(&hello).await;
         }
-        let routes: Arc<Routes> = Arc::default();
+        let routes: Arc<Routes> = Arc::new(Mutex::new(Some(HashMap::new())));
+        let pid = child.id();
         let (died, death) = watch::channel(None);
         let last_words = super::worker::last_words(stderr);
         let routing = Arc::clone(&routes);
@@ -75,12 +78,12 @@ impl SharedWorker {
                     continue;
                 };
                 let routes = routing.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(route) = routes.get(&id) {
+                if let Some(route) = routes.as_ref().and_then(|r| r.get(&id)) {
                     let _ = route.send(message);
                 }
             }
             // Gone: each plugin that had not ended learns it when its channel closes.
-            routing.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            *routing.lock().unwrap_or_else(|e| e.into_inner()) = None;
             let status = child.wait().await;
             let last_words = last_words.await.unwrap_or_default();
             let last_line = last_words.lines().last().unwrap_or("no message");
@@ -95,6 +98,7 @@ impl SharedWorker {
             orders: tokio::sync::Mutex::new(orders),
             routes,
             next_id: AtomicU64::new(0),
+            pid,
             death,
         });
         // The supervisor's watch of each log, passed on once for all the plugins reading it.
@@ -120,13 +124,25 @@ impl SharedWorker {
         }
     }
 
+    /// Whether its output goes on: it runs, or has only just died.
+    fn is_running(&self) -> bool {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// Gives the worker a plugin to run.
     pub(super) async fn assign(self: &Arc<Self>, assignment: Assignment) -> Slot {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (route, reports) = mpsc::unbounded_channel();
         // Not routed once the worker is gone: the slot's channel is closed from the start.
-        if self.death.borrow().is_none() {
-            let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(routes) = self
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
             routes.insert(id, route);
         }
         let assignment = Box::new(assignment);
@@ -147,13 +163,32 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    /// Passes `order` on to the plugin.
     pub(super) async fn order(&self, order: Order) {
         let id = self.id;
         self.worker.send(&ToShared::Order { id, order }).await;
     }
 
+    /// The plugin's next report; `None` once the shared worker has died.
     pub(super) async fn next_report(&mut self) -> Option<Report> {
         self.reports.recv().await
+    }
+
+    /// Kills the shared worker: the plugin did not end when cancelled, so the host's code
+    /// serving it is stuck, and only a new process frees its state for its restart. Every
+    /// plugin of the worker restarts by its policy.
+    pub(super) fn kill_worker(&self) {
+        // Only while its output goes on: the process is then not yet reaped, and its pid is
+        // still its own.
+        if !self.worker.is_running() {
+            return;
+        }
+        if let Some(pid) = self.worker.pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 
     /// Why the plugin ended without reporting: the shared worker died.
@@ -169,6 +204,8 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut routes = self.worker.routes.lock().unwrap_or_else(|e| e.into_inner());
-        routes.remove(&self.id);
+        if let Some(routes) = routes.as_mut() {
+            routes.remove(&self.id);
+        }
     }
 }

@@ -6,6 +6,7 @@ use crate::limits::Limits;
 use crate::runtime::Resources;
 use crate::spec::{PluginSpec, sha256_hex};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Where a plugin stands.
@@ -46,7 +47,9 @@ impl std::fmt::Display for PluginState {
 /// What a plugin uses of what it may.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    /// CPU time its worker process has used, in ms.
+    /// CPU time its worker process has used (sampled now and then), or its run has as its
+    /// budget counts it (reported as it moves; all there is in the shared worker), whichever is
+    /// more, in ms.
     pub cpu_ms: u64,
     /// Its worker's resident memory.
     pub rss_bytes: u64,
@@ -129,13 +132,24 @@ impl super::Supervisor {
         let Some(home) = &self.home else {
             return;
         };
+        // Not even looked at while nothing changed: a thousand idle plugins cost nothing here.
+        let changed = entries
+            .iter()
+            .fold(false, |changed, entry| entry.take_changed() | changed);
+        if !changed && written.status.as_ref().is_some_and(|(r, _)| *r == running) {
+            return;
+        }
         // The latest entry of each name: a replaced spec's entry is history.
-        let mut plugins: Vec<PluginStatus> = Vec::new();
+        let mut plugins: Vec<PluginStatus> = Vec::with_capacity(entries.len());
+        let mut places: HashMap<String, usize> = HashMap::with_capacity(entries.len());
         for entry in entries {
-            let status = entry.status().clone();
-            match plugins.iter_mut().find(|p| p.name == status.name) {
-                Some(slot) => *slot = status,
-                None => plugins.push(status),
+            let status = entry.status_now();
+            match places.get(&status.name) {
+                Some(&place) => plugins[place] = status,
+                None => {
+                    places.insert(status.name.clone(), plugins.len());
+                    plugins.push(status);
+                }
             }
         }
         let positions: Vec<(String, u64)> = plugins
@@ -160,6 +174,9 @@ impl super::Supervisor {
         };
         if home.write_status(&status).is_ok() {
             written.status = Some((running, status.plugins));
+        } else {
+            // Tried again at the next tick.
+            entries.iter().for_each(|entry| entry.mark_changed());
         }
     }
 }

@@ -124,10 +124,11 @@ impl Worker {
         run: &RunContext<'_>,
         compile_only: bool,
     ) -> Result<Worker, SuperviseError> {
+        let (db, appended) = run.input(spec);
         let assignment = Assignment {
             spec: spec.clone(),
-            db: run.input(spec).0,
-            notices: run.input(spec).1.is_some(),
+            db,
+            notices: appended.is_some(),
             follow: run.options.follow,
             grace: run.options.grace,
             cache_dir: run.cache.map(Path::to_path_buf),
@@ -258,7 +259,8 @@ impl Worker {
             .map(|limit| (started + limit + KILL_MARGIN, Failure::WallClock { limit }));
         let mut stop_passed = false;
         let mut killed: Option<Failure> = None;
-        // A plugin of the shared worker that does not end when cancelled is given up on then.
+        // A plugin of the shared worker that does not end when cancelled is given up on then,
+        // and the worker killed.
         let mut given_up_at: Option<Instant> = None;
         let mut ended = None;
         let mut peak = None;
@@ -299,7 +301,12 @@ impl Worker {
                     killed = kill.take().map(|(_, failure)| failure);
                     given_up_at = (!own).then(|| Instant::now() + KILL_MARGIN);
                 }
-                () = tokio::time::sleep_until(given_up_at.unwrap_or(started)), if given_up_at.is_some() => break,
+                () = tokio::time::sleep_until(given_up_at.unwrap_or(started)), if given_up_at.is_some() => {
+                    if let Link::Shared(slot) = &self.link {
+                        slot.kill_worker();
+                    }
+                    break;
+                }
                 Some(Ok(())) = async { Some(appended.as_mut()?.changed().await) }, if appended.is_some() => {
                     self.order(Order::Changed).await;
                 }
