@@ -119,6 +119,18 @@ fn warm(db: &Path, plugins: &[PathBuf], dir: &Path) {
     assert!(warm.status.success());
 }
 
+/// `pulsewatch run --follow` of `plugins` on `db`, to be spawned.
+fn follow(db: &Path, state: &Path, isolation: &str, plugins: &[PathBuf]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pulsewatch"));
+    command
+        .args(["run", "--follow", "--isolation", isolation, "--db"])
+        .arg(db)
+        .arg("--state-dir")
+        .arg(state)
+        .args(plugins);
+    command
+}
+
 fn interrupt(child: &mut std::process::Child) -> Duration {
     let stopping = Instant::now();
     let _ = nix::sys::signal::kill(
@@ -137,8 +149,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// N copies of `delivery-times` following a log of one event; each of `WAKE_UPS` single events
 /// appended a second apart is timed from the start of its append (the writer's commit included:
 /// a plugin may hold the event before the writer's call has returned) to each plugin holding
-/// it. Returns
-/// the latencies in milliseconds, sorted.
+/// it. Returns the latencies in milliseconds, sorted.
 fn wake_ups(dir: &Path, n: usize, isolation: &str) -> Vec<f64> {
     let db = dir.join(format!("wake-{isolation}-{n}.redb"));
     let log = Log::create(&db).unwrap();
@@ -146,12 +157,7 @@ fn wake_ups(dir: &Path, n: usize, isolation: &str) -> Vec<f64> {
     let plugins = copies(dir, "delivery-times", n);
     warm(&db, &plugins, dir);
     let state = dir.join(format!("wake-state-{isolation}-{n}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-        .args(["run", "--follow", "--isolation", isolation, "--db"])
-        .arg(&db)
-        .arg("--state-dir")
-        .arg(&state)
-        .args(&plugins)
+    let mut child = follow(&db, &state, isolation, &plugins)
         // The times are printed at the end: printing is no part of a wake-up.
         .args((0..n).map(|i| format!("--arg=delivery-times-{i:04}=--at-end")))
         .stdout(Stdio::piped())
@@ -237,12 +243,7 @@ fn main() {
         warm(&db, &plugins, dir.path());
         let state = dir.path().join(format!("state-{isolation}-{n}"));
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
-            .args(["run", "--follow", "--isolation", isolation, "--db"])
-            .arg(&db)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(&plugins)
+        let mut child = follow(&db, &state, isolation, &plugins)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -38,44 +38,16 @@ impl Source {
 pub fn serve(addr: SocketAddr, db: &Path, home: Home) -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| anyhow::anyhow!("--metrics {addr}: cannot listen: {e}"))?;
-    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let source = Source {
         db: db.to_path_buf(),
         home,
         log: Arc::default(),
     };
-    let executor = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::spawn(move || {
-        executor.block_on(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                return;
-            };
-            loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    // Out of descriptors, say: the next connection may be served.
-                    Err(_) => {
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let source = source.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let source = source.clone();
-                        async move { Ok::<_, hyper::Error>(answer(&request, &source)) }
-                    });
-                    let io = wasmtime_wasi_http::io::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
-                });
-            }
-        });
-    });
+    super::http::serve(listener, move |request| {
+        let source = source.clone();
+        async move { Ok(answer(&request, &source)) }
+    })?;
     Ok(addr)
 }
 

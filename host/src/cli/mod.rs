@@ -29,6 +29,7 @@ macro_rules! say {
 }
 
 mod demo;
+mod http;
 mod jsonl;
 pub(crate) mod logging;
 mod metrics;

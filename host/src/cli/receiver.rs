@@ -34,32 +34,12 @@ impl Receiver {
     pub fn start(secret: &str) -> anyhow::Result<Receiver> {
         let key = decode_secret(secret)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Seen::default()));
         let shared = seen.clone();
-        let executor = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::spawn(move || {
-            executor.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                while let Ok((stream, _)) = listener.accept().await {
-                    let (seen, key) = (shared.clone(), key.clone());
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |request| {
-                            receive(request, seen.clone(), key.clone())
-                        });
-                        let io = wasmtime_wasi_http::io::TokioIo::new(stream);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, service)
-                            .await;
-                    });
-                }
-            });
-        });
+        super::http::serve(listener, move |request| {
+            receive(request, shared.clone(), key.clone())
+        })?;
         Ok(Receiver { addr, seen })
     }
 
