@@ -1,6 +1,7 @@
 //! Shared by the end-to-end tests: real guests built from guest/, real redb files.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod procs;
 pub mod receiver;
 
