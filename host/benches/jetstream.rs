@@ -1,0 +1,113 @@
+//! JetStream under the feed, before the feed is built on it: what a `poll(since, 1000)` costs as
+//! one batched direct get on an inbox, and how fast events can be appended, on a single real
+//! `nats-server` on loopback and on a cluster of three with an R3 stream. Events are 118 bytes,
+//! the size of a stored event with a 64-byte payload. Run with `cargo bench --bench jetstream`
+//! (needs `nats-server` on the PATH).
+
+#[path = "../../tests/common/nats.rs"]
+mod nats;
+
+use async_nats::jetstream::{self, stream};
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+
+const EVENTS: u64 = 100_000;
+const EVENT_BYTES: usize = 118;
+const IN_FLIGHT: usize = 256;
+
+fn config(name: &str, replicas: usize) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![format!("{name}.events")],
+        storage: stream::StorageType::File,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        num_replicas: replicas,
+        ..Default::default()
+    }
+}
+
+/// Appends `EVENTS` events with up to `IN_FLIGHT` acks outstanding; events/s.
+async fn append(js: &jetstream::Context, subject: &str) -> f64 {
+    let started = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
+    for _ in 0..EVENTS {
+        if acks.len() >= IN_FLIGHT
+            && let Some(ack) = acks.pop_front()
+        {
+            let ack: jetstream::context::PublishAckFuture = ack;
+            ack.await.unwrap();
+        }
+        let ack = js
+            .publish(subject.to_owned(), vec![7u8; EVENT_BYTES].into())
+            .await
+            .unwrap();
+        acks.push_back(ack);
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    EVENTS as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One batched direct get of `limit` events after `since`; the events it returned.
+async fn poll(client: &async_nats::Client, stream: &str, since: u64, limit: usize) -> usize {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+    let request = format!("{{\"seq\":{},\"batch\":{limit}}}", since + 1);
+    client
+        .publish_with_reply(
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            inbox,
+            request.into(),
+        )
+        .await
+        .unwrap();
+    let mut events = 0;
+    while let Some(message) = replies.next().await {
+        if message.status.is_some() {
+            break;
+        }
+        events += 1;
+    }
+    events
+}
+
+async fn measure(what: &str, urls: Vec<String>, replicas: usize) {
+    let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
+    let client = async_nats::connect(addrs).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let started = Instant::now();
+    while js.create_stream(config("bench", replicas)).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no stream");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rate = append(&js, "bench.events").await;
+    let mut times = Vec::new();
+    for pass in 0..50u64 {
+        let since = (pass * 1_000) % (EVENTS - 1_000);
+        let started = Instant::now();
+        let got = poll(&client, "bench", since, 1_000).await;
+        times.push(started.elapsed());
+        assert_eq!(got, 1_000);
+    }
+    times.sort();
+    println!(
+        "{what}: append {rate:.0} events/s ({IN_FLIGHT} in flight); poll(since, 1000) p50 {:.2} ms, p90 {:.2} ms",
+        times[25].as_secs_f64() * 1e3,
+        times[45].as_secs_f64() * 1e3
+    );
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let executor = tokio::runtime::Runtime::new().unwrap();
+    let single = nats::Server::start();
+    executor.block_on(measure("single server", vec![single.url.clone()], 1));
+    drop(single);
+    let cluster = nats::Cluster::start();
+    executor.block_on(measure("3-node cluster, R3", cluster.urls(), 3));
+}
