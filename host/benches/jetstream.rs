@@ -51,27 +51,44 @@ async fn append(js: &jetstream::Context, subject: &str) -> f64 {
     EVENTS as f64 / started.elapsed().as_secs_f64()
 }
 
-/// One batched direct get of `limit` events after `since`; the events it returned.
-async fn poll(client: &async_nats::Client, stream: &str, since: u64, limit: usize) -> usize {
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
-    let request = format!("{{\"seq\":{},\"batch\":{limit}}}", since + 1);
-    client
-        .publish_with_reply(
-            format!("$JS.API.DIRECT.GET.{stream}"),
+/// Batched direct gets over one long-lived inbox subscription, as a feed would hold it.
+struct Poller {
+    client: async_nats::Client,
+    inbox: String,
+    replies: async_nats::Subscriber,
+}
+
+impl Poller {
+    async fn new(client: &async_nats::Client) -> Poller {
+        let inbox = client.new_inbox();
+        let replies = client.subscribe(inbox.clone()).await.unwrap();
+        Poller {
+            client: client.clone(),
             inbox,
-            request.into(),
-        )
-        .await
-        .unwrap();
-    let mut events = 0;
-    while let Some(message) = replies.next().await {
-        if message.status.is_some() {
-            break;
+            replies,
         }
-        events += 1;
     }
-    events
+
+    /// One batched direct get of `limit` events after `since`; the events it returned.
+    async fn poll(&mut self, stream: &str, since: u64, limit: usize) -> usize {
+        let request = format!("{{\"seq\":{},\"batch\":{limit}}}", since + 1);
+        self.client
+            .publish_with_reply(
+                format!("$JS.API.DIRECT.GET.{stream}"),
+                self.inbox.clone(),
+                request.into(),
+            )
+            .await
+            .unwrap();
+        let mut events = 0;
+        while let Some(message) = self.replies.next().await {
+            if message.status.is_some() {
+                break;
+            }
+            events += 1;
+        }
+        events
+    }
 }
 
 async fn measure(what: &str, urls: Vec<String>, replicas: usize) {
@@ -84,11 +101,12 @@ async fn measure(what: &str, urls: Vec<String>, replicas: usize) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let rate = append(&js, "bench.events").await;
+    let mut poller = Poller::new(&client).await;
     let mut times = Vec::new();
     for pass in 0..50u64 {
         let since = (pass * 1_000) % (EVENTS - 1_000);
         let started = Instant::now();
-        let got = poll(&client, "bench", since, 1_000).await;
+        let got = poller.poll("bench", since, 1_000).await;
         times.push(started.elapsed());
         assert_eq!(got, 1_000);
     }
