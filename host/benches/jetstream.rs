@@ -91,7 +91,24 @@ impl Poller {
     }
 }
 
-async fn measure(what: &str, urls: Vec<String>, replicas: usize) {
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    fields
+        .get(11)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+async fn measure(what: &str, urls: Vec<String>, replicas: usize, servers: Vec<u32>) {
     let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
     let client = async_nats::connect(addrs).await.unwrap();
     let js = jetstream::new(client.clone());
@@ -102,6 +119,9 @@ async fn measure(what: &str, urls: Vec<String>, replicas: usize) {
     }
     let rate = append(&js, "bench.events").await;
     let mut poller = Poller::new(&client).await;
+    let server_before: u64 = servers.iter().map(|&p| cpu_ticks(p)).sum();
+    let own_before = cpu_ticks(std::process::id());
+    let wall = Instant::now();
     let mut times = Vec::new();
     for pass in 0..50u64 {
         let since = (pass * 1_000) % (EVENTS - 1_000);
@@ -110,6 +130,13 @@ async fn measure(what: &str, urls: Vec<String>, replicas: usize) {
         times.push(started.elapsed());
         assert_eq!(got, 1_000);
     }
+    let wall = wall.elapsed().as_secs_f64();
+    let server_cpu =
+        (servers.iter().map(|&p| cpu_ticks(p)).sum::<u64>() - server_before) as f64 / 100.0;
+    let own_cpu = (cpu_ticks(std::process::id()) - own_before) as f64 / 100.0;
+    println!(
+        "  50 polls: wall {wall:.3} s, server CPU {server_cpu:.2} s, client CPU {own_cpu:.2} s"
+    );
     times.sort();
     println!(
         "{what}: append {rate:.0} events/s ({IN_FLIGHT} in flight); poll(since, 1000) p50 {:.2} ms, p90 {:.2} ms",
@@ -124,8 +151,14 @@ fn main() {
     }
     let executor = tokio::runtime::Runtime::new().unwrap();
     let single = nats::Server::start();
-    executor.block_on(measure("single server", vec![single.url.clone()], 1));
+    executor.block_on(measure(
+        "single server",
+        vec![single.url.clone()],
+        1,
+        vec![single.pid()],
+    ));
     drop(single);
     let cluster = nats::Cluster::start();
-    executor.block_on(measure("3-node cluster, R3", cluster.urls(), 3));
+    let pids = cluster.servers.iter().map(nats::Server::pid).collect();
+    executor.block_on(measure("3-node cluster, R3", cluster.urls(), 3, pids));
 }
