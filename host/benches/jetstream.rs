@@ -138,6 +138,36 @@ async fn measure(what: &str, urls: Vec<String>, replicas: usize, servers: Vec<u3
         "  50 polls: wall {wall:.3} s, server CPU {server_cpu:.2} s, client CPU {own_cpu:.2} s"
     );
     times.sort();
+    // The same reads through one ordered consumer from the start, as a feed reading on would
+    // hold it: 1,000 messages at a time.
+    let stream = js.get_stream("bench").await.unwrap();
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let server_before: u64 = servers.iter().map(|&p| cpu_ticks(p)).sum();
+    let own_before = cpu_ticks(std::process::id());
+    let consumed = Instant::now();
+    let mut ordered = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        for _ in 0..1_000 {
+            messages.next().await.unwrap().unwrap();
+        }
+        ordered.push(started.elapsed());
+    }
+    ordered.sort();
+    println!(
+        "  ordered consumer, 50 x 1000: wall {:.3} s, server CPU {:.2} s, client CPU {:.2} s; p50 {:.2} ms a 1000",
+        consumed.elapsed().as_secs_f64(),
+        (servers.iter().map(|&p| cpu_ticks(p)).sum::<u64>() - server_before) as f64 / 100.0,
+        (cpu_ticks(std::process::id()) - own_before) as f64 / 100.0,
+        ordered[25].as_secs_f64() * 1e3
+    );
     println!(
         "{what}: append {rate:.0} events/s ({IN_FLIGHT} in flight); poll(since, 1000) p50 {:.2} ms, p90 {:.2} ms",
         times[25].as_secs_f64() * 1e3,
