@@ -35,16 +35,6 @@ fn now_ns() -> i128 {
         .as_nanos() as i128
 }
 
-/// A `kB` field of a `/proc/<pid>/` file, in bytes.
-fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
 /// The machine's (busy, total) CPU ticks from `/proc/stat`.
 fn cpu_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
@@ -271,14 +261,10 @@ fn main() {
         let (busy1, total1) = cpu_ticks();
         let host_cpu = (host_ticks() - host0) as f64 / (total1 - total0) as f64 * cores * 100.0;
         let idle_cpu = (busy1 - busy0) as f64 / (total1 - total0) as f64 * cores * 100.0;
-        let rss: u64 = std::iter::once(child.id())
+        let (rss, pss) = std::iter::once(child.id())
             .chain(workers.iter().copied())
-            .map(|p| proc_field(p, "status", "VmRSS:"))
-            .sum();
-        let pss: u64 = std::iter::once(child.id())
-            .chain(workers.iter().copied())
-            .map(|p| proc_field(p, "smaps_rollup", "Pss:"))
-            .sum();
+            .map(procs::memory)
+            .fold((0, 0), |(rss, pss), (r, p)| (rss + r, pss + p));
 
         // One event: until the last plugin has committed it.
         log.append_batch(&changes(EVENTS, 1)).unwrap();

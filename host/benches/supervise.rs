@@ -13,29 +13,9 @@ use std::time::{Duration, Instant};
 const EVENTS: u64 = 1_000;
 const COUNTS: [usize; 5] = [1, 10, 50, 100, 200];
 
-/// A `kB` field of a `/proc/<pid>/` file, in bytes.
-fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
-/// Resident memory of `pid`: (RSS, PSS). RSS counts the pages of the executable that every
-/// worker shares in full for each; PSS divides shared pages among the processes sharing them,
-/// so PSS summed over processes is the memory they take together.
-fn memory(pid: u32) -> (u64, u64) {
-    (
-        proc_field(pid, "status", "VmRSS:"),
-        proc_field(pid, "smaps_rollup", "Pss:"),
-    )
-}
-
 #[path = "../../tests/common/procs.rs"]
 mod procs;
-use procs::children;
+use procs::{children, memory};
 
 /// The seq `plugin` committed, from the guest SDK's checkpoint file.
 fn committed(state: &Path, plugin: &str) -> Option<u64> {

@@ -165,9 +165,9 @@ impl Log {
         limits: &PollLimits,
         out: &mut Vec<u8>,
     ) -> Result<Packed, ReadError> {
-        let complete = self.changes.is_complete();
-        let at = self.changes.count();
-        if complete {
+        // The change count before the read, where it tells every change.
+        let at = self.changes.is_complete().then(|| self.changes.count());
+        if let Some(at) = at {
             let last = self.last_poll.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(last) = last
                 .as_ref()
@@ -185,7 +185,7 @@ impl Log {
             events: budget.len(),
             last_seq: budget.last_seq(),
         };
-        if complete && packed.events > 0 && out.len() - start <= LAST_POLL_BYTES {
+        if let Some(at) = at.filter(|_| packed.events > 0 && out.len() - start <= LAST_POLL_BYTES) {
             *self.last_poll.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastPoll {
                 at,
                 since,

@@ -55,3 +55,23 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
     nix::sys::signal::kill(pid, signal).expect("the process can be signalled");
 }
+
+/// A `kB` field of a `/proc/<pid>/` file, in bytes (0 if the process is gone).
+fn kib_field(pid: u32, file: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Resident memory of `pid`: (RSS, PSS). RSS counts the pages of the executable that every
+/// worker shares in full for each; PSS divides shared pages among the processes sharing them,
+/// so PSS summed over processes is the memory they take together.
+pub fn memory(pid: u32) -> (u64, u64) {
+    (
+        kib_field(pid, "status", "VmRSS:"),
+        kib_field(pid, "smaps_rollup", "Pss:"),
+    )
+}
