@@ -1,12 +1,19 @@
-//! NATS JetStream under the feed: real `nats-server` processes, a single server and a cluster
-//! of three, and what the feed relies on from them: a stream whose seqs stay gap-free, and the
-//! batched direct get that `poll(since, limit)` maps to.
+//! The feed on NATS JetStream, against real `nats-server` processes (a single server and a
+//! cluster of three): what the feed relies on from the server, the same guests giving the same
+//! output on a log and on its stream, an R3 stream losing nothing when a server is killed, and a
+//! relay killed again and again publishing each event once at its seq.
 
 mod common;
 
 use async_nats::jetstream::{self, stream};
 use common::nats::{Cluster, Server};
+use common::{change, guest, log_with, pulsewatch, text};
 use futures::StreamExt;
+use pulsewatch::jetstream::{StreamAddr, StreamFeed, StreamOptions, StreamWriter, create_stream};
+use pulsewatch::{Change, Log, PollLimits};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The configuration `pulsewatch stream create` is to make: nothing can be deleted or purged,
 /// so seqs stay gap-free; limits retention trims from the front; direct gets are allowed.
@@ -126,4 +133,325 @@ async fn a_cluster_of_three_keeps_a_replicated_stream() {
     }
     let (events, _) = batch(&client, "replicated", 0, 100).await;
     assert_eq!(events.len(), 5);
+}
+
+/// `nats://` locations of `urls` for `stream`.
+fn location(urls: &[String], stream: &str) -> String {
+    let servers: Vec<&str> = urls
+        .iter()
+        .map(|u| u.trim_start_matches("nats://"))
+        .collect();
+    format!("nats://{}/{stream}", servers.join(","))
+}
+
+/// Every packed event of `feed`, from the start.
+async fn everything(feed: &StreamFeed) -> Vec<u8> {
+    let (mut bytes, mut since) = (Vec::new(), 0);
+    loop {
+        let packed = feed
+            .poll_packed(since, 1000, &PollLimits::default(), &mut bytes)
+            .await
+            .unwrap();
+        if packed.events == 0 {
+            return bytes;
+        }
+        since = packed.last_seq;
+    }
+}
+
+/// Every packed event of `log`.
+fn everything_in(log: &Log) -> Vec<u8> {
+    let (mut bytes, mut since) = (Vec::new(), 0);
+    loop {
+        let packed = log
+            .poll_packed(since, 1000, &PollLimits::default(), &mut bytes)
+            .unwrap();
+        if packed.events == 0 {
+            return bytes;
+        }
+        since = packed.last_seq;
+    }
+}
+
+/// Files under `dir`, by path relative to it, with their bytes; the host's own `.pulsewatch`
+/// records (cache, status) left out.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(at) = todo.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n == ".pulsewatch") {
+                continue;
+            }
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                found.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn the_same_guests_give_the_same_output_on_a_log_and_on_its_stream() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_with(dir.path(), 5_000);
+    drop(log);
+    let db = dir.path().join("events.redb");
+    let db = db.to_str().unwrap();
+    let stream = location(std::slice::from_ref(&server.url), "EVENTS");
+
+    let made = pulsewatch(&["stream", "create", &stream]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let relayed = pulsewatch(&["relay", "--db", db, "--to", &stream]);
+    assert!(relayed.status.success(), "{}", text(&relayed.stderr));
+    assert!(
+        text(&relayed.stderr).contains("relayed 5000 events; the stream's last seq is 5000"),
+        "{}",
+        text(&relayed.stderr)
+    );
+
+    let plugins = ["kind-counts", "filter-jsonl", "feed-edges"].map(guest);
+    let run = |feed: &str, state: &Path| {
+        let mut args = vec!["run", "--db", feed, "--state-dir", state.to_str().unwrap()];
+        args.extend(plugins.iter().map(|p| p.to_str().unwrap()));
+        let out = pulsewatch(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let mut lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+        // Plugins run side by side: their lines interleave differently from run to run.
+        lines.sort();
+        (lines, text(&out.stderr))
+    };
+    let (on_log, _) = run(db, &dir.path().join("on-log"));
+    let (on_stream, said) = run(&stream, &dir.path().join("on-stream"));
+    assert!(on_log.len() > 20, "{on_log:?}");
+    assert_eq!(on_log, on_stream);
+    assert!(
+        said.contains("plugin kind-counts ended cleanly at seq 5000"),
+        "{said}"
+    );
+    assert_eq!(
+        files(&dir.path().join("on-log")),
+        files(&dir.path().join("on-stream"))
+    );
+    assert!(!files(&dir.path().join("on-stream")).is_empty());
+}
+
+#[test]
+fn a_stream_that_could_have_gaps_or_is_missing_is_refused_with_what_to_do() {
+    let server = Server::start();
+    let missing = location(std::slice::from_ref(&server.url), "NOPE");
+    let out = pulsewatch(&[
+        "run",
+        "--feed",
+        &missing,
+        guest("kind-counts").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("stream NOPE does not exist: create it with `pulsewatch stream create"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A stream made by hand, whose messages can be deleted: refused, not changed.
+    let executor = tokio::runtime::Runtime::new().unwrap();
+    executor.block_on(async {
+        let client = async_nats::connect(&server.url).await.unwrap();
+        let js = jetstream::new(client);
+        js.create_stream(stream::Config {
+            name: "LOOSE".into(),
+            subjects: vec!["LOOSE.events".into()],
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let loose = location(std::slice::from_ref(&server.url), "LOOSE");
+    for args in [
+        vec!["stream", "create", &loose],
+        vec![
+            "run",
+            "--feed",
+            &loose,
+            guest("kind-counts").to_str().unwrap(),
+        ],
+    ] {
+        let out = pulsewatch(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let said = text(&out.stderr);
+        assert!(
+            said.contains("stream LOOSE cannot hold a pulsewatch log: messages can be deleted"),
+            "{said}"
+        );
+    }
+
+    let out = pulsewatch(&["append", "--to", "nats://127.0.0.1:1/", "--kind", "created"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_stream_loses_no_acknowledged_event_when_a_server_is_killed() {
+    let mut cluster = Cluster::start();
+    let addr: StreamAddr = location(&cluster.urls(), "R3").parse().unwrap();
+    let options = StreamOptions {
+        replicas: 3,
+        ..StreamOptions::default()
+    };
+    // The cluster forms and elects its meta leader within a few seconds.
+    let started = Instant::now();
+    while let Err(e) = create_stream(&addr, &options).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no R3 stream: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let feed = StreamFeed::open(&addr).await.unwrap();
+    let mut writer = StreamWriter::open(&addr).await.unwrap();
+
+    // Batches of 100, each retried until acknowledged: a retry after a lost acknowledgement
+    // stores nothing twice. One server is killed after the tenth.
+    let (mut acknowledged, mut polled, mut since) = (0u64, Vec::new(), 0u64);
+    let mut killed = None;
+    for batch in 0..30u64 {
+        let changes: Vec<Change> = (batch * 100..(batch + 1) * 100).map(change).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match writer.append(&changes).await {
+                Ok(last) => {
+                    assert_eq!(last, (batch + 1) * 100);
+                    acknowledged = last;
+                    break;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "appends did not resume: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if batch == 9 {
+            let victim = cluster.servers.remove(1);
+            killed = Some(victim.pid());
+            drop(victim);
+        }
+        // Reads go on too, from any server that answers.
+        if let Ok(packed) = feed
+            .poll_packed(since, 250, &PollLimits::default(), &mut polled)
+            .await
+        {
+            since = packed.last_seq;
+        }
+    }
+    assert!(killed.is_some());
+    assert_eq!(acknowledged, 3_000);
+    // Every acknowledged event, once, at its seq, and nothing else.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = loop {
+        let stored = everything(&feed).await;
+        if stored.len() >= polled.len() && feed.head().await.ok() == Some(3_000) {
+            break stored;
+        }
+        assert!(Instant::now() < deadline, "the stream did not settle");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let expected = {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path().join("same.redb")).unwrap();
+        let changes: Vec<Change> = (0..3_000).map(change).collect();
+        log.append_batch(&changes).unwrap();
+        everything_in(&log)
+    };
+    assert!(
+        stored == expected,
+        "the stream differs from the events appended"
+    );
+    assert!(
+        expected.starts_with(&polled),
+        "what was polled during the kill is not a prefix of the events"
+    );
+}
+
+#[test]
+fn a_relay_killed_ten_times_publishes_each_event_once_at_its_seq() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.redb");
+    let log = std::sync::Arc::new(Log::create(&db).unwrap());
+    let stream = location(std::slice::from_ref(&server.url), "RELAYED");
+    assert!(pulsewatch(&["stream", "create", &stream]).status.success());
+
+    // A writer appending all along, in small batches.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (log, writing) = (log.clone(), writing.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch: Vec<Change> = (i..i + 50).map(change).collect();
+                log.append_batch(&batch).unwrap();
+                i += 50;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let relay = || {
+        Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+            .args([
+                "relay",
+                "--follow",
+                "--db",
+                db.to_str().unwrap(),
+                "--to",
+                &stream,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for kill in 0..10u64 {
+        let mut child = relay();
+        std::thread::sleep(Duration::from_millis(150 + 37 * kill));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let head = log.head().unwrap();
+    assert!(head >= 1_000, "the writer wrote only {head} events");
+    let executor = tokio::runtime::Runtime::new().unwrap();
+    let addr: StreamAddr = stream.parse().unwrap();
+    let before =
+        executor.block_on(async { StreamFeed::open(&addr).await.unwrap().head().await.unwrap() });
+    // The killed relays had published most of it, in the middle of the writer's appends.
+    assert!(
+        before > head / 2,
+        "the killed relays published {before} of {head}"
+    );
+
+    // A last relay, to the end of the log, says how far it went.
+    let out = pulsewatch(&["relay", "--db", db.to_str().unwrap(), "--to", &stream]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("the stream's last seq is {head}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let stored = executor.block_on(async {
+        let feed = StreamFeed::open(&addr).await.unwrap();
+        assert_eq!(feed.head().await.unwrap(), head);
+        everything(&feed).await
+    });
+    assert!(
+        stored == everything_in(&log),
+        "the stream does not hold exactly the log's events"
+    );
 }

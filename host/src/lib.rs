@@ -25,6 +25,7 @@
 //! ```
 
 pub mod bundle;
+pub mod jetstream;
 pub mod jsonl;
 pub mod limits;
 pub mod manifest;
@@ -43,7 +44,7 @@ pub use pulsewatch_log::{
 pub use runtime::{
     AllowedHost, BadHost, BadSecret, CompileCache, Console, CpuClock, EngineOptions, Failure,
     HttpLimits, LoadError, Outcome, OutputSink, Plugin, Progress, QuotaBreach, ReloadSignal,
-    Resources, RunOptions, Runtime, STATE_DIR, Secret, SetupError, StopSignal, Stream,
+    Resources, RunOptions, Runtime, STATE_DIR, Secret, SetupError, Source, StopSignal, Stream,
     decode_secret, webhook_signature,
 };
 pub use spec::{

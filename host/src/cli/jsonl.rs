@@ -3,20 +3,54 @@
 use super::{events, safety, signals};
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
+use pulsewatch::jetstream::StreamAddr;
 use pulsewatch::jsonl::{parse_line, write_event};
 use pulsewatch::{Change, ChangeKind, Log};
 use serde_json::value::RawValue;
 use std::io::{BufRead, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Where `append` and `import` write: a database file, or a JetStream stream.
+enum Target {
+    Log(Log),
+    Stream(super::jetstream::Writer),
+}
+
+impl Target {
+    /// The database at `db` (created if missing), or the stream it names.
+    fn open(db: &Path) -> anyhow::Result<Target> {
+        Ok(match StreamAddr::from_location(db) {
+            Some(addr) => Target::Stream(super::jetstream::Writer::open(&addr?)?),
+            None => Target::Log(Log::create(db)?),
+        })
+    }
+
+    /// Appends `changes`, all or nothing in a database; the seq of the last.
+    fn append_batch(&mut self, changes: &[Change]) -> anyhow::Result<u64> {
+        Ok(match self {
+            Target::Log(log) => log.append_batch(changes)?,
+            Target::Stream(writer) => writer.append(changes)?,
+        })
+    }
+
+    /// The seq of the last event.
+    fn head(&self) -> anyhow::Result<u64> {
+        Ok(match self {
+            Target::Log(log) => log.head()?,
+            Target::Stream(writer) => writer.head(),
+        })
+    }
+}
+
 /// Arguments of `pulsewatch append`.
 #[derive(ClapArgs)]
 pub struct AppendArgs {
-    /// The database file (created if missing).
-    #[arg(long)]
+    /// The database file (created if missing), or a JetStream stream as
+    /// nats://HOST:PORT/STREAM (made with `pulsewatch stream create`).
+    #[arg(long, visible_alias = "to", value_name = "DB|nats://HOST:PORT/STREAM")]
     db: PathBuf,
     /// created, updated, archived or deleted.
     #[arg(long)]
@@ -52,9 +86,9 @@ pub fn append(args: &AppendArgs) -> anyhow::Result<ExitCode> {
     }
     // A stop signal waits for the append's commit and the file's clean close.
     let caught = signals::catch_stops(|_| {})?;
-    let log = Log::create(&args.db)?;
-    let seq = log.append(&change)?;
-    drop(log);
+    let mut target = Target::open(&args.db)?;
+    let seq = target.append_batch(std::slice::from_ref(&change))?;
+    drop(target);
     out!("{seq}")?;
     Ok(caught
         .signal()
@@ -64,8 +98,10 @@ pub fn append(args: &AppendArgs) -> anyhow::Result<ExitCode> {
 /// Arguments of `pulsewatch import`.
 #[derive(ClapArgs)]
 pub struct ImportArgs {
-    /// The database file (created if missing).
-    #[arg(long)]
+    /// The database file (created if missing), or a JetStream stream as
+    /// nats://HOST:PORT/STREAM, where an import that fails midway leaves the events before
+    /// the failure appended.
+    #[arg(long, visible_alias = "to", value_name = "DB|nats://HOST:PORT/STREAM")]
     db: PathBuf,
     /// JSON-lines file to read; `-` or nothing for stdin.
     file: Option<PathBuf>,
@@ -152,9 +188,9 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let log = Log::create(&args.db)?;
-    let head = log.append_batch(&changes)?;
-    drop(log);
+    let mut target = Target::open(&args.db)?;
+    let head = target.append_batch(&changes)?;
+    drop(target);
     say!(
         "imported {}; head is now {head}",
         events(changes.len() as u64)
@@ -174,9 +210,9 @@ fn import_stream(
     arrived: &std::sync::mpsc::Receiver<Input>,
     parse: impl Fn(usize, std::io::Result<String>) -> anyhow::Result<Option<Change>>,
 ) -> anyhow::Result<ExitCode> {
-    let log = Log::create(db)?;
+    let mut target = Target::open(db)?;
     let mut imported = 0;
-    let mut head = log.head()?;
+    let mut head = target.head()?;
     let mut group = Vec::new();
     while let Ok(first) = arrived.recv() {
         let mut bad = None;
@@ -201,7 +237,7 @@ fn import_stream(
             }
         }
         if !group.is_empty() {
-            head = log.append_batch(&group).with_context(|| {
+            head = target.append_batch(&group).with_context(|| {
                 format!(
                     "imported {} before these; head is {head}",
                     events(imported as u64)
@@ -221,7 +257,7 @@ fn import_stream(
             None => {}
             Some(None) => break,
             Some(Some(signal)) => {
-                drop(log);
+                drop(target);
                 say!(
                     "pulsewatch: stopped by {}: imported {}; head is now {head}; the log is \
                      closed cleanly",

@@ -30,6 +30,7 @@ macro_rules! say {
 
 mod demo;
 mod http;
+mod jetstream;
 mod jsonl;
 pub(crate) mod logging;
 mod metrics;
@@ -78,6 +79,12 @@ enum Command {
     Import(jsonl::ImportArgs),
     /// Print events as JSON lines.
     Tail(jsonl::TailArgs),
+    /// Make or check a NATS JetStream stream that holds a log.
+    #[command(subcommand)]
+    Stream(jetstream::StreamCommand),
+    /// Publish a database's log into a JetStream stream as it grows, with the same seqs,
+    /// exactly once across restarts.
+    Relay(jetstream::RelayArgs),
     /// Repair a database left unclean by a writer that stopped abruptly.
     Repair(RepairArgs),
     /// Rewrite a log of an older format in this format (in place, all or nothing).
@@ -105,6 +112,8 @@ pub fn main() -> ExitCode {
         Command::Append(args) => jsonl::append(&args),
         Command::Import(args) => jsonl::import(&args),
         Command::Tail(args) => jsonl::tail(&args),
+        Command::Stream(command) => jetstream::stream(&command),
+        Command::Relay(args) => jetstream::relay_command(&args),
         Command::Repair(args) => repair(&args),
         Command::Upgrade(args) => upgrade(&args),
         Command::Snapshot(args) => standalone::snapshot(&args),

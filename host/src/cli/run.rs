@@ -4,6 +4,7 @@ use super::logging::LogFormat;
 use super::signals;
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
+use pulsewatch::jetstream::{StreamAddr, StreamFeed};
 use pulsewatch::limits::DEFAULT_GRACE;
 use pulsewatch::{
     AllowedHost, Console, Failure, Home, Isolation, Limit, Limits, Log, OpenError, Outcome,
@@ -16,8 +17,13 @@ use std::sync::Arc;
 /// Arguments of `pulsewatch run`.
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The database file, opened read-only (a writer may append to it meanwhile).
-    #[arg(long)]
+    /// The database file, opened read-only (a writer may append to it meanwhile), or a
+    /// JetStream stream as nats://HOST:PORT[,HOST:PORT...]/STREAM.
+    #[arg(
+        long,
+        visible_alias = "feed",
+        value_name = "DB|nats://HOST:PORT/STREAM"
+    )]
     db: PathBuf,
     /// Where each plugin's /state directory lives [default: <db>.state next to the database].
     #[arg(long)]
@@ -140,8 +146,11 @@ impl LimitArgs {
     }
 }
 
-/// `<db>.state` beside the database.
+/// `<db>.state` beside the database; `<STREAM>.state` in the working directory for a stream.
 pub fn default_state_dir(db: &Path) -> PathBuf {
+    if let Some(Ok(addr)) = StreamAddr::from_location(db) {
+        return PathBuf::from(format!("{}.state", addr.stream));
+    }
     let mut name = db.file_name().unwrap_or_default().to_os_string();
     name.push(".state");
     db.with_file_name(name)
@@ -157,12 +166,26 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Some(path) => manifest::load(path, &state_root)?,
         None => specs_from_flags(args, &state_root)?,
     };
-    // A missing or damaged database is this command's error, before any worker starts. One
-    // that needs a repair is waited for when following (each worker says so), as its writer
-    // will repair it when it starts again.
-    match Log::open_read_only(&args.db) {
-        Err(OpenError::NeedsRepair { .. }) if args.follow => {}
-        opened => drop(opened?),
+    let stream = StreamAddr::from_location(&args.db).transpose()?;
+    match &stream {
+        // A stream that is missing or cannot hold a log is this command's error, as a database
+        // is below.
+        Some(addr) => {
+            super::jetstream::block_on(StreamFeed::open(addr))??;
+            if args.metrics.is_some() {
+                bail!(
+                    "--metrics reads the run's figures from a database file, and is not \
+                     available with a stream feed yet; see `pulsewatch status`"
+                );
+            }
+        }
+        // A missing or damaged database is this command's error, before any worker starts.
+        // One that needs a repair is waited for when following (each worker says so), as its
+        // writer will repair it when it starts again.
+        None => match Log::open_read_only(&args.db) {
+            Err(OpenError::NeedsRepair { .. }) if args.follow => {}
+            opened => drop(opened?),
+        },
     }
     if state_root.exists() && !state_root.is_dir() {
         bail!(

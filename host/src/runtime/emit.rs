@@ -44,7 +44,7 @@ pub(crate) fn output_name(path: &Path) -> String {
 }
 
 /// Opens (creating them if needed) the output logs at `paths` for `plugin`, which reads `input`.
-pub(crate) fn open(plugin: &str, input: &Path, paths: &[PathBuf]) -> Result<Outputs, Failure> {
+pub(crate) fn open(plugin: &str, input: &str, paths: &[PathBuf]) -> Result<Outputs, Failure> {
     let logs = paths
         .iter()
         .map(|path| {
@@ -53,7 +53,7 @@ pub(crate) fn open(plugin: &str, input: &Path, paths: &[PathBuf]) -> Result<Outp
                 .map_err(|e| Failure::Log(format!("cannot open its output log: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    Ok(Outputs::new(plugin, &input.display().to_string(), logs))
+    Ok(Outputs::new(plugin, input, logs))
 }
 
 fn to_wit(error: OutputError) -> wit::CommitError {

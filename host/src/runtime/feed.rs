@@ -4,6 +4,7 @@
 use super::StopSignal;
 use super::progress::{Resources, Tracker};
 use super::store::Sandbox;
+use crate::jetstream::{JetStreamError, StreamFeed};
 use pulsewatch_log::{Given, Outputs};
 use pulsewatch_log::{Log, PollLimits};
 use std::sync::Arc;
@@ -28,9 +29,69 @@ pub(crate) const FEED_INTERFACE: &str = "pulse:watch/feed@0.3.0";
 /// plugins built against them keep running on this host without a rebuild.
 pub(crate) const OLDER_FEEDS: [&str; 1] = ["pulse:watch/feed@0.2.0"];
 
+/// Where a plugin's feed reads from: the same contract over either.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A redb log on this machine.
+    Log(Arc<Log>),
+    /// A JetStream stream.
+    Stream(Arc<StreamFeed>),
+}
+
+impl From<Arc<Log>> for Source {
+    fn from(log: Arc<Log>) -> Self {
+        Source::Log(log)
+    }
+}
+
+impl From<&Arc<Log>> for Source {
+    fn from(log: &Arc<Log>) -> Self {
+        Source::Log(log.clone())
+    }
+}
+
+impl From<Arc<StreamFeed>> for Source {
+    fn from(stream: Arc<StreamFeed>) -> Self {
+        Source::Stream(stream)
+    }
+}
+
+impl Source {
+    /// How derived events name where they came from: the log's path or the stream's location.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Log(log) => log.path().display().to_string(),
+            Source::Stream(stream) => stream.addr().to_string(),
+        }
+    }
+
+    async fn head(&self) -> Result<u64, wit::PollError> {
+        match self {
+            Source::Log(log) => log.head().map_err(poll_error),
+            Source::Stream(stream) => stream.head().await.map_err(stream_error),
+        }
+    }
+
+    async fn seq_at(&self, timestamp_ms: u64) -> Result<u64, wit::PollError> {
+        match self {
+            Source::Log(log) => log.seq_at(timestamp_ms).map_err(poll_error),
+            Source::Stream(stream) => stream.seq_at(timestamp_ms).await.map_err(stream_error),
+        }
+    }
+}
+
+/// Why a poll of a stream failed, in the contract's terms.
+fn stream_error(err: JetStreamError) -> wit::PollError {
+    match err {
+        JetStreamError::Truncated { oldest } => wit::PollError::Truncated(oldest),
+        JetStreamError::Undecodable { seq, .. } => wit::PollError::Undecodable(seq),
+        other => wit::PollError::Unavailable(other.to_string()),
+    }
+}
+
 /// What one plugin's feed calls read from.
 pub(crate) struct Feed {
-    pub(crate) log: Arc<Log>,
+    pub(crate) source: Source,
     pub(crate) poll_limits: PollLimits,
     /// Keep waiting for new events once caught up, instead of closing the feed.
     pub(crate) follow: bool,
@@ -71,33 +132,43 @@ impl Feed {
             .compare_exchange(u64::MAX, since, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    fn poll(&self, since: u64, limit: u32) -> Result<(Vec<wit::Event>, u64), wit::PollError> {
+    async fn poll(&self, since: u64, limit: u32) -> Result<(Vec<wit::Event>, u64), wit::PollError> {
         self.tracker.set_cursor(since);
         self.polled(since);
         if self.stop.is_stopped() {
             return Ok((Vec::new(), since));
         }
-        let batch = self
-            .log
-            .poll_within(since, limit, &self.poll_limits)
-            .map_err(poll_error)?;
+        let batch = match &self.source {
+            Source::Log(log) => log
+                .poll_within(since, limit, &self.poll_limits)
+                .map_err(poll_error)?,
+            Source::Stream(stream) => stream
+                .poll(since, limit, &self.poll_limits)
+                .await
+                .map_err(stream_error)?,
+        };
         Ok((
             batch.events.into_iter().map(to_wit).collect(),
             batch.last_seq,
         ))
     }
 
-    fn poll_packed(&self, since: u64, limit: u32) -> Result<(Vec<u8>, u64), wit::PollError> {
+    async fn poll_packed(&self, since: u64, limit: u32) -> Result<(Vec<u8>, u64), wit::PollError> {
         self.tracker.set_cursor(since);
         self.polled(since);
         let mut bytes = Vec::new();
         if self.stop.is_stopped() {
             return Ok((bytes, since));
         }
-        let packed = self
-            .log
-            .poll_packed(since, limit, &self.poll_limits, &mut bytes)
-            .map_err(poll_error)?;
+        let packed = match &self.source {
+            Source::Log(log) => log
+                .poll_packed(since, limit, &self.poll_limits, &mut bytes)
+                .map_err(poll_error)?,
+            Source::Stream(stream) => stream
+                .poll_packed(since, limit, &self.poll_limits, &mut bytes)
+                .await
+                .map_err(stream_error)?,
+        };
         Ok((bytes, packed.last_seq))
     }
 
@@ -105,6 +176,10 @@ impl Feed {
         self.tracker.set_cursor(since);
         // A timeout too large to represent is as good as forever.
         let deadline = Instant::now().checked_add(timeout);
+        let log = match &self.source {
+            Source::Log(log) => log,
+            Source::Stream(stream) => return self.wait_stream(stream, since, deadline).await,
+        };
         // What to answer on a timeout: the head last read, or `since` if none could be read.
         let mut last_head = since;
         loop {
@@ -112,8 +187,8 @@ impl Feed {
                 return Err(wit::WaitError::Closed);
             }
             // Read before the head, so that an append in between wakes the wait below.
-            let generation = self.log.generation();
-            match self.log.head() {
+            let generation = log.generation();
+            match log.head() {
                 Ok(head) if head > since => return Ok(head),
                 // Caught up: a run without --follow ends here.
                 Ok(_) if !self.follow => return Err(wit::WaitError::Closed),
@@ -123,7 +198,7 @@ impl Feed {
                 Err(_) => {}
             }
             let now = Instant::now();
-            let recheck = self.log.recheck_interval();
+            let recheck = log.recheck_interval();
             let slice = match deadline {
                 Some(deadline) if now >= deadline => return Ok(last_head),
                 Some(deadline) => (deadline - now).min(recheck),
@@ -133,9 +208,33 @@ impl Feed {
             // the log watches its file; elsewhere they are seen within a recheck.
             tokio::select! {
                 () = self.stop.stopped() => {}
-                _ = self.log.appended(generation) => {}
+                _ = log.appended(generation) => {}
                 () = tokio::time::sleep(slice) => {}
             }
+        }
+    }
+
+    /// [`Feed::wait`] on a stream, whose head is known without asking the server.
+    async fn wait_stream(
+        &self,
+        stream: &StreamFeed,
+        since: u64,
+        deadline: Option<Instant>,
+    ) -> Result<u64, wit::WaitError> {
+        if self.stop.is_stopped() {
+            return Err(wit::WaitError::Closed);
+        }
+        if !self.follow {
+            // Caught up: a run without --follow ends here.
+            return match stream.head().await {
+                Ok(head) if head > since => Ok(head),
+                Ok(_) => Err(wit::WaitError::Closed),
+                Err(_) => Ok(since),
+            };
+        }
+        tokio::select! {
+            () = self.stop.stopped() => Err(wit::WaitError::Closed),
+            head = stream.wait_past(since, deadline) => Ok(head),
         }
     }
 }
@@ -169,9 +268,9 @@ fn after_call(store: &StoreContextMut<'_, Sandbox>, delivered: Option<(u64, u64)
     });
 }
 
-/// Adds the feed functions to `linker`. `poll`, `head` and `seq-at` answer at once from a read
-/// transaction; `wait` is async, so that it sleeps without holding a thread and the stop signal
-/// or a cancellation reaches it.
+/// Adds the feed functions to `linker`. Over a redb log, `poll`, `head` and `seq-at` answer at
+/// once from a read transaction; over a stream they await the server. `wait` sleeps without
+/// holding a thread, and the stop signal or a cancellation reaches it.
 pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     for version in std::iter::once(FEED_INTERFACE).chain(OLDER_FEEDS) {
         add_feed(linker, version)?;
@@ -181,38 +280,45 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
 
 fn add_feed(linker: &mut Linker<Sandbox>, interface: &str) -> wasmtime::Result<()> {
     let mut feed = linker.instance(interface)?;
-    feed.func_wrap("poll", |store, (since, limit): (u64, u32)| {
-        let result = store.data().feed.poll(since, limit);
-        let delivered = match &result {
-            Ok((events, last_seq)) if !events.is_empty() => Some((since, *last_seq)),
-            _ => None,
-        };
-        after_call(&store, delivered);
-        Ok((result,))
+    feed.func_wrap_async("poll", |store, (since, limit): (u64, u32)| {
+        Box::new(async move {
+            let feed = store.data().feed.clone();
+            let result = feed.poll(since, limit).await;
+            let delivered = match &result {
+                Ok((events, last_seq)) if !events.is_empty() => Some((since, *last_seq)),
+                _ => None,
+            };
+            after_call(&store, delivered);
+            Ok((result,))
+        })
     })?;
-    feed.func_wrap("poll-packed", |store, (since, limit): (u64, u32)| {
-        let result = store.data().feed.poll_packed(since, limit);
-        let delivered = match &result {
-            Ok((bytes, last_seq)) if !bytes.is_empty() => Some((since, *last_seq)),
-            _ => None,
-        };
-        after_call(&store, delivered);
-        Ok((result,))
+    feed.func_wrap_async("poll-packed", |store, (since, limit): (u64, u32)| {
+        Box::new(async move {
+            let feed = store.data().feed.clone();
+            let result = feed.poll_packed(since, limit).await;
+            let delivered = match &result {
+                Ok((bytes, last_seq)) if !bytes.is_empty() => Some((since, *last_seq)),
+                _ => None,
+            };
+            after_call(&store, delivered);
+            Ok((result,))
+        })
     })?;
-    feed.func_wrap("head", |store, (): ()| {
-        let result = store.data().feed.log.head().map_err(poll_error);
-        after_call(&store, None);
-        Ok((result,))
+    feed.func_wrap_async("head", |store, (): ()| {
+        Box::new(async move {
+            let feed = store.data().feed.clone();
+            let result = feed.source.head().await;
+            after_call(&store, None);
+            Ok((result,))
+        })
     })?;
-    feed.func_wrap("seq-at", |store, (timestamp_ms,): (u64,)| {
-        let result = store
-            .data()
-            .feed
-            .log
-            .seq_at(timestamp_ms)
-            .map_err(poll_error);
-        after_call(&store, None);
-        Ok((result,))
+    feed.func_wrap_async("seq-at", |store, (timestamp_ms,): (u64,)| {
+        Box::new(async move {
+            let feed = store.data().feed.clone();
+            let result = feed.source.seq_at(timestamp_ms).await;
+            after_call(&store, None);
+            Ok((result,))
+        })
     })?;
     feed.func_wrap_async("wait", |store, (since, timeout_ms): (u64, u32)| {
         Box::new(async move {

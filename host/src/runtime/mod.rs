@@ -32,6 +32,7 @@ pub use cpu::CpuClock;
 pub(crate) use emit::output_name;
 pub use error::{Failure, LoadError, QuotaBreach, SetupError};
 pub(crate) use feed::FEED_INTERFACE;
+pub use feed::Source;
 pub use grants::STATE_DIR;
 pub use outbound::{
     AllowedHost, BadHost, BadSecret, HttpLimits, Secret, decode_secret, webhook_signature,
@@ -43,7 +44,6 @@ pub use run::{Outcome, RunOptions};
 pub use signal::{ReloadSignal, StopSignal};
 
 use crate::spec::{PluginSpec, check_name, sha256_hex};
-use pulsewatch_log::Log;
 use run::execute_reported;
 use std::sync::{Arc, OnceLock};
 use store::Sandbox;
@@ -205,36 +205,38 @@ impl Runtime {
         })
     }
 
-    /// Runs one plugin to its end over `log`, blocking the calling thread (which must not be
-    /// inside an async executor; use [`Runtime::run_async`] there).
+    /// Runs one plugin to its end over `source` (a log, `&Arc<Log>`, or a stream), blocking the
+    /// calling thread (which must not be inside an async executor; use [`Runtime::run_async`]
+    /// there).
     pub fn run(
         &self,
         plugin: &Plugin,
-        log: &Arc<Log>,
+        source: impl Into<Source>,
         options: &RunOptions,
         sink: &Arc<dyn OutputSink>,
     ) -> Outcome {
         self.executor()
-            .block_on(self.run_async(plugin, log, options, sink))
+            .block_on(self.run_async(plugin, source, options, sink))
     }
 
-    /// Runs every plugin at once over `log`, and returns how each ended, in the order given. One
-    /// plugin's failure does not affect the others.
+    /// Runs every plugin at once over `source`, and returns how each ended, in the order given.
+    /// One plugin's failure does not affect the others.
     pub fn run_all(
         &self,
         plugins: &[Plugin],
-        log: &Arc<Log>,
+        source: impl Into<Source>,
         options: &RunOptions,
         sink: &Arc<dyn OutputSink>,
     ) -> Vec<Outcome> {
         let executor = self.executor();
+        let source = source.into();
         let tasks: Vec<_> = plugins
             .iter()
             .map(|plugin| {
-                let (engine, plugin, log) = (self.engine.clone(), plugin.clone(), log.clone());
-                let (options, sink) = (options.clone(), sink.clone());
+                let (engine, plugin) = (self.engine.clone(), plugin.clone());
+                let (source, options, sink) = (source.clone(), options.clone(), sink.clone());
                 executor.spawn(async move {
-                    execute_reported(&engine, &plugin, &log, &options, &sink).await
+                    execute_reported(&engine, &plugin, &source, &options, &sink).await
                 })
             })
             .collect();
@@ -252,7 +254,7 @@ impl Runtime {
         })
     }
 
-    /// Runs one plugin to its end over `log` on the caller's tokio executor (which needs its
+    /// Runs one plugin to its end over `source` on the caller's tokio executor (which needs its
     /// timer). Its state directory is locked for the run: the same plugin cannot run twice at
     /// once, in this process or another.
     ///
@@ -262,10 +264,10 @@ impl Runtime {
     pub async fn run_async(
         &self,
         plugin: &Plugin,
-        log: &Arc<Log>,
+        source: impl Into<Source>,
         options: &RunOptions,
         sink: &Arc<dyn OutputSink>,
     ) -> Outcome {
-        execute_reported(&self.engine, plugin, log, options, sink).await
+        execute_reported(&self.engine, plugin, &source.into(), options, sink).await
     }
 }

@@ -5,14 +5,13 @@
 use super::classify::{Refusals, classify};
 use super::cpu::CpuClock;
 use super::emit;
-use super::feed::Feed;
+use super::feed::{Feed, Source};
 use super::outbound::{self, Outbound};
 use super::output::{Capture, OutputSink, Stream};
 use super::progress::Progress;
 use super::signal::{ReloadSignal, StopSignal};
 use super::{Failure, Plugin, cpu, grants, store};
 use crate::limits::DEFAULT_GRACE;
-use pulsewatch_log::Log;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -105,7 +104,7 @@ impl Outcome {
 pub(crate) async fn execute_reported(
     engine: &Engine,
     plugin: &Plugin,
-    log: &Arc<Log>,
+    source: &Source,
     options: &RunOptions,
     sink: &Arc<dyn OutputSink>,
 ) -> Outcome {
@@ -113,7 +112,7 @@ pub(crate) async fn execute_reported(
     let name = plugin.name();
     let stdout = Capture::new(name, Stream::Stdout, limits.output_bytes, sink.clone());
     let stderr = Capture::new(name, Stream::Stderr, limits.output_bytes, sink.clone());
-    let (result, refusals) = execute(engine, plugin, log, options, &stdout, &stderr, sink).await;
+    let (result, refusals) = execute(engine, plugin, source, options, &stdout, &stderr, sink).await;
     stdout.finish();
     stderr.finish();
     let (result, detail) = match result {
@@ -145,7 +144,7 @@ enum Ended {
 async fn execute(
     engine: &Engine,
     plugin: &Plugin,
-    log: &Arc<Log>,
+    source: &Source,
     options: &RunOptions,
     stdout: &Capture,
     stderr: &Capture,
@@ -159,13 +158,13 @@ async fn execute(
     let outputs = if spec.outputs.is_empty() {
         None
     } else {
-        match emit::open(&spec.name, log.path(), &spec.outputs) {
+        match emit::open(&spec.name, &source.name(), &spec.outputs) {
             Ok(outputs) => Some(Arc::new(outputs)),
             Err(failure) => return (Err((failure, None)), Refusals::default()),
         }
     };
     let feed = Arc::new(Feed {
-        log: log.clone(),
+        source: source.clone(),
         poll_limits: spec.limits.poll,
         follow: options.follow,
         stop: options.stop.clone(),

@@ -5,9 +5,10 @@
 
 use super::os;
 use super::protocol::{Assignment, Hello, Order, Report, Tagged, ToShared, send};
+use crate::jetstream::{BadAddr, StreamAddr, StreamFeed};
 use crate::runtime::{
-    CompileCache, CpuClock, EngineOptions, Failure, OutputSink, RunOptions, Runtime, StopSignal,
-    Stream,
+    CompileCache, CpuClock, EngineOptions, Failure, OutputSink, RunOptions, Runtime, Source,
+    StopSignal, Stream,
 };
 use pulsewatch_log::{Log, OpenError};
 use std::collections::HashMap;
@@ -135,9 +136,24 @@ impl Control {
 /// which the kernel would walk on each lock a reader takes.
 struct Logs {
     shared: Option<Mutex<HashMap<PathBuf, Weak<Log>>>>,
+    /// The streams read, one connection each for every plugin of the process.
+    streams: tokio::sync::Mutex<HashMap<StreamAddr, Weak<StreamFeed>>>,
 }
 
 impl Logs {
+    /// The stream of `addr`, opened once in this process.
+    async fn stream(&self, addr: Result<StreamAddr, BadAddr>) -> Result<Arc<StreamFeed>, String> {
+        let addr = addr.map_err(|e| e.to_string())?;
+        let mut streams = self.streams.lock().await;
+        if let Some(stream) = streams.get(&addr).and_then(Weak::upgrade) {
+            return Ok(stream);
+        }
+        let stream = Arc::new(StreamFeed::open(&addr).await.map_err(|e| e.to_string())?);
+        streams.retain(|_, stream| stream.strong_count() > 0);
+        streams.insert(addr, Arc::downgrade(&stream));
+        Ok(stream)
+    }
+
     async fn open(
         &self,
         plugin: &str,
@@ -228,7 +244,10 @@ fn serve_one(assignment: Assignment) -> Result<(), String> {
         // The supervisor is gone: nobody is left to wait for a graceful end.
         orders.stop.stop_now();
     });
-    let logs = Logs { shared: None };
+    let logs = Logs {
+        shared: None,
+        streams: Default::default(),
+    };
     let job = Job {
         runtime: &runtime,
         reporter,
@@ -281,6 +300,7 @@ fn serve_shared() -> Result<(), String> {
     let mut runtime: Option<Arc<Runtime>> = None;
     let logs = Arc::new(Logs {
         shared: Some(Mutex::default()),
+        streams: Default::default(),
     });
     let controls: Arc<Mutex<HashMap<u64, Control>>> = Arc::default();
     let control = |id| {
@@ -420,21 +440,30 @@ impl Job<'_> {
             // The supervisor is gone before the run began: nothing to report to.
             () = stop.stopped_now() => return,
         }
-        let log = match self
-            .logs
-            .open(&spec.name, &db, follow, stop, reporter)
-            .await
-        {
-            Ok(log) => log,
-            Err(e) => return reporter.ended(Err(Failure::Log(e.to_string())), None),
+        let source = match StreamAddr::from_location(&db) {
+            Some(addr) => match self.logs.stream(addr).await {
+                Ok(stream) => Source::Stream(stream),
+                Err(why) => return reporter.ended(Err(Failure::Log(why)), None),
+            },
+            None => {
+                let log = match self
+                    .logs
+                    .open(&spec.name, &db, follow, stop, reporter)
+                    .await
+                {
+                    Ok(log) => log,
+                    Err(e) => return reporter.ended(Err(Failure::Log(e.to_string())), None),
+                };
+                // Past the system's limit of file watches (128 per user by default), a worker
+                // cannot watch the log itself, and would look at it every 20 ms: the
+                // supervisor's watch tells it instead.
+                if notices && !log.is_watched() {
+                    log.rely_on_notices();
+                }
+                let _ = self.control.opened.set(log.clone());
+                Source::Log(log)
+            }
         };
-        // Past the system's limit of file watches (128 per user by default), a worker cannot
-        // watch the log itself, and would look at it every 20 ms: the supervisor's watch tells
-        // it instead.
-        if notices && !log.is_watched() {
-            log.rely_on_notices();
-        }
-        let _ = self.control.opened.set(log.clone());
 
         let options = RunOptions {
             follow,
@@ -474,7 +503,10 @@ impl Job<'_> {
                 }
             }
         });
-        let outcome = self.runtime.run_async(&plugin, &log, &options, &sink).await;
+        let outcome = self
+            .runtime
+            .run_async(&plugin, source, &options, &sink)
+            .await;
         progress.abort();
         reporter.send(&Report::Progress {
             cursor: tracker.cursor(),
