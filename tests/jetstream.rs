@@ -9,10 +9,13 @@ use async_nats::jetstream::{self, stream};
 use common::nats::{Cluster, Server};
 use common::{change, guest, log_with, pulsewatch, text};
 use futures::StreamExt;
-use pulsewatch::jetstream::{StreamAddr, StreamFeed, StreamOptions, StreamWriter, create_stream};
+use pulsewatch::jetstream::{
+    JetStreamError, StreamAddr, StreamFeed, StreamOptions, StreamWriter, create_stream,
+};
 use pulsewatch::{Change, Log, PollLimits};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The configuration `pulsewatch stream create` is to make: nothing can be deleted or purged,
@@ -144,16 +147,16 @@ fn location(urls: &[String], stream: &str) -> String {
     format!("nats://{}/{stream}", servers.join(","))
 }
 
-/// Every packed event of `feed`, from the start.
-async fn everything(feed: &StreamFeed) -> Vec<u8> {
+/// Every packed event of `feed`, from the start, as a new reader polls them.
+async fn everything(feed: &Arc<StreamFeed>) -> Result<Vec<u8>, JetStreamError> {
+    let mut reader = feed.reader();
     let (mut bytes, mut since) = (Vec::new(), 0);
     loop {
-        let packed = feed
+        let packed = reader
             .poll_packed(since, 1000, &PollLimits::default(), &mut bytes)
-            .await
-            .unwrap();
+            .await?;
         if packed.events == 0 {
-            return bytes;
+            return Ok(bytes);
         }
         since = packed.last_seq;
     }
@@ -314,8 +317,25 @@ async fn an_r3_stream_loses_no_acknowledged_event_when_a_server_is_killed() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let feed = StreamFeed::open(&addr).await.unwrap();
+    let feed = Arc::new(StreamFeed::open(&addr).await.unwrap());
+    let mut reader = feed.reader();
     let mut writer = StreamWriter::open(&addr).await.unwrap();
+    // A plugin following the stream all along, which fails on any gap or repeat.
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args([
+            "run",
+            "--follow",
+            "--feed",
+            &addr.to_string(),
+            "--state-dir",
+        ])
+        .arg(dir.path())
+        .arg(guest("seq-check"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
 
     // Batches of 100, each retried until acknowledged: a retry after a lost acknowledgement
     // stores nothing twice. One server is killed after the tenth.
@@ -343,7 +363,7 @@ async fn an_r3_stream_loses_no_acknowledged_event_when_a_server_is_killed() {
             drop(victim);
         }
         // Reads go on too, from any server that answers.
-        if let Ok(packed) = feed
+        if let Ok(packed) = reader
             .poll_packed(since, 250, &PollLimits::default(), &mut polled)
             .await
         {
@@ -354,12 +374,21 @@ async fn an_r3_stream_loses_no_acknowledged_event_when_a_server_is_killed() {
     assert_eq!(acknowledged, 3_000);
     // Every acknowledged event, once, at its seq, and nothing else.
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Reads fail while the stream elects a new leader, and then go on.
     let stored = loop {
+        let head = feed.head().await.ok();
         let stored = everything(&feed).await;
-        if stored.len() >= polled.len() && feed.head().await.ok() == Some(3_000) {
-            break stored;
+        if let Ok(stored) = &stored
+            && stored.len() >= polled.len()
+            && head == Some(3_000)
+        {
+            break stored.clone();
         }
-        assert!(Instant::now() < deadline, "the stream did not settle");
+        assert!(
+            Instant::now() < deadline,
+            "the stream did not settle: {:?}",
+            stored.map(|s| s.len())
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let expected = {
@@ -377,6 +406,38 @@ async fn an_r3_stream_loses_no_acknowledged_event_when_a_server_is_killed() {
         expected.starts_with(&polled),
         "what was polled during the kill is not a prefix of the events"
     );
+
+    // The plugin went on to the end, without a restart.
+    let status = dir.path().join(".pulsewatch/status.json");
+    let seq_check = || -> Option<serde_json::Value> {
+        let status: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&status).ok()?).ok()?;
+        Some(status["plugins"][0].clone())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seq_check().is_none_or(|p| p["cursor"] != 3_000) {
+        assert!(
+            Instant::now() < deadline,
+            "the plugin stopped at {:?}",
+            seq_check()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    common::procs::signal(plugin.id(), nix::sys::signal::Signal::SIGINT);
+    let out = plugin.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("first: 1 last: 3000 cursor: 3000"),
+        "{}",
+        text(&out.stdout)
+    );
+    let seq_check = seq_check().unwrap();
+    assert_eq!(
+        seq_check["restarts"],
+        0,
+        "{seq_check}\n{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -384,7 +445,7 @@ fn a_relay_killed_ten_times_publishes_each_event_once_at_its_seq() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.redb");
-    let log = std::sync::Arc::new(Log::create(&db).unwrap());
+    let log = Arc::new(Log::create(&db).unwrap());
     let stream = location(std::slice::from_ref(&server.url), "RELAYED");
     assert!(pulsewatch(&["stream", "create", &stream]).status.success());
 
@@ -446,12 +507,67 @@ fn a_relay_killed_ten_times_publishes_each_event_once_at_its_seq() {
         text(&out.stderr)
     );
     let stored = executor.block_on(async {
-        let feed = StreamFeed::open(&addr).await.unwrap();
+        let feed = Arc::new(StreamFeed::open(&addr).await.unwrap());
         assert_eq!(feed.head().await.unwrap(), head);
-        everything(&feed).await
+        everything(&feed).await.unwrap()
     });
     assert!(
         stored == everything_in(&log),
         "the stream does not hold exactly the log's events"
     );
+}
+
+#[tokio::test]
+async fn a_writer_that_lost_a_race_stores_nothing_and_is_told() {
+    let server = Server::start();
+    let client = async_nats::connect(&server.url).await.unwrap();
+    // One stream as `stream create` makes it (atomic batches), one made by hand without them:
+    // a writer publishes each event on its own there.
+    let atomic: StreamAddr = location(std::slice::from_ref(&server.url), "ATOMIC")
+        .parse()
+        .unwrap();
+    create_stream(&atomic, &StreamOptions::default()).await.unwrap();
+    let each: StreamAddr = location(std::slice::from_ref(&server.url), "EACH")
+        .parse()
+        .unwrap();
+    let without_batches = stream::Config {
+        allow_atomic_publish: false,
+        ..pulsewatch::jetstream::stream_config(&each, &StreamOptions::default())
+    };
+    jetstream::new(client)
+        .create_stream(without_batches)
+        .await
+        .map(drop)
+        .unwrap();
+    for addr in [atomic, each] {
+        let mut first = StreamWriter::open(&addr).await.unwrap();
+        let mut second = StreamWriter::open(&addr).await.unwrap();
+        let changes: Vec<Change> = (0..1_500).map(change).collect();
+        assert_eq!(first.append(&changes).await.unwrap(), 1_500);
+        let lost = second.append(&changes[..10]).await.unwrap_err();
+        assert!(
+            matches!(
+                lost,
+                JetStreamError::Conflict {
+                    expected: 0,
+                    found: 1_500,
+                    ..
+                }
+            ),
+            "{addr}: {lost}"
+        );
+        assert!(lost.to_string().contains("nothing of this append was stored"));
+        // Told where the stream stands, it goes on after the other's events.
+        assert_eq!(second.append(&changes[..10]).await.unwrap(), 1_510);
+        let feed = Arc::new(StreamFeed::open(&addr).await.unwrap());
+        let stored = everything(&feed).await.unwrap();
+        let expected = {
+            let dir = tempfile::tempdir().unwrap();
+            let log = Log::create(dir.path().join("same.redb")).unwrap();
+            log.append_batch(&changes).unwrap();
+            log.append_batch(&changes[..10]).unwrap();
+            everything_in(&log)
+        };
+        assert!(stored == expected, "{addr}: the stream holds other events");
+    }
 }

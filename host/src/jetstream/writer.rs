@@ -14,8 +14,14 @@ use std::collections::VecDeque;
 /// bench), few enough that a failure is met soon.
 const IN_FLIGHT: usize = 256;
 
+/// The most events in one atomic batch: the server's default limit.
+const ATOMIC_BATCH: usize = 1_000;
+
 /// A writer of one stream.
 pub struct StreamWriter {
+    client: async_nats::Client,
+    /// Whether the stream takes atomic batches (`allow_atomic`, server 2.12 and later).
+    atomic: bool,
     js: jetstream::Context,
     stream: stream::Stream,
     name: String,
@@ -41,10 +47,12 @@ impl StreamWriter {
     /// recognised as retrying.
     pub async fn open_as(addr: &StreamAddr, id: &str) -> Result<StreamWriter, JetStreamError> {
         let client = connect(addr).await?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         let stream = open_stream(&js, addr).await?;
         let (_, last) = bounds(&stream).await?;
         Ok(StreamWriter {
+            atomic: stream.cached_info().config.allow_atomic_publish,
+            client,
             js,
             stream,
             name: addr.stream.clone(),
@@ -74,7 +82,8 @@ impl StreamWriter {
     }
 
     /// Appends `changes` in order; the seq of the last, or of the last stored before when
-    /// `changes` is empty.
+    /// `changes` is empty. On a stream that takes atomic batches (as `stream create` makes
+    /// them), each run of up to 1,000 events is stored whole or not at all.
     ///
     /// If another writer appended meanwhile, fails with [`JetStreamError::Conflict`] from the
     /// first event it displaced, and stores none from there on. After another failure
@@ -91,7 +100,7 @@ impl StreamWriter {
             seq += 1;
             Bytes::from(body)
         });
-        let appended = self.publish(bodies).await;
+        let appended = self.publish(bodies.collect()).await;
         if let Err(JetStreamError::Unavailable(_)) = appended {
             // A retry of the same changes publishes the same ids at the same seqs.
             self.next = start;
@@ -99,12 +108,18 @@ impl StreamWriter {
         appended
     }
 
-    /// Publishes entries encoded at the seqs from [`StreamWriter::next_seq`] on, in order;
-    /// the seq of the last.
-    pub(crate) async fn publish(
-        &mut self,
-        bodies: impl IntoIterator<Item = Bytes>,
-    ) -> Result<u64, JetStreamError> {
+    /// Publishes entries encoded at the seqs from [`StreamWriter::next_seq`] on, in order, in
+    /// atomic batches where the stream takes them; the seq of the last.
+    pub(crate) async fn publish(&mut self, bodies: Vec<Bytes>) -> Result<u64, JetStreamError> {
+        if self.atomic {
+            self.publish_atomic(bodies).await
+        } else {
+            self.publish_each(bodies).await
+        }
+    }
+
+    /// Publishes entries one message at a time, [`IN_FLIGHT`] acknowledgements awaited at once.
+    async fn publish_each(&mut self, bodies: Vec<Bytes>) -> Result<u64, JetStreamError> {
         let mut acks: VecDeque<(u64, PublishAckFuture)> = VecDeque::new();
         for body in bodies {
             if acks.len() >= IN_FLIGHT
@@ -127,6 +142,75 @@ impl StreamWriter {
         }
         for (seq, ack) in acks {
             self.acknowledged(seq, ack).await?;
+        }
+        Ok(self.next - 1)
+    }
+
+    /// Publishes entries encoded at the seqs from [`StreamWriter::next_seq`] on, in atomic
+    /// batches; the seq of the last.
+    async fn publish_atomic(&mut self, bodies: Vec<Bytes>) -> Result<u64, JetStreamError> {
+        let unavailable = |e: &dyn std::fmt::Display| JetStreamError::unavailable("cannot publish", e);
+        for batch in bodies.chunks(ATOMIC_BATCH) {
+            let first = self.next;
+            let last = first + batch.len() as u64 - 1;
+            let batch_id = format!("{}-{first}", self.id);
+            let mut commit = None;
+            for (i, body) in batch.iter().enumerate() {
+                let seq = first + i as u64;
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Batch-Id", batch_id.as_str());
+                headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+                headers.insert("Nats-Msg-Id", format!("{}-{seq}", self.id).as_str());
+                if i == 0 {
+                    headers.insert("Nats-Expected-Last-Sequence", (first - 1).to_string().as_str());
+                }
+                if seq == last {
+                    headers.insert("Nats-Batch-Commit", "1");
+                    commit = Some((headers, body.clone()));
+                } else {
+                    // Only the commit is acknowledged: the others need no reply.
+                    self.client
+                        .publish_with_headers(self.subject.clone(), headers, body.clone())
+                        .await
+                        .map_err(|e| unavailable(&e))?;
+                }
+            }
+            let (headers, body) = commit.expect("a batch has a last event");
+            let reply = self
+                .client
+                .request_with_headers(self.subject.clone(), headers, body)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let ack: BatchAck = serde_json::from_slice(&reply.payload)
+                .map_err(|e| unavailable(&format!("an acknowledgement it cannot read: {e}")))?;
+            match ack.error {
+                None if ack.seq == last => {}
+                None => {
+                    return Err(unavailable(&format!(
+                        "the batch ending at seq {last} was stored ending at {}",
+                        ack.seq
+                    )));
+                }
+                // Ours, stored by an earlier try (its message ids are this writer's at these
+                // seqs, and a batch is stored whole): the stream must end at or past it.
+                Some(error) if error.err_code == DUPLICATE_IN_BATCH => {
+                    let (_, found) = bounds(&self.stream).await?;
+                    if found < last {
+                        return Err(unavailable(&error.description));
+                    }
+                }
+                Some(error) if error.err_code == WRONG_LAST_SEQUENCE => {
+                    let (_, found) = bounds(&self.stream).await?;
+                    self.next = found + 1;
+                    return Err(JetStreamError::Conflict {
+                        stream: self.name.clone(),
+                        expected: first - 1,
+                        found,
+                    });
+                }
+                Some(error) => return Err(unavailable(&error.description)),
+            }
+            self.next = last + 1;
         }
         Ok(self.next - 1)
     }
@@ -160,4 +244,25 @@ impl StreamWriter {
             )),
         }
     }
+}
+
+/// JetStream's error code for a batch whose message ids were seen before.
+const DUPLICATE_IN_BATCH: u64 = 10201;
+/// JetStream's error code for an expected last sequence that is not the stream's.
+const WRONG_LAST_SEQUENCE: u64 = 10071;
+
+/// The acknowledgement of an atomic batch's commit.
+#[derive(serde::Deserialize)]
+struct BatchAck {
+    #[serde(default)]
+    seq: u64,
+    error: Option<ApiError>,
+}
+
+/// An error in a JetStream API answer.
+#[derive(serde::Deserialize)]
+struct ApiError {
+    err_code: u64,
+    #[serde(default)]
+    description: String,
 }

@@ -5,7 +5,7 @@
 
 use super::os;
 use super::protocol::{Assignment, Hello, Order, Report, Tagged, ToShared, send};
-use crate::jetstream::{BadAddr, StreamAddr, StreamFeed};
+use crate::jetstream::{BadAddr, JetStreamError, StreamAddr, StreamFeed};
 use crate::runtime::{
     CompileCache, CpuClock, EngineOptions, Failure, OutputSink, RunOptions, Runtime, Source,
     StopSignal, Stream,
@@ -141,14 +141,38 @@ struct Logs {
 }
 
 impl Logs {
-    /// The stream of `addr`, opened once in this process.
-    async fn stream(&self, addr: Result<StreamAddr, BadAddr>) -> Result<Arc<StreamFeed>, String> {
+    /// The stream of `addr`, opened once in this process. Following, servers that cannot be
+    /// reached (or a stream without a leader yet) are waited for as a log that needs repair
+    /// is: not the plugin's failure.
+    async fn stream(
+        &self,
+        plugin: &str,
+        addr: Result<StreamAddr, BadAddr>,
+        follow: bool,
+        stop: &StopSignal,
+        reporter: Reporter,
+    ) -> Result<Arc<StreamFeed>, String> {
         let addr = addr.map_err(|e| e.to_string())?;
         let mut streams = self.streams.lock().await;
         if let Some(stream) = streams.get(&addr).and_then(Weak::upgrade) {
             return Ok(stream);
         }
-        let stream = Arc::new(StreamFeed::open(&addr).await.map_err(|e| e.to_string())?);
+        let mut pause = Duration::from_millis(100);
+        let opened = loop {
+            match StreamFeed::open(&addr).await {
+                Err(e @ (JetStreamError::Unavailable(_) | JetStreamError::Connect { .. }))
+                    if follow && !stop.is_stopped() =>
+                {
+                    reporter.send(&Report::Notice(format!(
+                        "plugin {plugin}: {e}; trying again in {pause:?}"
+                    )));
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                other => break other,
+            }
+        };
+        let stream = Arc::new(opened.map_err(|e| e.to_string())?);
         streams.retain(|_, stream| stream.strong_count() > 0);
         streams.insert(addr, Arc::downgrade(&stream));
         Ok(stream)
@@ -441,7 +465,11 @@ impl Job<'_> {
             () = stop.stopped_now() => return,
         }
         let source = match StreamAddr::from_location(&db) {
-            Some(addr) => match self.logs.stream(addr).await {
+            Some(addr) => match self
+                .logs
+                .stream(&spec.name, addr, follow, stop, reporter)
+                .await
+            {
                 Ok(stream) => Source::Stream(stream),
                 Err(why) => return reporter.ended(Err(Failure::Log(why)), None),
             },
