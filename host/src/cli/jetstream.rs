@@ -5,10 +5,10 @@ use super::signals;
 use anyhow::Context;
 use clap::{Args as ClapArgs, Subcommand};
 use pulsewatch::jetstream::{
-    JetStreamError, StreamAddr, StreamOptions, StreamWriter, create_stream, relay,
+    JetStreamError, StreamAddr, StreamFeed, StreamOptions, StreamWriter, create_stream, relay,
 };
 use pulsewatch::{Change, Log, StopSignal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// An executor for one command's requests, on this thread.
@@ -52,6 +52,58 @@ impl Writer {
     /// The seq of the last event appended, as this writer knows it.
     pub fn head(&self) -> u64 {
         self.writer.next_seq() - 1
+    }
+}
+
+/// What `status` and `--metrics` read a run's feed from: its database, or its stream.
+// One of these is made per command, never moved about: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Feed {
+    Log(Log),
+    Stream(tokio::runtime::Runtime, StreamFeed),
+}
+
+impl Feed {
+    /// The database at `db`, read-only, or the stream it names.
+    pub fn open(db: &Path) -> anyhow::Result<Feed> {
+        Ok(match StreamAddr::from_location(db) {
+            Some(addr) => {
+                let addr = addr?;
+                let executor = executor()?;
+                let stream = executor.block_on(StreamFeed::open(&addr))?;
+                Feed::Stream(executor, stream)
+            }
+            None => Feed::Log(Log::open_read_only(db)?),
+        })
+    }
+
+    /// The seq of the newest event.
+    pub fn head(&self) -> anyhow::Result<u64> {
+        Ok(match self {
+            Feed::Log(log) => log.head()?,
+            Feed::Stream(executor, stream) => executor.block_on(stream.head())?,
+        })
+    }
+
+    /// The seq of the oldest event held.
+    pub fn oldest(&self) -> anyhow::Result<u64> {
+        Ok(match self {
+            Feed::Log(log) => log.oldest()?,
+            Feed::Stream(executor, stream) => executor.block_on(stream.oldest())?,
+        })
+    }
+
+    /// The writer's stamp of the event of `seq`, if it is held.
+    pub fn timestamp_ms(&self, seq: u64) -> Option<u64> {
+        match self {
+            Feed::Log(log) => {
+                let batch = log.poll(seq.checked_sub(1)?, 1).ok()?;
+                batch.events.first().map(|e| e.change.timestamp_ms)
+            }
+            Feed::Stream(executor, stream) => {
+                executor.block_on(stream.timestamp_ms(seq)).ok().flatten()
+            }
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// Where `append` and `import` write: a database file, or a JetStream stream.
+// One of these is made per command, never moved about: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Target {
     Log(Log),
     Stream(super::jetstream::Writer),

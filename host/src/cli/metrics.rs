@@ -1,11 +1,12 @@
 //! `pulsewatch run --metrics ADDR`: the run's figures as Prometheus text on `/metrics`, read
 //! from the run's status and the log when scraped (nothing is sampled between scrapes).
 
+use super::jetstream::Feed;
 use super::operate::rows;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
-use pulsewatch::{Home, Log};
+use hyper::{Response, StatusCode};
+use pulsewatch::Home;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,18 +17,18 @@ use std::sync::{Arc, Mutex};
 struct Source {
     db: PathBuf,
     home: Home,
-    /// The log, opened at the first scrape and kept: a handle costs a file watch, of which a
-    /// user has few.
-    log: Arc<Mutex<Option<Arc<Log>>>>,
+    /// The log or stream, opened at the first scrape and kept: a log's handle costs a file
+    /// watch, of which a user has few; a stream's a connection.
+    log: Arc<Mutex<Option<Arc<Feed>>>>,
 }
 
 impl Source {
-    fn log(&self) -> anyhow::Result<Arc<Log>> {
+    fn log(&self) -> anyhow::Result<Arc<Feed>> {
         let mut held = self.log.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(log) = held.as_ref() {
             return Ok(Arc::clone(log));
         }
-        let log = Arc::new(Log::open_read_only(&self.db)?);
+        let log = Arc::new(Feed::open(&self.db)?);
         *held = Some(Arc::clone(&log));
         Ok(log)
     }
@@ -46,13 +47,27 @@ pub fn serve(addr: SocketAddr, db: &Path, home: Home) -> anyhow::Result<SocketAd
     };
     super::http::serve(listener, move |request| {
         let source = source.clone();
-        async move { Ok(answer(&request, &source)) }
+        let path = request.uri().path().to_owned();
+        // Reading a stream's state waits on its own executor: not on this one's thread.
+        async move {
+            let answered = tokio::task::spawn_blocking(move || answer(&path, &source)).await;
+            Ok(answered.unwrap_or_else(|_| {
+                failed("cannot read the run's figures: the host panicked".into())
+            }))
+        }
     })?;
     Ok(addr)
 }
 
-fn answer<B>(request: &Request<B>, source: &Source) -> Response<Full<Bytes>> {
-    if request.uri().path() != "/metrics" {
+/// A 500 answer saying `why`.
+fn failed(why: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(why)));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+fn answer(path: &str, source: &Source) -> Response<Full<Bytes>> {
+    if path != "/metrics" {
         let mut response = Response::new(Full::new(Bytes::from_static(b"see /metrics\n")));
         *response.status_mut() = StatusCode::NOT_FOUND;
         return response;
@@ -62,11 +77,7 @@ fn answer<B>(request: &Request<B>, source: &Source) -> Response<Full<Bytes>> {
         Err(e) => {
             // Opened again at the next scrape.
             *source.log.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            let mut response = Response::new(Full::new(Bytes::from(format!(
-                "cannot read the run's figures: {e:#}\n"
-            ))));
-            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            return response;
+            return failed(format!("cannot read the run's figures: {e:#}\n"));
         }
     };
     let mut response = Response::new(Full::new(Bytes::from(text)));

@@ -1,6 +1,7 @@
 //! `pulsewatch check`, `status` and `release`: a deployment's manifest checked without running
 //! it, where each plugin of a run stands, and a quarantined plugin let go.
 
+use super::jetstream::Feed;
 use super::run::default_state_dir;
 use anyhow::Context;
 use clap::Args as ClapArgs;
@@ -173,24 +174,18 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The timestamp of the event with `seq`, if the log holds it.
-fn timestamp(log: &Log, seq: u64) -> Option<u64> {
-    let batch = log.poll(seq.checked_sub(1)?, 1).ok()?;
-    batch.events.first().map(|e| e.change.timestamp_ms)
-}
-
 /// Each plugin of `run` with its lag behind `head`, in events and in the writer's time.
-pub(super) fn rows(log: &Log, head: u64, run: &RunStatus) -> Vec<Row> {
-    let head_ms = timestamp(log, head);
+pub(super) fn rows(feed: &Feed, head: u64, run: &RunStatus) -> Vec<Row> {
+    let head_ms = feed.timestamp_ms(head);
     run.plugins
         .iter()
         .cloned()
         .map(|status| {
             let lag_events = status.cursor.map(|c| head.saturating_sub(c));
             let lag_ms = match (status.cursor, head_ms) {
-                (Some(cursor), Some(head_ms)) if cursor < head => {
-                    timestamp(log, cursor + 1).map(|next| head_ms.saturating_sub(next))
-                }
+                (Some(cursor), Some(head_ms)) if cursor < head => feed
+                    .timestamp_ms(cursor + 1)
+                    .map(|next| head_ms.saturating_sub(next)),
                 (Some(_), _) => Some(0),
                 _ => None,
             };
@@ -206,8 +201,8 @@ pub(super) fn rows(log: &Log, head: u64, run: &RunStatus) -> Vec<Row> {
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let home = args.root.home()?;
-    let log = Log::open_read_only(&args.root.db)?;
-    let head = log.head()?;
+    let feed = Feed::open(&args.root.db)?;
+    let head = feed.head()?;
     let Some(mut run) = home.status().with_context(|| {
         format!(
             "cannot read the status of the run under {}",
@@ -234,7 +229,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let rows = rows(&log, head, &run);
+    let rows = rows(&feed, head, &run);
     if args.json {
         let report = Report {
             running: run.running,

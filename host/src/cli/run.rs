@@ -170,15 +170,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match &stream {
         // A stream that is missing or cannot hold a log is this command's error, as a database
         // is below.
-        Some(addr) => {
-            super::jetstream::block_on(StreamFeed::open(addr))??;
-            if args.metrics.is_some() {
-                bail!(
-                    "--metrics reads the run's figures from a database file, and is not \
-                     available with a stream feed yet; see `pulsewatch status`"
-                );
-            }
-        }
+        Some(addr) => drop(super::jetstream::block_on(StreamFeed::open(addr))??),
         // A missing or damaged database is this command's error, before any worker starts.
         // One that needs a repair is waited for when following (each worker says so), as its
         // writer will repair it when it starts again.

@@ -141,6 +141,23 @@ impl StreamFeed {
         }
     }
 
+    /// The writer's stamp of the event of `seq`, if the stream holds it.
+    pub async fn timestamp_ms(&self, seq: u64) -> Result<Option<u64>, JetStreamError> {
+        let Ok(message) = self.stream.direct_get(seq).await else {
+            return Ok(None);
+        };
+        checked_entry(seq, &message.payload)?;
+        Ok(EntryRef::split(&message.payload)
+            .ok()
+            .map(|(entry, _)| entry.timestamp_ms()))
+    }
+
+    /// The seq of the oldest event the stream still holds (the head plus one when it holds
+    /// none).
+    pub async fn oldest(&self) -> Result<u64, JetStreamError> {
+        Ok(bounds(&self.stream).await?.0)
+    }
+
     /// The last seq stored before `timestamp_ms`, by the stream's store time: what
     /// `seq-at` answers. JetStream stamps each message when it stores it, so this is the
     /// time the event reached the stream, not the writer's stamp in the event (which may be

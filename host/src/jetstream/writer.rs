@@ -2,10 +2,11 @@
 //! stream's last sequence expected to be the one before (so it lands there or nowhere) and a
 //! message id (so a retry after a lost acknowledgement is recognised, not stored again).
 
-use super::{JetStreamError, StreamAddr, bounds, connect, open_stream};
+use super::{JetStreamError, REQUEST_TIMEOUT, StreamAddr, bounds, connect, open_stream};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
+use futures::StreamExt;
 use pulsewatch_log::Change;
 use pulsewatch_log::codec::encode_entry;
 use std::collections::VecDeque;
@@ -16,6 +17,9 @@ const IN_FLIGHT: usize = 256;
 
 /// The most events in one atomic batch: the server's default limit.
 const ATOMIC_BATCH: usize = 1_000;
+
+/// Atomic batches sent before the first of them is acknowledged.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// A writer of one stream.
 pub struct StreamWriter {
@@ -149,12 +153,27 @@ impl StreamWriter {
     /// Publishes entries encoded at the seqs from [`StreamWriter::next_seq`] on, in atomic
     /// batches; the seq of the last.
     async fn publish_atomic(&mut self, bodies: Vec<Bytes>) -> Result<u64, JetStreamError> {
-        let unavailable = |e: &dyn std::fmt::Display| JetStreamError::unavailable("cannot publish", e);
+        let unavailable =
+            |e: &dyn std::fmt::Display| JetStreamError::unavailable("cannot publish", e);
+        // Commits are acknowledged on this inbox in the order they were sent, which is the
+        // order the stream stores the batches in.
+        let inbox = self.client.new_inbox();
+        let mut acks = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut committing = VecDeque::new();
+        let mut sent = self.next;
         for batch in bodies.chunks(ATOMIC_BATCH) {
-            let first = self.next;
+            if committing.len() >= BATCHES_IN_FLIGHT
+                && let Some(range) = committing.pop_front()
+            {
+                self.committed(range, &mut acks).await?;
+            }
+            let first = sent;
             let last = first + batch.len() as u64 - 1;
             let batch_id = format!("{}-{first}", self.id);
-            let mut commit = None;
             for (i, body) in batch.iter().enumerate() {
                 let seq = first + i as u64;
                 let mut headers = async_nats::HeaderMap::new();
@@ -162,57 +181,86 @@ impl StreamWriter {
                 headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
                 headers.insert("Nats-Msg-Id", format!("{}-{seq}", self.id).as_str());
                 if i == 0 {
-                    headers.insert("Nats-Expected-Last-Sequence", (first - 1).to_string().as_str());
+                    headers.insert(
+                        "Nats-Expected-Last-Sequence",
+                        (first - 1).to_string().as_str(),
+                    );
                 }
-                if seq == last {
+                let published = if seq == last {
                     headers.insert("Nats-Batch-Commit", "1");
-                    commit = Some((headers, body.clone()));
+                    self.client
+                        .publish_with_reply_and_headers(
+                            self.subject.clone(),
+                            inbox.clone(),
+                            headers,
+                            body.clone(),
+                        )
+                        .await
                 } else {
                     // Only the commit is acknowledged: the others need no reply.
                     self.client
                         .publish_with_headers(self.subject.clone(), headers, body.clone())
                         .await
-                        .map_err(|e| unavailable(&e))?;
-                }
+                };
+                published.map_err(|e| unavailable(&e))?;
             }
-            let (headers, body) = commit.expect("a batch has a last event");
-            let reply = self
-                .client
-                .request_with_headers(self.subject.clone(), headers, body)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            let ack: BatchAck = serde_json::from_slice(&reply.payload)
-                .map_err(|e| unavailable(&format!("an acknowledgement it cannot read: {e}")))?;
-            match ack.error {
-                None if ack.seq == last => {}
-                None => {
-                    return Err(unavailable(&format!(
-                        "the batch ending at seq {last} was stored ending at {}",
-                        ack.seq
-                    )));
-                }
-                // Ours, stored by an earlier try (its message ids are this writer's at these
-                // seqs, and a batch is stored whole): the stream must end at or past it.
-                Some(error) if error.err_code == DUPLICATE_IN_BATCH => {
-                    let (_, found) = bounds(&self.stream).await?;
-                    if found < last {
-                        return Err(unavailable(&error.description));
-                    }
-                }
-                Some(error) if error.err_code == WRONG_LAST_SEQUENCE => {
-                    let (_, found) = bounds(&self.stream).await?;
-                    self.next = found + 1;
-                    return Err(JetStreamError::Conflict {
-                        stream: self.name.clone(),
-                        expected: first - 1,
-                        found,
-                    });
-                }
-                Some(error) => return Err(unavailable(&error.description)),
-            }
-            self.next = last + 1;
+            committing.push_back((first, last));
+            sent = last + 1;
+        }
+        while let Some(range) = committing.pop_front() {
+            self.committed(range, &mut acks).await?;
         }
         Ok(self.next - 1)
+    }
+
+    /// Waits for the acknowledgement of the commit of the batch of seqs `first..=last`.
+    async fn committed(
+        &mut self,
+        (first, last): (u64, u64),
+        acks: &mut async_nats::Subscriber,
+    ) -> Result<(), JetStreamError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| JetStreamError::unavailable("cannot publish", e);
+        let reply = match tokio::time::timeout(REQUEST_TIMEOUT, acks.next()).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return Err(unavailable(&"the connection closed")),
+            Err(_) => {
+                return Err(unavailable(&format!(
+                    "the batch ending at seq {last} was not acknowledged in time"
+                )));
+            }
+        };
+        let ack: BatchAck = serde_json::from_slice(&reply.payload)
+            .map_err(|e| unavailable(&format!("an acknowledgement it cannot read: {e}")))?;
+        match ack.error {
+            None if ack.seq == last => {}
+            None => {
+                return Err(unavailable(&format!(
+                    "the batch ending at seq {last} was stored ending at {}",
+                    ack.seq
+                )));
+            }
+            // Ours, stored by an earlier try (its message ids are this writer's at these
+            // seqs, and a batch is stored whole): the stream must end at or past it.
+            Some(error) if error.err_code == DUPLICATE_IN_BATCH => {
+                let (_, found) = bounds(&self.stream).await?;
+                if found < last {
+                    return Err(unavailable(&error.description));
+                }
+            }
+            Some(error) if error.err_code == WRONG_LAST_SEQUENCE => {
+                let (_, found) = bounds(&self.stream).await?;
+                self.next = found + 1;
+                return Err(JetStreamError::Conflict {
+                    stream: self.name.clone(),
+                    expected: first - 1,
+                    found,
+                });
+            }
+            Some(error) => return Err(unavailable(&error.description)),
+        }
+        self.next = last + 1;
+        Ok(())
     }
 
     /// Waits for the acknowledgement of the event of `seq`.
