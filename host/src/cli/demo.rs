@@ -257,7 +257,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         receiver.addr
     )?;
     let started = Instant::now();
-    let outcomes = supervise(&specs, &db, &options, &home, None)?;
+    let outcomes = supervise(&specs, &db, &options, &home, None, false)?;
     out!(
         "   ({} ms, compile included)",
         started.elapsed().as_millis()
@@ -272,7 +272,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     out!("\n== 3. Live: plugins follow the feed while the writer appends 4 x 500 more")?;
     options.follow = true;
     let outcomes = std::thread::scope(|scope| {
-        let plugins_done = scope.spawn(|| supervise(&specs, &db, &options, &home, None));
+        let plugins_done = scope.spawn(|| supervise(&specs, &db, &options, &home, None, false));
         let written = (|| -> anyhow::Result<u64> {
             let mut head = 0;
             for _ in 0..4 {

@@ -28,6 +28,7 @@ macro_rules! say {
     }};
 }
 
+mod cluster;
 mod demo;
 mod http;
 mod jetstream;

@@ -74,6 +74,10 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Show the hosts of this cluster and which one runs each plugin (a stream feed's
+    /// `run --cluster NAME`), instead of one host's run.
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
 }
 
 /// Arguments of `pulsewatch release`.
@@ -200,6 +204,9 @@ pub(super) fn rows(feed: &Feed, head: u64, run: &RunStatus) -> Vec<Row> {
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.cluster {
+        return super::cluster::status(&args.root.db, name, args.json);
+    }
     let home = args.root.home()?;
     let feed = Feed::open(&args.root.db)?;
     let head = feed.head()?;

@@ -69,6 +69,11 @@ pub struct Args {
     /// plugin makes (method, URL, status, duration).
     #[arg(long, short)]
     verbose: bool,
+    /// Share the plugins with every host run with this cluster name on the same servers: each
+    /// plugin runs on one host at a time, and moves, with its /state, when its host goes (a
+    /// stream feed only; implies --follow, and a grace period of at most 2s).
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
     /// The plugins, their grants and limits, from a manifest (see the README); SIGHUP reads it
     /// again. Instead of component files and flags.
     #[arg(long, conflicts_with_all = ["plugins", "args"])]
@@ -167,10 +172,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         None => specs_from_flags(args, &state_root)?,
     };
     let stream = StreamAddr::from_location(&args.db).transpose()?;
+    let mut replicas = 1;
     match &stream {
         // A stream that is missing or cannot hold a log is this command's error, as a database
         // is below.
-        Some(addr) => drop(super::jetstream::block_on(StreamFeed::open(addr))??),
+        Some(addr) => {
+            let feed = super::jetstream::block_on(StreamFeed::open(addr))??;
+            replicas = feed.replicas();
+        }
         // A missing or damaged database is this command's error, before any worker starts.
         // One that needs a repair is waited for when following (each worker says so), as its
         // writer will repair it when it starts again.
@@ -186,9 +195,22 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             state_root.display()
         );
     }
+    let cluster = match (&args.cluster, &stream) {
+        (Some(name), Some(addr)) => Some((name, addr)),
+        (Some(_), None) => bail!(
+            "--cluster shares plugins through JetStream: give the feed as --feed \
+             nats://HOST:PORT/STREAM"
+        ),
+        (None, _) => None,
+    };
+    let grace: std::time::Duration = args.grace.into();
     let options = RunOptions {
-        follow: args.follow,
-        grace: args.grace.into(),
+        follow: args.follow || cluster.is_some(),
+        // A plugin whose lease was lost must be stopped before another host can take it.
+        grace: match cluster {
+            Some(_) => grace.min(CLUSTER_GRACE),
+            None => grace,
+        },
         log_http: args.verbose,
         ..RunOptions::default()
     };
@@ -203,6 +225,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         move || manifest::load(&path, &root).map_err(|e| e.to_string())
     };
     let reload = args.manifest.as_ref().map(reload);
+    if let Some((name, addr)) = cluster {
+        return run_in_cluster(args, specs, name, addr, replicas, &options, &state_root);
+    }
     let progress = super::progress::show(&specs, &args.db, &options);
     let outcomes = supervise(
         &specs,
@@ -212,9 +237,54 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         reload
             .as_ref()
             .map(|r| r as &(dyn Fn() -> Result<Vec<PluginSpec>, String> + Sync)),
+        false,
     );
     drop(progress);
     Ok(report(&outcomes?, &options, args.verbose))
+}
+
+/// The longest grace period of a host in a cluster: a plugin whose lease could not be renewed
+/// is stopped within it, before another host can take it.
+const CLUSTER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs the plugins of `specs` this host holds in cluster `name`, as the leases come and go.
+fn run_in_cluster(
+    args: &Args,
+    specs: Vec<PluginSpec>,
+    name: &str,
+    addr: &StreamAddr,
+    replicas: usize,
+    options: &RunOptions,
+    state_root: &Path,
+) -> anyhow::Result<ExitCode> {
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let finished = Arc::new(tokio::sync::Notify::new());
+    let controller = super::cluster::Controller {
+        addr: addr.clone(),
+        name: name.to_owned(),
+        replicas,
+        specs,
+        held: held.clone(),
+        options: options.clone(),
+    };
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async executor")?;
+    let ended = finished.clone();
+    let controlling = std::thread::spawn(move || executor.block_on(controller.run(ended)));
+    let reload = move || Ok(held.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let outcomes = supervise(
+        &[],
+        &args.db,
+        options,
+        &Home::under(state_root),
+        Some(&reload),
+        true,
+    );
+    finished.notify_one();
+    let _ = controlling.join();
+    Ok(report(&outcomes?, options, args.verbose))
 }
 
 /// The plugins named on the command line, with the limits and arguments of the flags.
@@ -256,22 +326,26 @@ fn specs_from_flags(args: &Args, state_root: &Path) -> anyhow::Result<Vec<Plugin
 }
 
 /// Runs `specs` in worker processes of this executable, output on the console, with the compile
-/// cache, quarantine records and status in `home`.
+/// cache, quarantine records and status in `home`; with `idle`, going on with none running
+/// until stopped (a host of a cluster).
 pub fn supervise(
     specs: &[PluginSpec],
     db: &Path,
     options: &RunOptions,
     home: &Home,
     reload: Option<pulsewatch::supervisor::Reload<'_>>,
+    idle: bool,
 ) -> anyhow::Result<Vec<Outcome>> {
     let worker =
         WorkerCommand::current_exe(["worker"]).context("cannot find this executable's path")?;
     let sink: Arc<dyn OutputSink> = Arc::new(Shell {
         stop: options.stop.clone(),
     });
-    Ok(Supervisor::new(worker)
-        .with_home(home.clone())
-        .run_reloading(specs, db, options, &sink, reload)?)
+    let mut supervisor = Supervisor::new(worker).with_home(home.clone());
+    if idle {
+        supervisor = supervisor.staying_idle();
+    }
+    Ok(supervisor.run_reloading(specs, db, options, &sink, reload)?)
 }
 
 /// Plugin output on this process's stdout and stderr as `[plugin] line`. A closed stdout (`|

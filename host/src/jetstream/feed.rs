@@ -87,6 +87,11 @@ impl StreamFeed {
         }
     }
 
+    /// How many servers hold a copy of the stream.
+    pub fn replicas(&self) -> usize {
+        self.stream.cached_info().config.num_replicas
+    }
+
     /// The stream's location.
     pub fn addr(&self) -> &StreamAddr {
         &self.addr

@@ -14,6 +14,7 @@
 //! A feed is named by a location `nats://HOST:PORT[,HOST:PORT...]/STREAM` ([`StreamAddr`]),
 //! given where a database path is given otherwise.
 
+pub mod cluster;
 mod feed;
 mod relay;
 mod writer;

@@ -122,6 +122,9 @@ pub enum SuperviseError {
 pub struct Supervisor {
     worker: WorkerCommand,
     home: Option<Home>,
+    /// Whether a run goes on with no plugin running, until stopped: a host of a cluster,
+    /// whose reloads give it plugins as it takes their leases.
+    idle: bool,
 }
 
 /// Reads the plugins of a run again (a manifest, when the run is told to reload).
@@ -130,7 +133,18 @@ pub type Reload<'a> = &'a (dyn Fn() -> Result<Vec<PluginSpec>, String> + Sync);
 impl Supervisor {
     /// A supervisor starting workers with `worker`.
     pub fn new(worker: WorkerCommand) -> Self {
-        Supervisor { worker, home: None }
+        Supervisor {
+            worker,
+            home: None,
+            idle: false,
+        }
+    }
+
+    /// This supervisor, going on while no plugin runs until the run is stopped, so that a
+    /// reload can give it plugins (a host of a cluster, which starts with none).
+    pub fn staying_idle(mut self) -> Self {
+        self.idle = true;
+        self
     }
 
     /// This supervisor, keeping its compile cache, quarantine records and status in `home`.
@@ -260,8 +274,9 @@ impl Supervisor {
             running.push(self.lifecycle(entries[index].clone(), ready, &run));
         }
         let mut status_ticks = tokio::time::interval(STATUS_EVERY);
-        while !running.is_empty() {
+        while !running.is_empty() || (self.idle && !options.stop.is_stopped()) {
             tokio::select! {
+                () = options.stop.stopped(), if running.is_empty() => {}
                 Some(ended) = running.next() => {
                     let replacement = ended
                         .replacement
