@@ -168,6 +168,11 @@ async fn everything(feed: &Arc<StreamFeed>) -> Result<Vec<u8>, JetStreamError> {
     }
 }
 
+/// The stream's last seq, as a new reader finds it.
+async fn feed_head(addr: &StreamAddr) -> u64 {
+    StreamFeed::open(addr).await.unwrap().head().await.unwrap()
+}
+
 /// Every packed event of `log`.
 fn everything_in(log: &Log) -> Vec<u8> {
     let (mut bytes, mut since) = (Vec::new(), 0);
@@ -585,6 +590,14 @@ async fn a_writer_that_lost_a_race_stores_nothing_and_is_told() {
         );
         // Told where the stream stands, it goes on after the other's events.
         assert_eq!(second.append(&changes[..10]).await.unwrap(), 1_510);
+        // A writer that appends again what it appended, at the same seqs, under the same id
+        // (a retry after a lost acknowledgement, a relay started again) is recognised: its
+        // events are not stored twice.
+        let mut retry = StreamWriter::open_as(&addr, "retrying").await.unwrap();
+        let mut again = StreamWriter::open_as(&addr, "retrying").await.unwrap();
+        assert_eq!(retry.append(&changes[..1_200]).await.unwrap(), 2_710);
+        assert_eq!(again.append(&changes[..1_200]).await.unwrap(), 2_710);
+        assert_eq!(feed_head(&addr).await, 2_710);
         let feed = Arc::new(StreamFeed::open(&addr).await.unwrap());
         let stored = everything(&feed).await.unwrap();
         let expected = {
@@ -592,6 +605,7 @@ async fn a_writer_that_lost_a_race_stores_nothing_and_is_told() {
             let log = Log::create(dir.path().join("same.redb")).unwrap();
             log.append_batch(&changes).unwrap();
             log.append_batch(&changes[..10]).unwrap();
+            log.append_batch(&changes[..1_200]).unwrap();
             everything_in(&log)
         };
         assert!(stored == expected, "{addr}: the stream holds other events");

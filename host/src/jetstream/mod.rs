@@ -222,8 +222,8 @@ pub fn stream_config(addr: &StreamAddr, options: &StreamOptions) -> stream::Conf
         num_replicas: options.replicas.max(1),
         max_age: options.max_age.unwrap_or_default(),
         max_bytes: options.max_bytes.unwrap_or(-1),
-        // Long enough for a writer's retry after a lost acknowledgement; the expected last
-        // sequence covers what falls outside it.
+        // A retry is recognised by the id stored with the event (see writer.rs), whenever it
+        // comes: the server's window of recent ids need not be long.
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     }

@@ -1,8 +1,9 @@
 //! A redb log published into a stream as it grows, with the same seqs, exactly once however
 //! often the relay stops or is killed: where to go on from is the stream's last seq, and each
-//! event is published with the stream's last sequence expected to be the one before it and the
-//! message id `relay-<seq>`, so that a publish still in flight when a relay died and one of its
-//! successor are the same message.
+//! batch is published with the stream's last sequence expected to be the one before it, so
+//! that a publish still in flight when a relay died and one of its successor cannot both be
+//! stored. Whichever lands second is refused, and the relay goes on after the stream's last
+//! seq once it has checked that the event there is the log's.
 
 use super::{JetStreamError, StreamAddr, StreamWriter};
 use crate::runtime::StopSignal;
@@ -67,8 +68,13 @@ pub async fn relay(
             let entries = Entries::new(&bytes)
                 .map(|e| Bytes::copy_from_slice(e.as_bytes()))
                 .collect();
-            writer.publish(entries).await?;
-            published += packed.events as u64;
+            match writer.publish(entries).await {
+                Ok(_) => published += packed.events as u64,
+                // The stream moved on: a publish of a relay killed before this one landed
+                // late. If it holds the log's events, go on after them.
+                Err(JetStreamError::Conflict { .. }) => check_prefix(log, addr, &writer).await?,
+                Err(e) => return Err(e.into()),
+            }
             continue;
         }
         if !follow {

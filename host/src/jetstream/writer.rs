@@ -1,6 +1,8 @@
 //! Appending to a stream, exactly once: each event is published at the seq it encodes, with the
-//! stream's last sequence expected to be the one before (so it lands there or nowhere) and a
-//! message id (so a retry after a lost acknowledgement is recognised, not stored again).
+//! stream's last sequence expected to be the one before (so it lands there or nowhere), in
+//! atomic batches whose last event carries a message id of the writer's: a retry after a lost
+//! acknowledgement is refused by the stream, which holds that id at that seq, and so is
+//! recognised as stored rather than stored again.
 
 use super::{JetStreamError, REQUEST_TIMEOUT, StreamAddr, bounds, connect, open_stream};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
@@ -76,6 +78,22 @@ impl StreamWriter {
         bounds(&self.stream).await
     }
 
+    /// The message id of the event of `last` this writer publishes: in an atomic batch, the
+    /// batch's, which it ends.
+    fn batch_id(&self, last: u64) -> String {
+        format!("{}-{last}", self.id)
+    }
+
+    /// Whether the message of `seq` was published with the message id `id`.
+    async fn stored_as(&self, seq: u64, id: &str) -> bool {
+        self.stream.direct_get(seq).await.is_ok_and(|message| {
+            message
+                .headers
+                .get("Nats-Msg-Id")
+                .is_some_and(|stored| stored.as_str() == id)
+        })
+    }
+
     /// The body of the message of `seq`.
     pub(crate) async fn stored(&self, seq: u64) -> Result<Vec<u8>, JetStreamError> {
         let message =
@@ -93,8 +111,7 @@ impl StreamWriter {
     /// first event it displaced, and stores none from there on. After another failure
     /// ([`JetStreamError::Unavailable`]: a lost connection, no acknowledgement in time) it is
     /// not known how many were stored: append the same changes again with this writer, and
-    /// those already stored are recognised by their ids, not stored twice (within the
-    /// stream's two-minute duplicate window).
+    /// those already stored are recognised by their ids, not stored twice.
     pub async fn append(&mut self, changes: &[Change]) -> Result<u64, JetStreamError> {
         let start = self.next;
         let mut seq = start;
@@ -134,7 +151,7 @@ impl StreamWriter {
             let seq = self.next;
             let publish = jetstream::message::PublishMessage::build()
                 .payload(body)
-                .message_id(format!("{}-{seq}", self.id))
+                .message_id(self.batch_id(seq))
                 .expected_last_sequence(seq - 1);
             let ack = self
                 .js
@@ -179,7 +196,6 @@ impl StreamWriter {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Batch-Id", batch_id.as_str());
                 headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
-                headers.insert("Nats-Msg-Id", format!("{}-{seq}", self.id).as_str());
                 if i == 0 {
                     headers.insert(
                         "Nats-Expected-Last-Sequence",
@@ -187,6 +203,9 @@ impl StreamWriter {
                     );
                 }
                 let published = if seq == last {
+                    // One id a batch, its last event's: a batch is stored whole, so a retry of
+                    // one that was stored is recognised by it.
+                    headers.insert("Nats-Msg-Id", self.batch_id(seq).as_str());
                     headers.insert("Nats-Batch-Commit", "1");
                     self.client
                         .publish_with_reply_and_headers(
@@ -250,12 +269,16 @@ impl StreamWriter {
             }
             Some(error) if error.err_code == WRONG_LAST_SEQUENCE => {
                 let (_, found) = bounds(&self.stream).await?;
-                self.next = found + 1;
-                return Err(JetStreamError::Conflict {
-                    stream: self.name.clone(),
-                    expected: first - 1,
-                    found,
-                });
+                // The stream moved on: by this batch, stored by an earlier try (its last
+                // event holds this writer's id of it), or by another writer.
+                if found < last || !self.stored_as(last, &self.batch_id(last)).await {
+                    self.next = found + 1;
+                    return Err(JetStreamError::Conflict {
+                        stream: self.name.clone(),
+                        expected: first - 1,
+                        found,
+                    });
+                }
             }
             Some(error) => return Err(unavailable(&error.description)),
         }
@@ -277,6 +300,13 @@ impl StreamWriter {
                 expected: seq - 1,
                 found: ack.sequence,
             }),
+            // Stored by an earlier try of this writer's: the message there has its id.
+            Err(e)
+                if e.kind() == PublishErrorKind::WrongLastSequence
+                    && self.stored_as(seq, &self.batch_id(seq)).await =>
+            {
+                Ok(())
+            }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 let (_, found) = bounds(&self.stream).await?;
                 self.next = found + 1;
