@@ -611,3 +611,117 @@ async fn a_writer_that_lost_a_race_stores_nothing_and_is_told() {
         assert!(stored == expected, "{addr}: the stream holds other events");
     }
 }
+
+#[test]
+fn a_manifest_names_a_stream_as_a_plugins_input() {
+    if !common::nats::available() {
+        return;
+    }
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    drop(log_with(dir.path(), 50));
+    let stream = location(std::slice::from_ref(&server.url), "INPUT");
+    assert!(pulsewatch(&["stream", "create", &stream]).status.success());
+    let db = dir.path().join("events.redb");
+    assert!(
+        pulsewatch(&["relay", "--db", db.to_str().unwrap(), "--to", &stream])
+            .status
+            .success()
+    );
+    // The run's own log is empty: what the plugin reads comes from the stream.
+    let empty = dir.path().join("empty.redb");
+    drop(Log::create(&empty).unwrap());
+    let input = format!("input = \"{stream}\"");
+    let manifest = common::write_manifest(dir.path(), &[("counts", "kind-counts", &input)]);
+    let out = pulsewatch(&[
+        "run",
+        "--db",
+        empty.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("plugin counts ended cleanly at seq 50"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let bad = common::write_manifest(
+        dir.path(),
+        &[(
+            "counts",
+            "kind-counts",
+            "input = \"nats://127.0.0.1:1/a.b\"",
+        )],
+    );
+    let out = pulsewatch(&[
+        "run",
+        "--db",
+        empty.to_str().unwrap(),
+        "--manifest",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("input") && text(&out.stderr).contains("not a stream location"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_retention_dropped_are_truncated_and_seq_at_goes_by_store_time() {
+    if !common::nats::available() {
+        return;
+    }
+    let server = Server::start();
+    let addr: StreamAddr = location(std::slice::from_ref(&server.url), "KEPT")
+        .parse()
+        .unwrap();
+    // At most 100 messages: retention drops the oldest as new ones come.
+    let config = stream::Config {
+        max_messages: 100,
+        ..pulsewatch::jetstream::stream_config(&addr, &StreamOptions::default())
+    };
+    let client = async_nats::connect(&server.url).await.unwrap();
+    jetstream::new(client).create_stream(config).await.unwrap();
+    let mut writer = StreamWriter::open(&addr).await.unwrap();
+    let before = pulsewatch::now_ms();
+    let changes: Vec<Change> = (0..300).map(change).collect();
+    writer.append(&changes[..150]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let between = pulsewatch::now_ms();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    writer.append(&changes[150..]).await.unwrap();
+
+    let feed = Arc::new(StreamFeed::open(&addr).await.unwrap());
+    let mut reader = feed.reader();
+    let mut bytes = Vec::new();
+    let limits = PollLimits::default();
+    // From before the oldest kept: told where to go on, nothing skipped silently.
+    for since in [0, 150, 199] {
+        let polled = reader.poll_packed(since, 10, &limits, &mut bytes).await;
+        assert!(
+            matches!(polled, Err(JetStreamError::Truncated { oldest: 201 })),
+            "{since}: {polled:?}"
+        );
+        assert!(bytes.is_empty());
+    }
+    let packed = reader
+        .poll_packed(200, 10, &limits, &mut bytes)
+        .await
+        .unwrap();
+    assert_eq!((packed.events, packed.last_seq), (10, 210));
+    assert_eq!(feed.head().await.unwrap(), 300);
+
+    // By store time: everything kept was stored after `before`, and so were the events after
+    // `between`, from 151 on; of those, 201 is the first kept, and a poll from 200 returns it.
+    assert_eq!(feed.seq_at(before).await.unwrap(), 200);
+    assert_eq!(feed.seq_at(between).await.unwrap(), 200);
+    assert_eq!(
+        feed.seq_at(pulsewatch::now_ms() + 60_000).await.unwrap(),
+        300
+    );
+    assert_eq!(feed.seq_at(u64::MAX).await.unwrap(), 300);
+}

@@ -1,7 +1,8 @@
 //! The feed on NATS JetStream beside the feed on redb, on real `nats-server` processes on
 //! loopback: a single server, and a cluster of three with an R3 stream. For each:
 //!
-//! - appends through [`StreamWriter`] (message ids and expected last sequence, 256 in flight);
+//! - appends through [`StreamWriter`] (atomic batches of 1,000 with an expected last sequence
+//!   and a message id, 16 in flight), after 30,000 on another stream to warm up;
 //! - `poll(since, 1000)` from a [`StreamReader`] in this process, and through the `poll-bench`
 //!   guest (typed and packed), beside the same guest on a redb log of the same events;
 //! - commit-to-plugin wake-up: this process appends one event every 5 ms, a `pulsewatch run
@@ -164,6 +165,15 @@ fn measure(what: &str, urls: &[String], replicas: usize, log: &Arc<Log>) {
     }
 
     let changes: Vec<Change> = (0..EVENTS).map(change).collect();
+    // Warm the server and the client up on a stream of their own first.
+    let warm: StreamAddr = format!("nats://{}/WARM", servers.join(","))
+        .parse()
+        .unwrap();
+    executor.block_on(create_stream(&warm, &options)).unwrap();
+    let mut writer = executor.block_on(StreamWriter::open(&warm)).unwrap();
+    for chunk in changes.chunks(10_000).take(3) {
+        executor.block_on(writer.append(chunk)).unwrap();
+    }
     let mut writer = executor.block_on(StreamWriter::open(&addr)).unwrap();
     let appending = Instant::now();
     for chunk in changes.chunks(10_000) {
@@ -195,7 +205,7 @@ fn measure(what: &str, urls: &[String], replicas: usize, log: &Arc<Log>) {
     let on_stream = Source::Stream(feed);
     let on_log = Source::Log(log.clone());
     println!("{what}:");
-    println!("  append (StreamWriter, 256 in flight)   {rate:>9.0} events/s");
+    println!("  append (StreamWriter: atomic batches of 1,000, 16 in flight) {rate:>9.0} events/s");
     println!(
         "  poll(since, {LIMIT}), native reader       p50 {:>7.0} µs   p90 {:>7.0} µs",
         percentile(&polls, 0.5),

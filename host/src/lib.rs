@@ -10,6 +10,11 @@
 //! [`Runtime`] runs plugins in the calling process, for embedding; it trusts the memory
 //! wasmtime-wasi allocates on a plugin's behalf to stay reasonable.
 //!
+//! The feed can also be a NATS JetStream stream ([`jetstream`]): the same plugins read it
+//! through the same contract ([`Source`]), writers append to it exactly once, a relay publishes
+//! a redb log into it, and hosts on several machines share a manifest's plugins
+//! ([`jetstream::cluster`]).
+//!
 //! ```no_run
 //! use pulsewatch::{Console, OutputSink, PluginSpec, RunOptions, Supervisor, WorkerCommand};
 //! use std::path::Path;

@@ -14,7 +14,7 @@
 //! start = "head"                              # "beginning" (default), "head", a seq, or
 //!                                              # { time = "2026-11-27T06:00:00Z" }
 //! restart = "on-failure"                      # (default) or "never"; with --follow
-//! input = "events.redb"                       # the log it reads [default: run's --db]
+//! input = "events.redb"                       # the log it reads, or nats://HOST:PORT/STREAM [default: run's --db]
 //! allowed_outbound_hosts = ["https://hooks.example.com"]   # HTTP it may send
 //! webhook_secret = { env = "HOOK_SECRET" }    # whsec_...; signs its requests
 //! outputs = ["totals.redb"]                   # logs it commits derived events to,
@@ -328,7 +328,15 @@ impl Reader<'_> {
             spec.args = strings("args", args, "each argument")?;
         }
         if let Some((_, input)) = find(table, "input") {
-            spec.input = Some(base.join(string("input", input, "the input log's path")?));
+            let text = string("input", input, "the input log's path or stream")?;
+            spec.input = Some(if text.starts_with(crate::jetstream::SCHEME) {
+                // A stream, not a path: kept as written, once it parses.
+                text.parse::<crate::jetstream::StreamAddr>()
+                    .map_err(|e| at_key(input.span().start, "input", e.to_string()))?;
+                PathBuf::from(text)
+            } else {
+                base.join(text)
+            });
         }
         if let Some((_, outputs)) = find(table, "outputs") {
             for output in strings("outputs", outputs, "each output log's path")? {

@@ -252,7 +252,7 @@ pub fn status(
         anyhow::anyhow!("--cluster reads JetStream: give --db nats://HOST:PORT/STREAM")
     })?;
     let (hosts, held) = super::jetstream::block_on(async {
-        let member = Member::join(&addr, name, "status", 1).await?;
+        let member = Member::join(&addr, name, "", 1).await?;
         anyhow::Ok((member.hosts().await?, member.held().await?))
     })??;
     if json {

@@ -135,7 +135,8 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> JetStreamError {
 
 impl Member {
     /// Joins cluster `name` on the servers of `addr` as `host`, making its buckets (with
-    /// `replicas` copies) if they are missing.
+    /// `replicas` copies) if they are missing. With an empty `host`, only looks at a cluster
+    /// that exists (what `status` does), making nothing.
     pub async fn join(
         addr: &StreamAddr,
         name: &str,
@@ -159,6 +160,10 @@ impl Member {
             async move {
                 match js.get_key_value(&config.bucket).await {
                     Ok(store) => Ok(store),
+                    Err(_) if host.is_empty() => Err(JetStreamError::BadConfig {
+                        stream: name.to_owned(),
+                        why: "no host has joined this cluster on these servers".into(),
+                    }),
                     Err(_) => js
                         .create_key_value(config)
                         .await

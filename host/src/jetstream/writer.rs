@@ -21,7 +21,7 @@ const IN_FLIGHT: usize = 256;
 const ATOMIC_BATCH: usize = 1_000;
 
 /// Atomic batches sent before the first of them is acknowledged.
-const BATCHES_IN_FLIGHT: usize = 4;
+const BATCHES_IN_FLIGHT: usize = 16;
 
 /// A writer of one stream.
 pub struct StreamWriter {
