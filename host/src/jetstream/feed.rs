@@ -122,7 +122,7 @@ impl StreamFeed {
     }
 
     /// Waits until the stream is known to hold more than `since`, or until `deadline`; returns
-    /// the head known then. Asks the server every [`RECHECK`] meanwhile.
+    /// the head known then. Asks the server every 2 s meanwhile.
     pub async fn wait_past(&self, since: u64, deadline: Option<Instant>) -> u64 {
         let mut head = self.head.subscribe();
         loop {

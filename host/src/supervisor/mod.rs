@@ -159,7 +159,7 @@ impl Supervisor {
     ///
     /// No plugin starts until every one is admitted: a component that cannot be run as a plugin
     /// stops the run before it begins. With `options.follow`, a plugin that fails is restarted
-    /// as its [`RestartPolicy`] says.
+    /// as its [`crate::RestartPolicy`] says.
     pub fn run(
         &self,
         specs: &[PluginSpec],
