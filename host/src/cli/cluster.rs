@@ -39,13 +39,17 @@ struct Holding {
 
 /// The controller of one host in a cluster.
 pub struct Controller {
+    /// The servers, and the stream the plugins read.
     pub addr: StreamAddr,
+    /// The cluster's name.
     pub name: String,
+    /// Copies of the cluster's buckets: the stream's.
     pub replicas: usize,
     /// Every plugin of the manifest.
     pub specs: Vec<PluginSpec>,
     /// The plugins this host runs: what the supervisor's reload reads.
     pub held: Arc<Mutex<Vec<PluginSpec>>>,
+    /// The run's: its stop signal, reload signal and the plugins' cursors.
     pub options: RunOptions,
 }
 
@@ -84,10 +88,14 @@ impl Controller {
                 () = self.options.stop.stopped() => break,
                 _ = checkpoints.tick() => self.checkpoint(&member, &mut holding).await,
                 _ = renewals.tick() => {
-                    let mut changed = self.renew(&member, &mut holding).await;
-                    changed |= self.take(&member, &mut holding).await;
-                    let names = holding.keys().cloned().collect();
-                    let _ = timed(member.heartbeat(names)).await;
+                    let (mut changed, renewed) = self.renew(&member, &mut holding).await;
+                    // A server that did not answer a renewal would not answer these either:
+                    // the loop comes back to the leases without waiting for them.
+                    if renewed {
+                        changed |= self.take(&member, &mut holding).await;
+                        let names = holding.keys().cloned().collect();
+                        let _ = timed(member.heartbeat(names)).await;
+                    }
                     changed
                 }
             };
@@ -110,19 +118,39 @@ impl Controller {
         }
     }
 
-    /// Renews every lease held; drops those another host took or that could not be renewed
-    /// for [`HOLD`]. Whether the plugins held changed.
-    async fn renew(&self, member: &Member, holding: &mut BTreeMap<String, Holding>) -> bool {
+    /// Renews every lease held, all at once within one [`REQUEST`]; drops those another host
+    /// took, and those not renewed for [`HOLD`]. Whether the plugins held changed, and whether
+    /// every renewal was answered.
+    ///
+    /// The bound that keeps a plugin on one host at a time: a loop's pass takes at most a
+    /// [`REQUEST`] for checkpoints and one for renewals while the server does not answer, so a
+    /// lease not renewed is given up at most [`HOLD`] + 2 s after its last renewal, and its
+    /// plugin has stopped a grace period (at most 2 s) later: 9 s, within the 10 s the server
+    /// keeps the lease.
+    async fn renew(
+        &self,
+        member: &Member,
+        holding: &mut BTreeMap<String, Holding>,
+    ) -> (bool, bool) {
+        let renewals = holding.values_mut().map(|held| async {
+            let renewed = member.renew(&mut held.lease).await;
+            (held, renewed)
+        });
+        let answers = timed(futures::future::join_all(renewals)).await;
+        let answered = answers.is_ok();
         let mut lost = Vec::new();
-        for (plugin, held) in holding.iter_mut() {
-            match timed(member.renew(&mut held.lease)).await {
-                Ok(Ok(true)) => held.renewed = Instant::now(),
-                Ok(Ok(false)) => lost.push((plugin.clone(), "another host holds it".to_owned())),
-                Ok(Err(_)) | Err(_) if held.renewed.elapsed() >= HOLD => lost.push((
-                    plugin.clone(),
-                    format!("it could not be renewed for {}s", HOLD.as_secs()),
-                )),
-                Ok(Err(_)) | Err(_) => {}
+        if let Ok(answers) = answers {
+            for (held, renewed) in answers {
+                match renewed {
+                    Ok(true) => held.renewed = Instant::now(),
+                    Ok(false) => lost.push((held.lease.plugin.clone(), "another host holds it")),
+                    Err(_) => {}
+                }
+            }
+        }
+        for (plugin, held) in holding.iter() {
+            if held.renewed.elapsed() >= HOLD && !lost.iter().any(|(p, _)| p == plugin) {
+                lost.push((plugin.clone(), "it could not be renewed in time"));
             }
         }
         for (plugin, why) in &lost {
@@ -131,24 +159,33 @@ impl Controller {
                 "plugin {plugin}: lease lost ({why}): stopping it here"
             ));
         }
-        !lost.is_empty()
+        (!lost.is_empty(), answered)
     }
 
-    /// Checkpoints each plugin held whose cursor moved; drops those whose checkpoint another
-    /// host wrote meanwhile. Whether the plugins held changed.
+    /// Checkpoints each plugin held whose cursor moved, all at once within one [`REQUEST`];
+    /// drops those whose checkpoint another host wrote meanwhile. Whether the plugins held
+    /// changed.
     async fn checkpoint(&self, member: &Member, holding: &mut BTreeMap<String, Holding>) -> bool {
-        let mut fenced = Vec::new();
-        for (plugin, held) in holding.iter_mut() {
-            let cursor = self.options.progress.cursor(plugin);
+        let writes = holding.values_mut().filter_map(|held| {
+            let cursor = self.options.progress.cursor(&held.lease.plugin);
             if cursor == held.cursor {
-                continue;
+                return None;
             }
-            let dir = self.state_dir(plugin);
-            match timed(member.checkpoint(&mut held.lease, &dir, cursor)).await {
-                Ok(Ok(true)) => held.cursor = cursor,
-                Ok(Ok(false)) => fenced.push(plugin.clone()),
-                Ok(Err(e)) => self.say(&format!("plugin {plugin}: {e}")),
-                Err(_) => {}
+            Some(async move {
+                let dir = self.state_dir(&held.lease.plugin);
+                let written = member.checkpoint(&mut held.lease, &dir, cursor).await;
+                (held, cursor, written)
+            })
+        });
+        let Ok(answers) = timed(futures::future::join_all(writes)).await else {
+            return false;
+        };
+        let mut fenced = Vec::new();
+        for (held, cursor, written) in answers {
+            match written {
+                Ok(true) => held.cursor = cursor,
+                Ok(false) => fenced.push(held.lease.plugin.clone()),
+                Err(e) => self.say(&format!("plugin {}: {e}", held.lease.plugin)),
             }
         }
         for plugin in &fenced {
@@ -160,15 +197,15 @@ impl Controller {
         !fenced.is_empty()
     }
 
-    /// Takes free plugins up to this host's share (the plugins over the live hosts, rounded
-    /// up), restoring each one's `/state` first. Whether the plugins held changed.
+    /// Takes a free plugin if this host holds less than its share (the plugins over the live
+    /// hosts, rounded up), restoring its `/state` first: one a pass, so that a pass stays
+    /// short. Whether the plugins held changed.
     async fn take(&self, member: &Member, holding: &mut BTreeMap<String, Holding>) -> bool {
         let hosts = match timed(member.hosts()).await {
             Ok(Ok(hosts)) => hosts.len().max(1),
             _ => return false,
         };
         let share = self.specs.len().div_ceil(hosts);
-        let mut took = false;
         for spec in &self.specs {
             if holding.len() >= share {
                 break;
@@ -193,7 +230,7 @@ impl Controller {
                             cursor: None,
                         },
                     );
-                    took = true;
+                    return true;
                 }
                 failed => {
                     let why = match failed {
@@ -208,7 +245,7 @@ impl Controller {
                 }
             }
         }
-        took
+        false
     }
 
     /// Tells the supervisor to run the plugins held.

@@ -11,9 +11,11 @@ use pulsewatch::{Change, Log, StopSignal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// An executor for one command's requests, on this thread.
-fn executor() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+/// An executor for one command's requests, with a thread of its own that keeps its
+/// connections answering the server between them (a server drops a client that does not).
+pub fn executor() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async executor")
@@ -59,7 +61,9 @@ impl Writer {
 // One of these is made per command, never moved about: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Feed {
+    /// A database file, read-only.
     Log(Log),
+    /// A stream, with the executor that drives its connection.
     Stream(tokio::runtime::Runtime, StreamFeed),
 }
 

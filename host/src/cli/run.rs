@@ -25,7 +25,8 @@ pub struct Args {
         value_name = "DB|nats://HOST:PORT/STREAM"
     )]
     db: PathBuf,
-    /// Where each plugin's /state directory lives [default: <db>.state next to the database].
+    /// Where each plugin's /state directory lives [default: <db>.state next to the database;
+    /// <STREAM>.state in the working directory for a stream].
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Keep plugins waiting for new events; Ctrl-C stops them cleanly after they commit.
@@ -71,7 +72,8 @@ pub struct Args {
     verbose: bool,
     /// Share the plugins with every host run with this cluster name on the same servers: each
     /// plugin runs on one host at a time, and moves, with its /state, when its host goes (a
-    /// stream feed only; implies --follow, and a grace period of at most 2s).
+    /// stream feed only; implies --follow and a grace period of at most 2s; SIGHUP does not
+    /// read the manifest again).
     #[arg(long, value_name = "NAME")]
     cluster: Option<String>,
     /// The plugins, their grants and limits, from a manifest (see the README); SIGHUP reads it
@@ -257,6 +259,10 @@ fn run_in_cluster(
     options: &RunOptions,
     state_root: &Path,
 ) -> anyhow::Result<ExitCode> {
+    pulsewatch::jetstream::cluster::check_name(name)?;
+    for spec in &specs {
+        pulsewatch::jetstream::cluster::check_plugin(&spec.name)?;
+    }
     let held = Arc::new(std::sync::Mutex::new(Vec::new()));
     let finished = Arc::new(tokio::sync::Notify::new());
     let controller = super::cluster::Controller {
@@ -267,10 +273,7 @@ fn run_in_cluster(
         held: held.clone(),
         options: options.clone(),
     };
-    let executor = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async executor")?;
+    let executor = super::jetstream::executor()?;
     let ended = finished.clone();
     let controlling = std::thread::spawn(move || executor.block_on(controller.run(ended)));
     let reload = move || Ok(held.lock().unwrap_or_else(|e| e.into_inner()).clone());
@@ -282,6 +285,8 @@ fn run_in_cluster(
         Some(&reload),
         true,
     );
+    // However the supervisor ended, the controller ends too, after its last checkpoints.
+    options.stop.stop();
     finished.notify_one();
     let _ = controlling.join();
     Ok(report(&outcomes?, options, args.verbose))

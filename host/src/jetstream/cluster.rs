@@ -99,21 +99,25 @@ pub struct Held {
     pub cursor: Option<u64>,
 }
 
-/// Why a cluster name cannot be used.
-fn bad_name(name: &str) -> Option<JetStreamError> {
+/// Checks a cluster's name: it names the cluster's buckets.
+pub fn check_name(name: &str) -> Result<(), JetStreamError> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    (!valid).then(|| JetStreamError::BadConfig {
-        stream: name.to_owned(),
-        why: "a cluster name is letters, digits, '-' and '_', at most 64 of them".into(),
-    })
+    if valid {
+        Ok(())
+    } else {
+        Err(JetStreamError::BadName(format!(
+            "cluster {name:?}: a cluster name is letters, digits, '-' and '_', at most 64 of them"
+        )))
+    }
 }
 
-/// Whether `plugin` can be a key: a manifest's names are file names, keys are narrower.
-fn key(plugin: &str) -> Result<&str, JetStreamError> {
+/// Checks the name of a plugin shared by hosts: it is a key of the cluster's buckets, which
+/// take fewer characters than a manifest's names.
+pub fn check_plugin(plugin: &str) -> Result<&str, JetStreamError> {
     let valid = !plugin.starts_with('.')
         && plugin
             .bytes()
@@ -121,16 +125,20 @@ fn key(plugin: &str) -> Result<&str, JetStreamError> {
     if valid {
         Ok(plugin)
     } else {
-        Err(JetStreamError::BadConfig {
-            stream: plugin.to_owned(),
-            why: "a plugin shared by hosts is named with letters, digits, '-', '_', '=' and '.'"
-                .into(),
-        })
+        Err(JetStreamError::BadName(format!(
+            "plugin {plugin:?}: a plugin shared by hosts is named with letters, digits, '-', \
+             '_', '=' and '.'"
+        )))
     }
 }
 
-fn unavailable(what: &str, error: impl std::fmt::Display) -> JetStreamError {
-    JetStreamError::unavailable(what, error)
+/// What this host's lease keys hold.
+fn holder(host: &str) -> bytes::Bytes {
+    serde_json::to_vec(&Holder {
+        host: host.to_owned(),
+    })
+    .expect("a holder serializes")
+    .into()
 }
 
 impl Member {
@@ -143,9 +151,7 @@ impl Member {
         host: &str,
         replicas: usize,
     ) -> Result<Member, JetStreamError> {
-        if let Some(bad) = bad_name(name) {
-            return Err(bad);
-        }
+        check_name(name)?;
         let js = jetstream::new(connect(addr).await?);
         let bucket = |what: &str, max_age: Duration| kv::Config {
             bucket: format!("pulsewatch_{name}_{what}"),
@@ -160,14 +166,12 @@ impl Member {
             async move {
                 match js.get_key_value(&config.bucket).await {
                     Ok(store) => Ok(store),
-                    Err(_) if host.is_empty() => Err(JetStreamError::BadConfig {
-                        stream: name.to_owned(),
-                        why: "no host has joined this cluster on these servers".into(),
+                    Err(_) if host.is_empty() => Err(JetStreamError::BadName(format!(
+                        "cluster {name:?}: no host has joined it on these servers"
+                    ))),
+                    Err(_) => js.create_key_value(config).await.map_err(|e| {
+                        JetStreamError::unavailable("cannot make the cluster's buckets", e)
                     }),
-                    Err(_) => js
-                        .create_key_value(config)
-                        .await
-                        .map_err(|e| unavailable("cannot make the cluster's buckets", e)),
                 }
             }
         };
@@ -196,7 +200,7 @@ impl Member {
         self.hosts
             .put(&self.host, value.into())
             .await
-            .map_err(|e| unavailable("cannot write the heartbeat", e))?;
+            .map_err(|e| JetStreamError::unavailable("cannot write the heartbeat", e))?;
         Ok(())
     }
 
@@ -215,30 +219,26 @@ impl Member {
 
     /// Takes the lease of `plugin` if no host holds it; `None` if one does.
     pub async fn acquire(&self, plugin: &str) -> Result<Option<Lease>, JetStreamError> {
-        let holder = serde_json::to_vec(&Holder {
-            host: self.host.clone(),
-        })
-        .expect("a holder serializes");
-        match self.leases.create(key(plugin)?, holder.into()).await {
+        match self
+            .leases
+            .create(check_plugin(plugin)?, holder(&self.host))
+            .await
+        {
             Ok(revision) => Ok(Some(Lease {
                 plugin: plugin.to_owned(),
                 revision,
                 checkpoint: 0,
             })),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(unavailable("cannot take a lease", e)),
+            Err(e) => Err(JetStreamError::unavailable("cannot take a lease", e)),
         }
     }
 
     /// Renews `lease`; `false` if another host holds it now.
     pub async fn renew(&self, lease: &mut Lease) -> Result<bool, JetStreamError> {
-        let holder = serde_json::to_vec(&Holder {
-            host: self.host.clone(),
-        })
-        .expect("a holder serializes");
         match self
             .leases
-            .update(&lease.plugin, holder.into(), lease.revision)
+            .update(&lease.plugin, holder(&self.host), lease.revision)
             .await
         {
             Ok(revision) => {
@@ -246,7 +246,7 @@ impl Member {
                 Ok(true)
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(unavailable("cannot renew a lease", e)),
+            Err(e) => Err(JetStreamError::unavailable("cannot renew a lease", e)),
         }
     }
 
@@ -255,7 +255,7 @@ impl Member {
         self.leases
             .purge_expect_revision(&lease.plugin, Some(lease.revision))
             .await
-            .map_err(|e| unavailable("cannot give a lease up", e))
+            .map_err(|e| JetStreamError::unavailable("cannot give a lease up", e))
     }
 
     /// Who holds each plugin, with its cursor at its last checkpoint.
@@ -291,19 +291,20 @@ impl Member {
             .state
             .entry(&lease.plugin)
             .await
-            .map_err(|e| unavailable("cannot read a checkpoint", e))?
+            .map_err(|e| JetStreamError::unavailable("cannot read a checkpoint", e))?
             .filter(|e| e.operation == kv::Operation::Put);
         let checkpoint = match &entry {
             Some(entry) => serde_json::from_slice::<Checkpoint>(&entry.value)
-                .map_err(|e| unavailable("a checkpoint it cannot read", e))?,
+                .map_err(|e| JetStreamError::unavailable("a checkpoint it cannot read", e))?,
             None => Checkpoint {
                 host: self.host.clone(),
                 cursor: None,
                 files: BTreeMap::new(),
             },
         };
-        write_files(dir, &checkpoint.files)
-            .map_err(|e| unavailable(&format!("cannot restore {}", dir.display()), e))?;
+        write_files(dir, &checkpoint.files).map_err(|e| {
+            JetStreamError::unavailable(&format!("cannot restore {}", dir.display()), e)
+        })?;
         let claimed = Checkpoint {
             host: self.host.clone(),
             ..checkpoint
@@ -314,12 +315,12 @@ impl Member {
                 .state
                 .update(&lease.plugin, value.into(), entry.revision)
                 .await
-                .map_err(|e| unavailable("cannot claim a checkpoint", e))?,
+                .map_err(|e| JetStreamError::unavailable("cannot claim a checkpoint", e))?,
             None => self
                 .state
                 .create(&lease.plugin, value.into())
                 .await
-                .map_err(|e| unavailable("cannot claim a checkpoint", e))?,
+                .map_err(|e| JetStreamError::unavailable("cannot claim a checkpoint", e))?,
         };
         lease.checkpoint = written;
         Ok(())
@@ -334,8 +335,9 @@ impl Member {
         dir: &Path,
         cursor: Option<u64>,
     ) -> Result<bool, JetStreamError> {
-        let files = read_files(dir)
-            .map_err(|e| unavailable(&format!("cannot read {}", dir.display()), e))?;
+        let files = read_files(dir).map_err(|e| {
+            JetStreamError::unavailable(&format!("cannot read {}", dir.display()), e)
+        })?;
         let value = serde_json::to_vec(&Checkpoint {
             host: self.host.clone(),
             cursor,
@@ -343,7 +345,7 @@ impl Member {
         })
         .expect("a checkpoint serializes");
         if value.len() > MAX_CHECKPOINT {
-            return Err(unavailable(
+            return Err(JetStreamError::unavailable(
                 "cannot checkpoint",
                 format!(
                     "the plugin's /state holds {} KiB, more than the {} KiB a checkpoint takes",
@@ -362,7 +364,7 @@ impl Member {
                 Ok(true)
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(unavailable("cannot checkpoint", e)),
+            Err(e) => Err(JetStreamError::unavailable("cannot checkpoint", e)),
         }
     }
 }
@@ -373,10 +375,10 @@ async fn keys(store: &kv::Store) -> Result<Vec<String>, JetStreamError> {
     let keys = store
         .keys()
         .await
-        .map_err(|e| unavailable("cannot list a bucket", e))?;
+        .map_err(|e| JetStreamError::unavailable("cannot list a bucket", e))?;
     keys.try_collect()
         .await
-        .map_err(|e| unavailable("cannot list a bucket", e))
+        .map_err(|e| JetStreamError::unavailable("cannot list a bucket", e))
 }
 
 /// Every regular file under `dir`, by its path relative to it.

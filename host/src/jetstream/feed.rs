@@ -14,9 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
-/// How often a waiting reader asks the server for the head, in case the consumer that reports
-/// growth missed some (a reconnect): what bounds the wake-up when it does.
+/// How often a waiting reader asks the server for the head while the consumer that reports
+/// growth is not known to see every message (it is starting, or failed): what bounds the
+/// wake-up then.
 const RECHECK: Duration = Duration::from_secs(2);
+
+/// How often a waiting reader asks anyway, while that consumer sees every message.
+const SAFETY_RECHECK: Duration = Duration::from_secs(60);
 
 /// 9999-12-31T23:59:59.999Z, in milliseconds since the Unix epoch.
 const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
@@ -122,7 +126,8 @@ impl StreamFeed {
     }
 
     /// Waits until the stream is known to hold more than `since`, or until `deadline`; returns
-    /// the head known then. Asks the server every 2 s meanwhile.
+    /// the head known then. Asks the server every 2 s meanwhile while the consumer that follows
+    /// the stream's growth may miss some, every minute otherwise.
     pub async fn wait_past(&self, since: u64, deadline: Option<Instant>) -> u64 {
         let mut head = self.head.subscribe();
         loop {
@@ -130,11 +135,17 @@ impl StreamFeed {
             if known > since {
                 return known;
             }
+            // While the follower sees every message, a recheck is only a safety net.
+            let recheck = if self.current.load(Ordering::Acquire) {
+                SAFETY_RECHECK
+            } else {
+                RECHECK
+            };
             let now = Instant::now();
             let slice = match deadline {
                 Some(deadline) if now >= deadline => return known,
-                Some(deadline) => (deadline - now).min(RECHECK),
-                None => RECHECK,
+                Some(deadline) => (deadline - now).min(recheck),
+                None => recheck,
             };
             tokio::select! {
                 _ = head.changed() => {}
@@ -157,8 +168,8 @@ impl StreamFeed {
             .map(|(entry, _)| entry.timestamp_ms()))
     }
 
-    /// The seq of the oldest event the stream still holds (the head plus one when it holds
-    /// none).
+    /// The stream's first seq: of the oldest event it holds, the head plus one when retention
+    /// dropped every event, 0 for a stream never written.
     pub async fn oldest(&self) -> Result<u64, JetStreamError> {
         Ok(bounds(&self.stream).await?.0)
     }
@@ -282,15 +293,26 @@ impl StreamReader {
         };
         if following.held.is_empty() {
             let wanted = limit.min(limits.max_events);
-            let held = &mut following.held;
-            Self::pull(
-                &self.feed.client,
-                &following.next_subject,
-                wanted,
-                limits,
-                held,
-            )
-            .await?;
+            let client = &self.feed.client;
+            let pulled = Self::pull(client, &following.next_subject, wanted, limits).await;
+            following.held = match pulled {
+                Ok(pulled) => pulled,
+                // The server removes a consumer idle for [`IDLE_CONSUMER`], and forgets it
+                // when it restarts: a new one, once.
+                Err(_) => {
+                    following = Self::follow(&self.feed, first).await?;
+                    Self::pull(client, &following.next_subject, wanted, limits).await?
+                }
+            };
+            if following.held.is_empty() {
+                // Nothing came though the head is past `since`: a replica that is behind, or
+                // retention dropped every event after it.
+                let (oldest, last) = bounds(&self.feed.stream).await?;
+                self.feed.head.send_if_modified(|head| raise(head, last));
+                if oldest > first {
+                    return Err(JetStreamError::Truncated { oldest });
+                }
+            }
         }
         let start = out.len();
         let taken = Self::take(&self.feed, &mut following, &mut budget, out);
@@ -308,30 +330,27 @@ impl StreamReader {
         })
     }
 
-    /// One pull of at most `wanted` messages from the consumer at `next_subject`, into `into`:
-    /// those the stream holds now, as they stream in.
+    /// One pull of at most `wanted` messages from the consumer at `next_subject`: those the
+    /// stream holds now, as they stream in.
     async fn pull(
         client: &async_nats::Client,
         next_subject: &str,
         wanted: u32,
         limits: &PollLimits,
-        into: &mut VecDeque<async_nats::Message>,
-    ) -> Result<(), JetStreamError> {
-        let feed_error = |e: &dyn std::fmt::Display| {
-            JetStreamError::Unavailable(format!("cannot read the stream: {e}"))
-        };
+    ) -> Result<VecDeque<async_nats::Message>, JetStreamError> {
+        let mut into = VecDeque::new();
         let inbox = client.new_inbox();
         let mut replies = client
             .subscribe(inbox.clone())
             .await
-            .map_err(|e| feed_error(&e))?;
+            .map_err(|e| JetStreamError::unavailable("cannot read the stream", e))?;
         // Room for the poll's byte budget, and the subjects and framing of each message.
         let max_bytes = limits.max_bytes.max(8 << 20) + wanted as usize * 512;
         let request = format!("{{\"batch\":{wanted},\"max_bytes\":{max_bytes},\"no_wait\":true}}");
         client
             .publish_with_reply(next_subject.to_owned(), inbox, request.into())
             .await
-            .map_err(|e| feed_error(&e))?;
+            .map_err(|e| JetStreamError::unavailable("cannot read the stream", e))?;
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         while into.len() < wanted as usize {
             let message = match tokio::time::timeout_at(deadline, replies.next()).await {
@@ -357,7 +376,7 @@ impl StreamReader {
                 }
             }
         }
-        Ok(())
+        Ok(into)
     }
 
     /// Takes held messages of `following` into `out` while `budget` admits them.
@@ -374,8 +393,14 @@ impl StreamReader {
             let (seq, pending) = delivery(&message)?;
             feed.head
                 .send_if_modified(|head| raise(head, seq.saturating_add(pending)));
+            if seq > following.next && !budget.is_empty() {
+                // Retention dropped events after those taken: the batch ends before them, and
+                // the next poll says so.
+                following.held.push_front(message);
+                break;
+            }
             if seq != following.next {
-                if seq > following.next && budget.is_empty() {
+                if seq > following.next {
                     // Retention dropped the events asked for; this one is the oldest kept.
                     following.next = seq;
                     following.held.push_front(message);

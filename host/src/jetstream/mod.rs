@@ -136,7 +136,8 @@ pub enum JetStreamError {
         /// What is wrong.
         why: String,
     },
-    /// A request failed or timed out; nothing was consumed or written that is not known.
+    /// A request failed or timed out: nothing was consumed; of an append, see
+    /// [`StreamWriter::append`].
     #[error("JetStream is unavailable: {0}")]
     Unavailable(String),
     /// Another writer appended in between: nothing of this append was stored.
@@ -157,6 +158,9 @@ pub enum JetStreamError {
         /// The seq of the oldest message still stored.
         oldest: u64,
     },
+    /// A name that cannot be used: of a cluster, or of a plugin shared by hosts.
+    #[error("{0}")]
+    BadName(String),
     /// A stored message is not an event of this seq (written by something other than
     /// pulsewatch, or a newer version).
     #[error("message {seq} of the stream is not a pulsewatch event: {why}")]
@@ -207,7 +211,8 @@ pub struct StreamOptions {
 }
 
 /// The configuration of a stream that holds a pulsewatch log: seqs stay gap-free (no deletes,
-/// no purges, limits retention dropping the oldest), direct gets serve polls from any replica.
+/// no purges, limits retention dropping the oldest), direct gets allowed (`seq-at` and single
+/// reads use them), atomic batches allowed (appends use them).
 pub fn stream_config(addr: &StreamAddr, options: &StreamOptions) -> stream::Config {
     stream::Config {
         name: addr.stream.clone(),

@@ -157,7 +157,7 @@ impl StreamWriter {
                 .js
                 .send_publish(self.subject.clone(), publish)
                 .await
-                .map_err(|e| JetStreamError::unavailable("cannot publish", e))?;
+                .map_err(unavailable)?;
             acks.push_back((seq, ack));
             self.next += 1;
         }
@@ -170,8 +170,6 @@ impl StreamWriter {
     /// Publishes entries encoded at the seqs from [`StreamWriter::next_seq`] on, in atomic
     /// batches; the seq of the last.
     async fn publish_atomic(&mut self, bodies: Vec<Bytes>) -> Result<u64, JetStreamError> {
-        let unavailable =
-            |e: &dyn std::fmt::Display| JetStreamError::unavailable("cannot publish", e);
         // Commits are acknowledged on this inbox in the order they were sent, which is the
         // order the stream stores the batches in.
         let inbox = self.client.new_inbox();
@@ -179,7 +177,7 @@ impl StreamWriter {
             .client
             .subscribe(inbox.clone())
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(unavailable)?;
         let mut committing = VecDeque::new();
         let mut sent = self.next;
         for batch in bodies.chunks(ATOMIC_BATCH) {
@@ -221,7 +219,7 @@ impl StreamWriter {
                         .publish_with_headers(self.subject.clone(), headers, body.clone())
                         .await
                 };
-                published.map_err(|e| unavailable(&e))?;
+                published.map_err(unavailable)?;
             }
             committing.push_back((first, last));
             sent = last + 1;
@@ -238,23 +236,21 @@ impl StreamWriter {
         (first, last): (u64, u64),
         acks: &mut async_nats::Subscriber,
     ) -> Result<(), JetStreamError> {
-        let unavailable =
-            |e: &dyn std::fmt::Display| JetStreamError::unavailable("cannot publish", e);
         let reply = match tokio::time::timeout(REQUEST_TIMEOUT, acks.next()).await {
             Ok(Some(reply)) => reply,
-            Ok(None) => return Err(unavailable(&"the connection closed")),
+            Ok(None) => return Err(unavailable("the connection closed")),
             Err(_) => {
-                return Err(unavailable(&format!(
+                return Err(unavailable(format!(
                     "the batch ending at seq {last} was not acknowledged in time"
                 )));
             }
         };
         let ack: BatchAck = serde_json::from_slice(&reply.payload)
-            .map_err(|e| unavailable(&format!("an acknowledgement it cannot read: {e}")))?;
+            .map_err(|e| unavailable(format!("an acknowledgement it cannot read: {e}")))?;
         match ack.error {
             None if ack.seq == last => {}
             None => {
-                return Err(unavailable(&format!(
+                return Err(unavailable(format!(
                     "the batch ending at seq {last} was stored ending at {}",
                     ack.seq
                 )));
@@ -264,7 +260,7 @@ impl StreamWriter {
             Some(error) if error.err_code == DUPLICATE_IN_BATCH => {
                 let (_, found) = bounds(&self.stream).await?;
                 if found < last {
-                    return Err(unavailable(&error.description));
+                    return Err(unavailable(error.description));
                 }
             }
             Some(error) if error.err_code == WRONG_LAST_SEQUENCE => {
@@ -280,7 +276,7 @@ impl StreamWriter {
                     });
                 }
             }
-            Some(error) => return Err(unavailable(&error.description)),
+            Some(error) => return Err(unavailable(error.description)),
         }
         self.next = last + 1;
         Ok(())
@@ -343,4 +339,9 @@ struct ApiError {
     err_code: u64,
     #[serde(default)]
     description: String,
+}
+
+/// A publish that failed for `why`.
+fn unavailable(why: impl std::fmt::Display) -> JetStreamError {
+    JetStreamError::unavailable("cannot publish", why)
 }

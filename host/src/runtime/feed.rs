@@ -92,8 +92,8 @@ fn stream_error(err: JetStreamError) -> wit::PollError {
 /// What one plugin's feed calls read from.
 pub(crate) struct Feed {
     pub(crate) source: Source,
-    /// The plugin's place in the stream, when it reads one.
-    pub(crate) reader: Option<tokio::sync::Mutex<StreamReader>>,
+    /// The plugin's place in the stream, when it reads one: made at its first poll.
+    pub(crate) reader: tokio::sync::Mutex<Option<StreamReader>>,
     pub(crate) poll_limits: PollLimits,
     /// Keep waiting for new events once caught up, instead of closing the feed.
     pub(crate) follow: bool,
@@ -127,13 +127,6 @@ impl Feed {
         }
     }
 
-    /// The plugin's reader of its stream (made with the feed of a stream source).
-    fn stream_reader(&self) -> &tokio::sync::Mutex<StreamReader> {
-        self.reader
-            .as_ref()
-            .expect("a feed over a stream has its reader")
-    }
-
     /// Notes a poll from `since`: the first one is where the plugin started.
     fn polled(&self, since: u64) {
         let _ = self
@@ -151,10 +144,11 @@ impl Feed {
             Source::Log(log) => log
                 .poll_within(since, limit, &self.poll_limits)
                 .map_err(poll_error)?,
-            Source::Stream(_) => self
-                .stream_reader()
+            Source::Stream(stream) => self
+                .reader
                 .lock()
                 .await
+                .get_or_insert_with(|| stream.reader())
                 .poll(since, limit, &self.poll_limits)
                 .await
                 .map_err(stream_error)?,
@@ -176,10 +170,11 @@ impl Feed {
             Source::Log(log) => log
                 .poll_packed(since, limit, &self.poll_limits, &mut bytes)
                 .map_err(poll_error)?,
-            Source::Stream(_) => self
-                .stream_reader()
+            Source::Stream(stream) => self
+                .reader
                 .lock()
                 .await
+                .get_or_insert_with(|| stream.reader())
                 .poll_packed(since, limit, &self.poll_limits, &mut bytes)
                 .await
                 .map_err(stream_error)?,

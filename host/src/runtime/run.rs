@@ -165,10 +165,7 @@ async fn execute(
     };
     let feed = Arc::new(Feed {
         source: source.clone(),
-        reader: match source {
-            Source::Stream(stream) => Some(tokio::sync::Mutex::new(stream.reader())),
-            Source::Log(_) => None,
-        },
+        reader: tokio::sync::Mutex::default(),
         poll_limits: spec.limits.poll,
         follow: options.follow,
         stop: options.stop.clone(),

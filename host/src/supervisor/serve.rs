@@ -137,7 +137,7 @@ impl Control {
 struct Logs {
     shared: Option<Mutex<HashMap<PathBuf, Weak<Log>>>>,
     /// The streams read, one connection each for every plugin of the process.
-    streams: tokio::sync::Mutex<HashMap<StreamAddr, Weak<StreamFeed>>>,
+    streams: Mutex<HashMap<StreamAddr, Weak<StreamFeed>>>,
 }
 
 impl Logs {
@@ -153,29 +153,34 @@ impl Logs {
         reporter: Reporter,
     ) -> Result<Arc<StreamFeed>, String> {
         let addr = addr.map_err(|e| e.to_string())?;
-        let mut streams = self.streams.lock().await;
-        if let Some(stream) = streams.get(&addr).and_then(Weak::upgrade) {
+        let held = || {
+            let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            streams.get(&addr).and_then(Weak::upgrade)
+        };
+        if let Some(stream) = held() {
             return Ok(stream);
         }
-        let mut pause = Duration::from_millis(100);
-        let opened = loop {
+        // Not holding the lock meanwhile: the other plugins go on, and see their stop signal.
+        let opened = waiting(plugin, follow, stop, reporter, || async {
             match StreamFeed::open(&addr).await {
-                Err(e @ (JetStreamError::Unavailable(_) | JetStreamError::Connect { .. }))
-                    if follow && !stop.is_stopped() =>
-                {
-                    reporter.send(&Report::Notice(format!(
-                        "plugin {plugin}: {e}; trying again in {pause:?}"
-                    )));
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                Err(e @ (JetStreamError::Unavailable(_) | JetStreamError::Connect { .. })) => {
+                    Err((e, Some("waiting for the servers")))
                 }
-                other => break other,
+                other => other.map_err(|e| (e, None)),
             }
-        };
+        })
+        .await;
         let stream = Arc::new(opened.map_err(|e| e.to_string())?);
-        streams.retain(|_, stream| stream.strong_count() > 0);
-        streams.insert(addr, Arc::downgrade(&stream));
-        Ok(stream)
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        // Another plugin may have opened it meanwhile: one connection stays.
+        match streams.get(&addr).and_then(Weak::upgrade) {
+            Some(first) => Ok(first),
+            None => {
+                streams.retain(|_, stream| stream.strong_count() > 0);
+                streams.insert(addr, Arc::downgrade(&stream));
+                Ok(stream)
+            }
+        }
     }
 
     async fn open(
@@ -400,8 +405,7 @@ fn serve_shared() -> Result<(), String> {
 }
 
 /// Opens the log read-only. Following, a file that needs repair (its writer was killed) is
-/// waited for, saying so, with pauses doubling from 100 ms to 5 s, until a writer reopens it or
-/// the run stops: a crashed writer is not the plugin's failure, and must not restart or
+/// waited for: a crashed writer is not the plugin's failure, and must not restart or
 /// quarantine it.
 async fn open_log(
     plugin: &str,
@@ -410,17 +414,41 @@ async fn open_log(
     stop: &StopSignal,
     reporter: Reporter,
 ) -> Result<Log, OpenError> {
+    waiting(plugin, follow, stop, reporter, || async {
+        match Log::open_read_only(db) {
+            Err(e @ OpenError::NeedsRepair { .. }) => {
+                Err((e, Some("waiting for its writer to reopen it")))
+            }
+            other => other.map_err(|e| (e, None)),
+        }
+    })
+    .await
+}
+
+/// What `open` opens. Following, an error it gives with a reason to wait is waited for,
+/// saying so, with pauses doubling from 100 ms to 5 s, until the run stops.
+async fn waiting<T, E: std::fmt::Display, F>(
+    plugin: &str,
+    follow: bool,
+    stop: &StopSignal,
+    reporter: Reporter,
+    mut open: impl FnMut() -> F,
+) -> Result<T, E>
+where
+    F: Future<Output = Result<T, (E, Option<&'static str>)>>,
+{
     let mut pause = Duration::from_millis(100);
     loop {
-        match Log::open_read_only(db) {
-            Err(e @ OpenError::NeedsRepair { .. }) if follow && !stop.is_stopped() => {
+        match open().await {
+            Ok(opened) => return Ok(opened),
+            Err((e, Some(why))) if follow && !stop.is_stopped() => {
                 reporter.send(&Report::Notice(format!(
-                    "plugin {plugin}: {e}; waiting for its writer to reopen it (again in {pause:?})"
+                    "plugin {plugin}: {e}; {why} (again in {pause:?})"
                 )));
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
-            other => return other,
+            Err((e, _)) => return Err(e),
         }
     }
 }
