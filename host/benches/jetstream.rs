@@ -15,16 +15,15 @@
 mod deliveries;
 #[path = "../../tests/common/nats.rs"]
 mod nats;
+#[path = "common/poll_guest.rs"]
+mod poll_guest;
 
 use pulsewatch::jetstream::{StreamAddr, StreamFeed, StreamOptions, StreamWriter, create_stream};
-use pulsewatch::{
-    Change, ChangeKind, Log, OutputSink, PluginSpec, PollLimits, RunOptions, Runtime, Source,
-    Stream,
-};
+use pulsewatch::{Change, ChangeKind, Log, PollLimits, Runtime, Source};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const EVENTS: u64 = 100_000;
@@ -41,49 +40,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-#[derive(Default)]
-struct Capture(Mutex<Vec<String>>);
-
-impl OutputSink for Capture {
-    fn line(&self, _: &str, stream: Stream, line: &str) {
-        if stream == Stream::Stderr {
-            eprintln!("guest: {line}");
-        }
-        self.0.lock().unwrap().push(line.to_owned());
-    }
-}
-
-fn field(line: &str, name: &str) -> f64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-}
-
 /// The poll-bench guest over `source` in `mode`: median µs a call and M events/s, median of 3.
 fn guest(runtime: &Runtime, dir: &Path, source: &Source, mode: &str) -> (f64, f64) {
-    let wasm = Path::new(env!("PULSEWATCH_GUEST_DIR")).join("poll-bench.wasm");
-    let mut spec = PluginSpec::from_file(wasm, &dir.join("state")).unwrap();
-    spec.args = vec![LIMIT.to_string(), "100".into(), mode.to_owned()];
-    let plugin = runtime.load(&spec).unwrap();
-    let capture = Arc::new(Capture::default());
-    let sink: Arc<dyn OutputSink> = capture.clone();
-    let mut calls = Vec::new();
-    let mut rates = Vec::new();
-    // The first run, not counted, warms the caches.
-    for pass in 0..4 {
-        let outcome = runtime.run(&plugin, source.clone(), &RunOptions::default(), &sink);
-        assert!(outcome.result.is_ok(), "{outcome:?}");
-        let line = capture.0.lock().unwrap().last().cloned().unwrap();
-        assert_eq!(field(&line, "events"), EVENTS as f64);
-        if pass > 0 {
-            calls.push(field(&line, "median_call_ns") / 1e3);
-            rates.push(field(&line, "events_per_s") / 1e6);
-        }
-    }
-    calls.sort_by(f64::total_cmp);
-    rates.sort_by(f64::total_cmp);
-    (calls[1], rates[1])
+    let lines = poll_guest::runs(runtime, dir, source, (LIMIT, 100, mode), 3, EVENTS);
+    let median = |name, scale: f64| {
+        let mut figures: Vec<f64> = lines
+            .iter()
+            .map(|l| poll_guest::field(l, name) / scale)
+            .collect();
+        figures.sort_by(f64::total_cmp);
+        figures[1]
+    };
+    (median("median_call_ns", 1e3), median("events_per_s", 1e6))
 }
 
 fn now_ns() -> i128 {

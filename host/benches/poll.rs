@@ -12,11 +12,12 @@
 //! with 64-byte payloads and with empty ones, plus a caught-up poll for each. Run with
 //! `cargo bench --bench poll`.
 
-use pulsewatch::{
-    Change, ChangeKind, Log, OutputSink, PluginSpec, PollLimits, RunOptions, Runtime, Stream,
-};
+#[path = "common/poll_guest.rs"]
+mod poll_guest;
+
+use pulsewatch::{Change, ChangeKind, Log, PollLimits, Runtime, Source};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 const EVENTS: u64 = 1_000_000;
@@ -161,49 +162,12 @@ mod seed {
     }
 }
 
-#[derive(Default)]
-struct Capture(Mutex<Vec<String>>);
-
-impl OutputSink for Capture {
-    fn line(&self, _: &str, stream: Stream, line: &str) {
-        if stream == Stream::Stderr {
-            eprintln!("guest: {line}");
-        }
-        self.0.lock().unwrap().push(line.to_owned());
-    }
-}
-
-fn field(line: &str, name: &str) -> f64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-}
-
 /// Times the poll-bench guest in `mode` (`typed` or `packed`) over `log`.
 fn guest(runtime: &Runtime, dir: &Path, log: &Arc<Log>, mode: &str) -> Figures {
-    let wasm = Path::new(env!("PULSEWATCH_GUEST_DIR")).join("poll-bench.wasm");
-    let mut spec = PluginSpec::from_file(wasm, &dir.join("state")).unwrap();
-    spec.args = vec![
-        LIMIT.to_string(),
-        CAUGHT_UP_POLLS.to_string(),
-        mode.to_owned(),
-    ];
-    let plugin = runtime.load(&spec).unwrap();
-    let capture = Arc::new(Capture::default());
-    let sink: Arc<dyn OutputSink> = capture.clone();
-    // The first run, not counted, warms the storage engine's cache.
-    let lines: Vec<String> = (0..=PASSES)
-        .map(|_| {
-            let outcome = runtime.run(&plugin, log, &RunOptions::default(), &sink);
-            assert!(outcome.result.is_ok(), "{outcome:?}");
-            let line = capture.0.lock().unwrap().last().cloned().unwrap();
-            assert_eq!(field(&line, "events"), EVENTS as f64);
-            line
-        })
-        .skip(1)
-        .collect();
-    let figure = |name| median(lines.iter().map(|l| field(l, name)).collect());
+    let source = Source::Log(log.clone());
+    let settings = (LIMIT, CAUGHT_UP_POLLS, mode);
+    let lines = poll_guest::runs(runtime, dir, &source, settings, PASSES, EVENTS);
+    let figure = |name| median(lines.iter().map(|l| poll_guest::field(l, name)).collect());
     Figures {
         per_call_ns: figure("median_call_ns"),
         events_per_s: figure("events_per_s"),
