@@ -233,6 +233,17 @@ fn the_same_guests_give_the_same_output_on_a_log_and_on_its_stream() {
         text(&relayed.stderr)
     );
 
+    // `tail` prints the same lines from either.
+    let tail = |feed: &str| pulsewatch(&["tail", "--db", feed, "--since", "4990"]);
+    let (from_log, from_stream) = (tail(db), tail(&stream));
+    assert!(
+        from_stream.status.success(),
+        "{}",
+        text(&from_stream.stderr)
+    );
+    assert_eq!(text(&from_log.stdout).lines().count(), 10);
+    assert_eq!(text(&from_log.stdout), text(&from_stream.stdout));
+
     let plugins = ["kind-counts", "filter-jsonl", "feed-edges"].map(guest);
     let run = |feed: &str, state: &Path| {
         let mut args = vec!["run", "--db", feed, "--state-dir", state.to_str().unwrap()];

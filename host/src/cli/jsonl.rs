@@ -3,14 +3,15 @@
 use super::{events, safety, signals};
 use anyhow::{Context, bail};
 use clap::Args as ClapArgs;
-use pulsewatch::jetstream::StreamAddr;
+use pulsewatch::jetstream::{StreamAddr, StreamFeed};
 use pulsewatch::jsonl::{parse_line, write_event};
-use pulsewatch::{Change, ChangeKind, Log};
+use pulsewatch::{Batch, Change, ChangeKind, Log, Origin, PollLimits};
 use serde_json::value::RawValue;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Where `append` and `import` write: a database file, or a JetStream stream.
@@ -277,8 +278,8 @@ fn import_stream(
 /// Arguments of `pulsewatch tail`.
 #[derive(ClapArgs)]
 pub struct TailArgs {
-    /// The database file.
-    #[arg(long)]
+    /// The database file, or a JetStream stream as nats://HOST:PORT/STREAM.
+    #[arg(long, value_name = "DB|nats://HOST:PORT/STREAM")]
     db: PathBuf,
     /// Print events after this seq.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
@@ -292,22 +293,60 @@ pub struct TailArgs {
 }
 
 pub fn tail(args: &TailArgs) -> anyhow::Result<ExitCode> {
+    if let Some(addr) = StreamAddr::from_location(&args.db) {
+        let executor = super::jetstream::executor()?;
+        let feed = Arc::new(executor.block_on(StreamFeed::open(&addr?))?);
+        let mut reader = feed.reader();
+        let limits = PollLimits::default();
+        // A stream holds no derived events' origins: its events are written, not derived.
+        let poll = |since, limit| -> anyhow::Result<_> {
+            let batch = executor.block_on(reader.poll(since, limit, &limits))?;
+            Ok((batch, Vec::new()))
+        };
+        let wait = |since| {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            executor.block_on(feed.wait_past(since, Some(deadline)));
+            Ok(())
+        };
+        return print_events(args, poll, wait);
+    }
     let log = Log::open_read_only(&args.db)?;
+    let poll = |since, limit| -> anyhow::Result<_> {
+        let batch = log.poll(since, limit)?;
+        let origins = match batch.events.first() {
+            Some(first) => log.origins(first.seq, batch.last_seq)?,
+            None => Vec::new(),
+        };
+        Ok((batch, origins))
+    };
+    let wait = |since| {
+        log.wait(since, Duration::from_secs(1))?;
+        Ok(())
+    };
+    print_events(args, poll, wait)
+}
+
+/// Prints the events `poll` gives from `args.since` on as JSON lines, with their origins,
+/// waiting with `wait` for more when following.
+fn print_events(
+    args: &TailArgs,
+    mut poll: impl FnMut(u64, u32) -> anyhow::Result<(Batch, Vec<(u64, Origin)>)>,
+    wait: impl Fn(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut since = args.since;
     let mut left = args.limit.unwrap_or(u64::MAX);
     while left > 0 {
-        let batch = log.poll(since, u32::try_from(left).unwrap_or(u32::MAX))?;
+        let (batch, origins) = poll(since, u32::try_from(left).unwrap_or(u32::MAX))?;
         if batch.events.is_empty() {
             if !args.follow {
                 break;
             }
             out.flush()?;
-            log.wait(since, Duration::from_secs(1))?;
+            wait(since)?;
             continue;
         }
-        let first = batch.events[0].seq;
-        let mut origins = log.origins(first, batch.last_seq)?.into_iter().peekable();
+        let mut origins = origins.into_iter().peekable();
         for event in &batch.events {
             let origin = origins
                 .next_if(|(seq, _)| *seq == event.seq)
