@@ -229,6 +229,10 @@ struct Following {
     held: VecDeque<async_nats::Message>,
 }
 
+/// How long a poll waits for the first event the stream holds when its consumer, on a replica
+/// behind the stream's leader, has none yet.
+const BEHIND: Duration = Duration::from_millis(100);
+
 /// How long a reader's consumer is kept by the server while no poll uses it.
 const IDLE_CONSUMER: Duration = Duration::from_secs(300);
 
@@ -294,24 +298,28 @@ impl StreamReader {
         if following.held.is_empty() {
             let wanted = limit.min(limits.max_events);
             let client = &self.feed.client;
-            let pulled = Self::pull(client, &following.next_subject, wanted, limits).await;
+            let pulled = Self::pull(client, &following.next_subject, wanted, limits, None).await;
             following.held = match pulled {
                 Ok(pulled) => pulled,
                 // The server removes a consumer idle for [`IDLE_CONSUMER`], and forgets it
                 // when it restarts: a new one, once.
                 Err(_) => {
                     following = Self::follow(&self.feed, first).await?;
-                    Self::pull(client, &following.next_subject, wanted, limits).await?
+                    Self::pull(client, &following.next_subject, wanted, limits, None).await?
                 }
             };
             if following.held.is_empty() {
-                // Nothing came though the head is past `since`: a replica that is behind, or
-                // retention dropped every event after it.
+                // Nothing came though the head is past `since`: retention dropped every event
+                // after it, or the consumer is on a replica that has not applied them yet.
                 let (oldest, last) = bounds(&self.feed.stream).await?;
                 self.feed.head.send_if_modified(|head| raise(head, last));
                 if oldest > first {
                     return Err(JetStreamError::Truncated { oldest });
                 }
+                // The replica: wait there for the first, rather than have the plugin poll
+                // again and again meanwhile.
+                let subject = &following.next_subject;
+                following.held = Self::pull(client, subject, 1, limits, Some(BEHIND)).await?;
             }
         }
         let start = out.len();
@@ -330,13 +338,14 @@ impl StreamReader {
         })
     }
 
-    /// One pull of at most `wanted` messages from the consumer at `next_subject`: those the
-    /// stream holds now, as they stream in.
+    /// One pull of at most `wanted` messages from the consumer at `next_subject`: those it
+    /// holds now, as they stream in, or with `wait`, those that come within it.
     async fn pull(
         client: &async_nats::Client,
         next_subject: &str,
         wanted: u32,
         limits: &PollLimits,
+        wait: Option<Duration>,
     ) -> Result<VecDeque<async_nats::Message>, JetStreamError> {
         let mut into = VecDeque::new();
         let inbox = client.new_inbox();
@@ -346,7 +355,14 @@ impl StreamReader {
             .map_err(|e| JetStreamError::unavailable("cannot read the stream", e))?;
         // Room for the poll's byte budget, and the subjects and framing of each message.
         let max_bytes = limits.max_bytes.max(8 << 20) + wanted as usize * 512;
-        let request = format!("{{\"batch\":{wanted},\"max_bytes\":{max_bytes},\"no_wait\":true}}");
+        let request = match wait {
+            // Held by the server until a message comes or the time is up.
+            Some(wait) => format!(
+                "{{\"batch\":{wanted},\"max_bytes\":{max_bytes},\"expires\":{}}}",
+                wait.as_nanos()
+            ),
+            None => format!("{{\"batch\":{wanted},\"max_bytes\":{max_bytes},\"no_wait\":true}}"),
+        };
         client
             .publish_with_reply(next_subject.to_owned(), inbox, request.into())
             .await
