@@ -162,10 +162,7 @@ impl StreamFeed {
         let Ok(message) = self.stream.direct_get(seq).await else {
             return Ok(None);
         };
-        checked_entry(seq, &message.payload)?;
-        Ok(EntryRef::split(&message.payload)
-            .ok()
-            .map(|(entry, _)| entry.timestamp_ms()))
+        Ok(Some(checked_entry(seq, &message.payload)?.timestamp_ms()))
     }
 
     /// The stream's first seq: of the oldest event it holds, the head plus one when retention
@@ -427,7 +424,7 @@ impl StreamReader {
                     why: format!("the stream delivered message {seq} in its place"),
                 });
             }
-            let payload_len = checked_entry(seq, &message.payload)?;
+            let payload_len = checked_entry(seq, &message.payload)?.payload().len();
             if !budget.admit(seq, payload_len) {
                 following.held.push_front(message);
                 break;
@@ -534,8 +531,8 @@ fn number(headers: Option<&HeaderMap>, name: &str) -> Option<u64> {
     headers?.get(name)?.as_str().parse().ok()
 }
 
-/// Checks that `body` is exactly one event entry of `seq`; its payload length.
-fn checked_entry(seq: u64, body: &[u8]) -> Result<usize, JetStreamError> {
+/// Checks that `body` is exactly one event entry of `seq`; the entry.
+fn checked_entry(seq: u64, body: &[u8]) -> Result<EntryRef<'_>, JetStreamError> {
     let undecodable = |why: String| JetStreamError::Undecodable { seq, why };
     let (entry, rest) = EntryRef::split(body).map_err(|e| undecodable(e.to_string()))?;
     if !rest.is_empty() {
@@ -550,7 +547,7 @@ fn checked_entry(seq: u64, body: &[u8]) -> Result<usize, JetStreamError> {
             entry.seq()
         )));
     }
-    Ok(entry.payload().len())
+    Ok(entry)
 }
 
 #[cfg(test)]

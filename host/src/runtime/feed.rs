@@ -251,6 +251,15 @@ impl Feed {
 
 pulsewatch_log::feed_conversions!();
 
+/// What a poll from `since` delivered, if anything: the events after `since` up to the seq it
+/// returned.
+fn delivered<T>(since: u64, result: &Result<(Vec<T>, u64), wit::PollError>) -> Option<(u64, u64)> {
+    match result {
+        Ok((items, last_seq)) if !items.is_empty() => Some((since, *last_seq)),
+        _ => None,
+    }
+}
+
 /// After a feed call: grants a full CPU budget if it delivered the events after `since` up to
 /// `last_seq` and any of them is new to the plugin, and publishes what the plugin holds of its
 /// limits and what its requests did.
@@ -294,11 +303,7 @@ fn add_feed(linker: &mut Linker<Sandbox>, interface: &str) -> wasmtime::Result<(
         Box::new(async move {
             let feed = store.data().feed.clone();
             let result = feed.poll(since, limit).await;
-            let delivered = match &result {
-                Ok((events, last_seq)) if !events.is_empty() => Some((since, *last_seq)),
-                _ => None,
-            };
-            after_call(&store, delivered);
+            after_call(&store, delivered(since, &result));
             Ok((result,))
         })
     })?;
@@ -306,11 +311,7 @@ fn add_feed(linker: &mut Linker<Sandbox>, interface: &str) -> wasmtime::Result<(
         Box::new(async move {
             let feed = store.data().feed.clone();
             let result = feed.poll_packed(since, limit).await;
-            let delivered = match &result {
-                Ok((bytes, last_seq)) if !bytes.is_empty() => Some((since, *last_seq)),
-                _ => None,
-            };
-            after_call(&store, delivered);
+            after_call(&store, delivered(since, &result));
             Ok((result,))
         })
     })?;

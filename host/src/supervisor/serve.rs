@@ -135,9 +135,43 @@ impl Control {
 /// all of them: one watch to wake them, and the file locks of one reader, not of a thousand,
 /// which the kernel would walk on each lock a reader takes.
 struct Logs {
-    shared: Option<Mutex<HashMap<PathBuf, Weak<Log>>>>,
+    shared: Option<Opened<PathBuf, Log>>,
     /// The streams read, one connection each for every plugin of the process.
-    streams: Mutex<HashMap<StreamAddr, Weak<StreamFeed>>>,
+    streams: Opened<StreamAddr, StreamFeed>,
+}
+
+/// Handles opened once in a process, by what they open, for as long as someone holds them.
+struct Opened<K, V>(Mutex<HashMap<K, Weak<V>>>);
+
+impl<K, V> Default for Opened<K, V> {
+    fn default() -> Self {
+        Opened(Mutex::default())
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V> Opened<K, V> {
+    /// The handle of `key`, if one is held.
+    fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ?Sized,
+    {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(key).and_then(Weak::upgrade)
+    }
+
+    /// Keeps `opened` as the handle of `key`, opened without holding the lock (so that other
+    /// plugins go on meanwhile), unless another was kept for it meanwhile: the one kept.
+    fn keep(&self, key: K, opened: V) -> Arc<V> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = held.get(&key).and_then(Weak::upgrade) {
+            return first;
+        }
+        let opened = Arc::new(opened);
+        held.retain(|_, handle| handle.strong_count() > 0);
+        held.insert(key, Arc::downgrade(&opened));
+        opened
+    }
 }
 
 impl Logs {
@@ -153,14 +187,9 @@ impl Logs {
         reporter: Reporter,
     ) -> Result<Arc<StreamFeed>, String> {
         let addr = addr.map_err(|e| e.to_string())?;
-        let held = || {
-            let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-            streams.get(&addr).and_then(Weak::upgrade)
-        };
-        if let Some(stream) = held() {
+        if let Some(stream) = self.streams.get(&addr) {
             return Ok(stream);
         }
-        // Not holding the lock meanwhile: the other plugins go on, and see their stop signal.
         let opened = waiting(plugin, follow, stop, reporter, || async {
             match StreamFeed::open(&addr).await {
                 Err(e @ (JetStreamError::Unavailable(_) | JetStreamError::Connect { .. })) => {
@@ -170,17 +199,7 @@ impl Logs {
             }
         })
         .await;
-        let stream = Arc::new(opened.map_err(|e| e.to_string())?);
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        // Another plugin may have opened it meanwhile: one connection stays.
-        match streams.get(&addr).and_then(Weak::upgrade) {
-            Some(first) => Ok(first),
-            None => {
-                streams.retain(|_, stream| stream.strong_count() > 0);
-                streams.insert(addr, Arc::downgrade(&stream));
-                Ok(stream)
-            }
-        }
+        Ok(self.streams.keep(addr, opened.map_err(|e| e.to_string())?))
     }
 
     async fn open(
@@ -196,33 +215,16 @@ impl Logs {
                 .await
                 .map(Arc::new);
         };
-        let held = |shared: &Mutex<HashMap<PathBuf, Weak<Log>>>| {
-            let logs = shared.lock().unwrap_or_else(|e| e.into_inner());
-            logs.get(db).and_then(Weak::upgrade)
-        };
-        if let Some(log) = held(shared) {
+        if let Some(log) = shared.get(db) {
             return Ok(log);
         }
-        let log = Arc::new(open_log(plugin, db, follow, stop, reporter).await?);
-        let mut logs = shared.lock().unwrap_or_else(|e| e.into_inner());
-        // Another plugin may have opened it meanwhile: one handle stays.
-        match logs.get(db).and_then(Weak::upgrade) {
-            Some(first) => Ok(first),
-            None => {
-                logs.insert(db.to_path_buf(), Arc::downgrade(&log));
-                Ok(log)
-            }
-        }
+        let log = open_log(plugin, db, follow, stop, reporter).await?;
+        Ok(shared.keep(db.to_path_buf(), log))
     }
 
     /// The supervisor saw `db` change: wakes its waiters.
     fn changed(&self, db: &Path) {
-        let Some(shared) = &self.shared else { return };
-        let log = shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(db)
-            .and_then(Weak::upgrade);
+        let log = self.shared.as_ref().and_then(|shared| shared.get(db));
         if let Some(log) = log.filter(|l| l.relies_on_notices()) {
             log.changed();
         }
@@ -275,7 +277,7 @@ fn serve_one(assignment: Assignment) -> Result<(), String> {
     });
     let logs = Logs {
         shared: None,
-        streams: Default::default(),
+        streams: Opened::default(),
     };
     let job = Job {
         runtime: &runtime,
@@ -328,8 +330,8 @@ fn serve_shared() -> Result<(), String> {
         shared_executor().map_err(|e| format!("cannot start the async executor: {e}"))?;
     let mut runtime: Option<Arc<Runtime>> = None;
     let logs = Arc::new(Logs {
-        shared: Some(Mutex::default()),
-        streams: Default::default(),
+        shared: Some(Opened::default()),
+        streams: Opened::default(),
     });
     let controls: Arc<Mutex<HashMap<u64, Control>>> = Arc::default();
     let control = |id| {
