@@ -11,7 +11,11 @@ use common::{change, wait_until, write_manifest};
 use nix::sys::signal::Signal;
 use pulsewatch::Change;
 use pulsewatch::jetstream::cluster::{Held, Member};
-use pulsewatch::jetstream::{StreamAddr, StreamOptions, StreamWriter, create_stream};
+use pulsewatch::jetstream::{
+    ORIGIN_HEADER, StreamAddr, StreamOptions, StreamWriter, create_stream,
+};
+use pulsewatch_log::codec::EntryRef;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -308,5 +312,147 @@ fn a_host_paused_past_its_lease_writes_nothing_when_it_resumes() {
             .iter()
             .any(|(p, first, last)| *p == moved[0] && *first == 101 && *last == 160),
         "{out:?}"
+    );
+}
+
+/// Hosts sharing transforms that derive into a stream: a host SIGKILLed (with its workers) while
+/// its plugins commit leaves each input event's derived event in the stream once, in input
+/// order, and the plugins that moved go on from their checkpoints with their state: all four
+/// derive the same events.
+#[test]
+fn a_killed_hosts_transforms_derive_each_event_once_into_a_stream() {
+    if !common::nats::available() {
+        return;
+    }
+    const EVENTS: u64 = 4_000;
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let executor = tokio::runtime::Runtime::new().unwrap();
+    let addr: StreamAddr = format!("{}/EVENTS", server.url).parse().unwrap();
+    let totals: StreamAddr = format!("{}/totals", server.url).parse().unwrap();
+    for stream in [&addr, &totals] {
+        executor
+            .block_on(create_stream(stream, &StreamOptions::default()))
+            .unwrap();
+    }
+    let output = format!("outputs = [\"{totals}\"]");
+    let names = ["t1", "t2", "t3", "t4"];
+    let entries: Vec<(&str, &str, &str)> = names
+        .iter()
+        .map(|n| (*n, "tenant-totals", output.as_str()))
+        .collect();
+    let manifest = write_manifest(dir.path(), &entries);
+    let mut hosts: Vec<Host> = ["a", "b"]
+        .iter()
+        .map(|h| Host::start(&addr, &manifest, "derive", &dir.path().join(h)))
+        .collect();
+    wait_until("each host took two plugins", || {
+        hosts.iter().all(|h| h.taken().len() == 2)
+    });
+
+    let stored = || {
+        executor.block_on(async {
+            let client = async_nats::connect(&server.url).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let mut stream = js.get_stream("totals").await.unwrap();
+            stream.info().await.unwrap().state.last_sequence
+        })
+    };
+    let writer = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let executor = tokio::runtime::Runtime::new().unwrap();
+            for from in (0..EVENTS).step_by(50) {
+                append(&executor, &addr, from, from + 50);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    wait_until("derived events in the stream", || stored() >= 2_000);
+    let killed = hosts.remove(1);
+    let moved = killed.taken();
+    for pid in std::iter::once(killed.pid()).chain(descendants(killed.pid())) {
+        signal(pid, Signal::SIGKILL);
+    }
+    wait_until("the killed host's plugins taken over", || {
+        moved.iter().all(|p| hosts[0].taken().contains(p))
+    });
+    drop(killed);
+    writer.join().unwrap();
+    let all = EVENTS * names.len() as u64;
+    wait_until("every derived event", || stored() >= all);
+    // Time for a commit that would store anything twice.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stored(), all);
+
+    let mut derived: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    executor.block_on(async {
+        let client = async_nats::connect(&server.url).await.unwrap();
+        let stream = async_nats::jetstream::new(client)
+            .get_stream("totals")
+            .await
+            .unwrap();
+        for seq in 1..=all {
+            let message = stream.get_raw_message(seq).await.unwrap();
+            let origin = message.headers.get(ORIGIN_HEADER).unwrap().to_string();
+            let (plugin, place) = origin.split_once(':').unwrap();
+            let payload = EntryRef::split(&message.payload)
+                .unwrap()
+                .0
+                .payload()
+                .to_vec();
+            derived
+                .entry(plugin.to_owned())
+                .or_default()
+                .push((place.to_owned(), payload));
+        }
+    });
+    let expected: Vec<String> = (1..=EVENTS).map(|s| format!("{s}:0")).collect();
+    for (plugin, events) in &derived {
+        let places: Vec<&str> = events.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(places, expected, "{plugin}");
+    }
+    let payloads: Vec<Vec<&Vec<u8>>> = derived
+        .values()
+        .map(|events| events.iter().map(|(_, p)| p).collect())
+        .collect();
+    assert_eq!(payloads.len(), 4, "{:?}", derived.keys());
+    assert!(
+        payloads.iter().all(|p| *p == payloads[0]),
+        "the moved plugins' totals went on from their checkpoints"
+    );
+    hosts.remove(0).stop();
+}
+
+/// A plugin in a cluster moves between hosts: an output log on one host's disk would be left
+/// behind, so `run --cluster` refuses it, saying what to use.
+#[test]
+fn a_cluster_refuses_an_output_log_on_one_host() {
+    if !common::nats::available() {
+        return;
+    }
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (_executor, addr, _) = setup(&server, dir.path(), 0, 0);
+    let manifest = write_manifest(
+        dir.path(),
+        &[("t1", "tenant-totals", "outputs = [\"totals.redb\"]")],
+    );
+    let out = common::pulsewatch(&[
+        "run",
+        "--feed",
+        &addr.to_string(),
+        "--cluster",
+        "refused",
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let said = common::text(&out.stderr);
+    assert!(
+        said.contains("plugin t1 writes to")
+            && said.contains("totals.redb, a log on this host")
+            && said.contains("its outputs must be streams"),
+        "{said}"
     );
 }

@@ -10,9 +10,11 @@ use common::nats::{Cluster, Server};
 use common::{change, guest, log_with, pulsewatch, text};
 use futures::StreamExt;
 use pulsewatch::jetstream::{
-    JetStreamError, StreamAddr, StreamFeed, StreamOptions, StreamWriter, create_stream,
+    JetStreamError, StreamAddr, StreamFeed, StreamOptions, StreamOutput, StreamWriter,
+    create_stream,
 };
-use pulsewatch::{Change, Log, PollLimits};
+use pulsewatch::{Change, Derived, Given, Log, OutputLog, Outputs, PollLimits};
+use pulsewatch_log::codec::{Entries, EntryRef};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -735,4 +737,212 @@ async fn events_retention_dropped_are_truncated_and_seq_at_goes_by_store_time() 
         300
     );
     assert_eq!(feed.seq_at(u64::MAX).await.unwrap(), 300);
+}
+
+/// Every message of stream `name`, from seq 1 on: its seq, its `Pulsewatch-Origin` (empty for
+/// an event a writer appended) and its entry.
+async fn messages_of(server: &Server, name: &str) -> Vec<(u64, String, Vec<u8>)> {
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let stream = jetstream::new(client).get_stream(name).await.unwrap();
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    let mut found = Vec::new();
+    for seq in 1..=last {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        let origin = message
+            .headers
+            .get(pulsewatch::jetstream::ORIGIN_HEADER)
+            .map_or_else(String::new, |o| o.as_str().to_owned());
+        found.push((seq, origin, message.payload.to_vec()));
+    }
+    found
+}
+
+/// An event's fields but its seq and stamp, which differ between outputs.
+fn derived_fields(entry: &[u8]) -> (u8, [u8; 32], Vec<u8>) {
+    let event = EntryRef::split(entry).unwrap().0;
+    let mut ids = [0u8; 32];
+    ids[..16].copy_from_slice(&event.entity().to_le_bytes());
+    ids[16..].copy_from_slice(&event.collective().to_le_bytes());
+    (event.kind() as u8, ids, event.payload().to_vec())
+}
+
+/// Commits of one plugin through two outputs on the same stream, as two hosts make them when
+/// the plugin moves and the first, stale, host wakes up: whatever order they come in, and
+/// however often one is retried, each derived event is stored once, in input order, and the
+/// checkpoint never goes back.
+#[test]
+fn derived_events_in_a_stream_are_stored_once_whoever_commits_them() {
+    if !common::nats::available() {
+        return;
+    }
+    let server = Server::start();
+    let executor = tokio::runtime::Runtime::new().unwrap();
+    let addr: StreamAddr = location(std::slice::from_ref(&server.url), "totals")
+        .parse()
+        .unwrap();
+    executor
+        .block_on(create_stream(&addr, &StreamOptions::default()))
+        .unwrap();
+    // Each with a connection of its own, as on hosts of their own.
+    let outputs = || {
+        let output = executor.block_on(StreamOutput::open(&addr)).unwrap();
+        Outputs::new(
+            "t",
+            "in.redb",
+            vec![("totals".into(), output as Arc<dyn OutputLog>)],
+        )
+    };
+    let (a, b) = (outputs(), outputs());
+    let derived = |from: u64, n: u32| -> Vec<(u32, Derived)> {
+        (0..n)
+            .map(|i| {
+                let change = change(from).with_payload(format!("{from}:{i}"));
+                (0, Derived { from, change })
+            })
+            .collect()
+    };
+    let range = |from: u64, to: u64, n: u32| -> Vec<(u32, Derived)> {
+        (from..=to).flat_map(|s| derived(s, n)).collect()
+    };
+    let given = |start: u64, delivered: u64| Given {
+        start: Some(start),
+        delivered,
+    };
+
+    assert!(a.committed().unwrap().is_none());
+    a.commit(10, given(0, 10), b"a10", range(1, 10, 2)).unwrap();
+    // The plugin moves: the new host resumes from the checkpoint and goes further, in more
+    // than one atomic batch (2,400 events).
+    let resumed = b.committed().unwrap().unwrap();
+    assert_eq!(
+        (resumed.cursor, resumed.state.as_deref()),
+        (10, Some(&b"a10"[..]))
+    );
+    b.commit(1_210, given(10, 1_210), b"b1210", range(11, 1_210, 2))
+        .unwrap();
+    // The stale host, which knows nothing of it, commits what it had derived meanwhile:
+    // nothing is stored twice, and its older checkpoint is not kept.
+    a.commit(15, given(0, 15), b"a15", range(11, 15, 2))
+        .unwrap();
+    // And a host that resumed from a checkpoint read before the last commits (or retries a
+    // commit whose answer it lost): what it derives again is dropped, what is new is stored.
+    let late = outputs();
+    late.set_base(10);
+    late.commit(1_300, given(10, 1_300), b"c1300", range(11, 1_300, 2))
+        .unwrap();
+    let checkpoint = b.committed().unwrap().unwrap();
+    assert_eq!(
+        (checkpoint.cursor, checkpoint.state.as_deref()),
+        (1_300, Some(&b"c1300"[..]))
+    );
+
+    let stored = executor.block_on(messages_of(&server, "totals"));
+    let expected: Vec<String> = (1..=1_300u64)
+        .flat_map(|s| (0..2).map(move |i| format!("t:{s}:{i}")))
+        .collect();
+    let origins: Vec<&str> = stored.iter().map(|(_, o, _)| o.as_str()).collect();
+    assert_eq!(origins, expected);
+    for (seq, origin, entry) in &stored {
+        let event = EntryRef::split(entry).unwrap().0;
+        assert_eq!(
+            event.seq(),
+            *seq,
+            "each entry encodes the seq it is stored at"
+        );
+        let (_, from, index) = {
+            let mut parts = origin.split(':');
+            (parts.next(), parts.next().unwrap(), parts.next().unwrap())
+        };
+        assert_eq!(event.payload(), format!("{from}:{index}").as_bytes());
+    }
+}
+
+/// `pulsewatch run --output nats://...`: a transform killed again and again while it commits
+/// into a stream leaves each input event's derived events there once, in input order, the same
+/// as it derives into a log.
+#[test]
+fn a_transform_killed_while_it_commits_into_a_stream_derives_each_event_once() {
+    if !common::nats::available() {
+        return;
+    }
+    const EVENTS: u64 = 20_000;
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    drop(log_with(dir.path(), EVENTS));
+    let db = dir.path().join("events.redb");
+    let stream = location(std::slice::from_ref(&server.url), "totals");
+    let made = pulsewatch(&["stream", "create", &stream]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let transform = guest("tenant-totals");
+    let run = |output: &str, state: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pulsewatch"));
+        command
+            .args(["run", "--db", db.to_str().unwrap(), "--output", output])
+            .args(["--state-dir", dir.path().join(state).to_str().unwrap()])
+            .arg(&transform)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let into_log = run(dir.path().join("totals.redb").to_str().unwrap(), "a")
+        .output()
+        .unwrap();
+    assert!(into_log.status.success(), "{}", text(&into_log.stderr));
+
+    let executor = tokio::runtime::Runtime::new().unwrap();
+    let stored = |executor: &tokio::runtime::Runtime| {
+        executor.block_on(async {
+            let client = async_nats::connect(&server.url).await.unwrap();
+            let mut stream = jetstream::new(client).get_stream("totals").await.unwrap();
+            stream.info().await.unwrap().state.last_sequence
+        })
+    };
+    // Killed (with its worker) as the stream passes each mark: in the middle of its commits.
+    for mark in [3_000, 8_000, 13_000] {
+        let mut child = run(&stream, "b").spawn().unwrap();
+        common::wait_until(&format!("{mark} derived events"), || {
+            stored(&executor) >= mark
+        });
+        for pid in common::procs::descendants(child.id()) {
+            common::procs::signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(stored(&executor) < EVENTS, "killed after its last commit");
+    }
+    let last = run(&stream, "b").output().unwrap();
+    assert!(last.status.success(), "{}", text(&last.stderr));
+    assert!(
+        text(&last.stdout).contains(&format!("committed through seq {EVENTS}")),
+        "{}",
+        text(&last.stdout)
+    );
+    // Once more: nothing is left to derive.
+    assert!(run(&stream, "b").output().unwrap().status.success());
+    // `tail` says where a derived event came from, as from a log.
+    let tail = pulsewatch(&["tail", "--db", &stream, "--limit", "1"]);
+    let line = text(&tail.stdout);
+    assert!(
+        line.contains(r#""plugin":"tenant-totals","seq":1,"index":0},"id":"tenant-totals:1:0""#),
+        "{line}"
+    );
+
+    let in_stream = executor.block_on(messages_of(&server, "totals"));
+    let origins: Vec<&str> = in_stream.iter().map(|(_, o, _)| o.as_str()).collect();
+    let expected: Vec<String> = (1..=EVENTS)
+        .map(|s| format!("tenant-totals:{s}:0"))
+        .collect();
+    assert_eq!(origins, expected);
+    let in_log = everything_in(&Log::open_read_only(dir.path().join("totals.redb")).unwrap());
+    let in_log: Vec<_> = Entries::new(&in_log)
+        .map(|e| derived_fields(e.as_bytes()))
+        .collect();
+    let in_stream: Vec<_> = in_stream
+        .iter()
+        .map(|(_, _, e)| derived_fields(e))
+        .collect();
+    assert!(
+        in_stream == in_log,
+        "the stream's derived events are not the log's"
+    );
 }

@@ -9,7 +9,7 @@ mod receiver;
 use pulsewatch::{
     Change, ChangeKind, Derived, Log, OutputSink, PluginSpec, RunOptions, Runtime, Stream,
 };
-use pulsewatch_log::{Given, Outputs};
+use pulsewatch_log::{Given, OutputLog, Outputs};
 use receiver::{Receiver, Reply};
 use std::path::Path;
 use std::sync::Arc;
@@ -87,7 +87,7 @@ fn main() {
     let outputs = Outputs::new(
         "bench",
         "in.redb",
-        vec![("commits".into(), Arc::new(commits))],
+        vec![("commits".into(), Arc::new(commits) as Arc<dyn OutputLog>)],
     );
     let mut times = Vec::with_capacity(COMMITS);
     for c in 0..COMMITS as u64 {

@@ -5,6 +5,7 @@
 //!   and a message id, 16 in flight), after 30,000 on another stream to warm up;
 //! - `poll(since, 1000)` from a [`StreamReader`] in this process, and through the `poll-bench`
 //!   guest (typed and packed), beside the same guest on a redb log of the same events;
+//! - `tenant-totals` committing a derived event per input event into a stream, beside a log;
 //! - commit-to-plugin wake-up: this process appends one event every 5 ms, a `pulsewatch run
 //!   --follow --feed` process runs `delivery-times`.
 //!
@@ -19,7 +20,7 @@ mod nats;
 mod poll_guest;
 
 use pulsewatch::jetstream::{StreamAddr, StreamFeed, StreamOptions, StreamWriter, create_stream};
-use pulsewatch::{Change, ChangeKind, Log, PollLimits, Runtime, Source};
+use pulsewatch::{Change, ChangeKind, Log, PluginSpec, PollLimits, RunOptions, Runtime, Source};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -112,6 +113,27 @@ fn wake_ups(executor: &tokio::runtime::Runtime, addr: &StreamAddr, dir: &Path) -
     latencies
 }
 
+/// `tenant-totals` over `log` (one derived event per input event, committed every 1,000)
+/// into `output`, a log or a stream named `totals`: derived events per second, best of 3.
+fn derive(runtime: &Runtime, dir: &Path, log: &Arc<Log>, output: &Path) -> f64 {
+    let wasm = Path::new(env!("PULSEWATCH_GUEST_DIR")).join("tenant-totals.wasm");
+    let sink: Arc<dyn pulsewatch::OutputSink> = Arc::new(pulsewatch::Console);
+    (0..3)
+        .map(|pass| {
+            let state = dir.join(format!("derive-{pass}"));
+            let mut spec = PluginSpec::from_file(&wasm, &state).unwrap();
+            // A plugin of its own each pass, so each derives everything.
+            spec.name = format!("derive-{pass}");
+            spec.outputs = vec![output.to_path_buf()];
+            let plugin = runtime.load(&spec).unwrap();
+            let started = Instant::now();
+            let outcome = runtime.run(&plugin, log, &RunOptions::default(), &sink);
+            assert!(outcome.result.is_ok(), "{outcome:?}");
+            EVENTS as f64 / started.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
 fn measure(what: &str, urls: &[String], replicas: usize, log: &Arc<Log>) {
     let dir = tempfile::tempdir().unwrap();
     let servers: Vec<&str> = urls
@@ -186,6 +208,15 @@ fn measure(what: &str, urls: &[String], replicas: usize, log: &Arc<Log>) {
             "  guest poll(since, {LIMIT}) {mode:<6}          {stream_call:>7.0} µs a call ({stream_rate:.2} M events/s); redb {log_call:.0} µs ({log_rate:.2} M events/s)"
         );
     }
+    let totals: StreamAddr = format!("nats://{}/totals", servers.join(","))
+        .parse()
+        .unwrap();
+    executor.block_on(create_stream(&totals, &options)).unwrap();
+    let into_stream = derive(&runtime, dir.path(), log, Path::new(&totals.to_string()));
+    let into_log = derive(&runtime, dir.path(), log, &dir.path().join("totals.redb"));
+    println!(
+        "  derived events committed (tenant-totals, 1,000 a commit) {into_stream:>9.0}/s; into a redb log {into_log:.0}/s"
+    );
     drop(on_stream);
     let wake: StreamAddr = format!("nats://{}/WAKE", servers.join(","))
         .parse()

@@ -43,8 +43,9 @@ pub use limits::{DiskQuota, Limit, LimitError, Limits};
 pub use manifest::ManifestError;
 pub use pulsewatch_log::redb;
 pub use pulsewatch_log::{
-    Batch, Change, ChangeKind, Checkpoint, CommitError, Committed, Derived, Event, Log, OpenError,
-    Origin, PendingAppend, PollLimits, ReadError, SnapshotError, SnapshotInfo, WriteError, now_ms,
+    Batch, Change, ChangeKind, Checkpoint, CommitError, Committed, Derived, Event, Given, Log,
+    OpenError, Origin, OutputError, OutputLog, Outputs, PendingAppend, PollLimits, ReadError,
+    SnapshotError, SnapshotInfo, WriteError, now_ms,
 };
 pub use runtime::{
     AllowedHost, BadHost, BadSecret, CompileCache, Console, CpuClock, EngineOptions, Failure,

@@ -17,8 +17,8 @@
 //! input = "events.redb"                       # the log it reads, or nats://HOST:PORT/STREAM [default: run's --db]
 //! allowed_outbound_hosts = ["https://hooks.example.com"]   # HTTP it may send
 //! webhook_secret = { env = "HOOK_SECRET" }    # whsec_...; signs its requests
-//! outputs = ["totals.redb"]                   # logs it commits derived events to,
-//!                                              # known to it as "totals"
+//! outputs = ["totals.redb"]                   # logs it commits derived events to, known
+//!                                              # to it as "totals"; or nats://HOST:PORT/TOTALS
 //! isolation = "shared"                        # "process" (default): a worker of its own;
 //!                                              # "shared": one worker for all such plugins
 //!
@@ -339,8 +339,15 @@ impl Reader<'_> {
             });
         }
         if let Some((_, outputs)) = find(table, "outputs") {
-            for output in strings("outputs", outputs, "each output log's path")? {
-                let path = base.join(&output);
+            for output in strings("outputs", outputs, "each output log's path or stream")? {
+                let path = if output.starts_with(crate::jetstream::SCHEME) {
+                    output
+                        .parse::<crate::jetstream::StreamAddr>()
+                        .map_err(|e| at_key(outputs.span().start, "outputs", e.to_string()))?;
+                    PathBuf::from(&output)
+                } else {
+                    base.join(&output)
+                };
                 let name = output_name(&path);
                 if spec.outputs.iter().any(|o| output_name(o) == name) {
                     return Err(at_key(

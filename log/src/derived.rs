@@ -314,6 +314,54 @@ impl Log {
 /// commit.
 pub const MAX_STATE_BYTES: usize = 16 << 20;
 
+/// A failure of an output to read or write what a plugin committed there.
+pub type OutputLogError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a plugin's derived events go: an output that keeps, for each plugin writing to it, its
+/// checkpoint and the derived events it committed. A [`Log`] is one; the host has another over
+/// a JetStream stream. [`Outputs`] holds the rules of the contract and calls these.
+pub trait OutputLog: Send + Sync + std::fmt::Debug {
+    /// The checkpoint `plugin` last committed here, if any.
+    fn checkpoint(&self, plugin: &str) -> Result<Option<Checkpoint>, OutputLogError>;
+
+    /// Commits what `plugin`, reading `input`, derived up to and including input seq `cursor`,
+    /// with its `state` (`None`: its initial state): appends `derived` (in input order, checked)
+    /// but those this output already holds, and stores the checkpoint unless it holds a later
+    /// one. Durable when it returns; after a failure, committing the same again writes nothing
+    /// twice.
+    fn commit(
+        &self,
+        plugin: &str,
+        input: &str,
+        cursor: u64,
+        state: Option<&[u8]>,
+        derived: &[Derived],
+    ) -> Result<(), OutputLogError>;
+
+    /// The most bytes of state a commit here may carry.
+    fn max_state(&self) -> usize {
+        MAX_STATE_BYTES
+    }
+}
+
+impl OutputLog for Log {
+    fn checkpoint(&self, plugin: &str) -> Result<Option<Checkpoint>, OutputLogError> {
+        Ok(Log::checkpoint(self, plugin)?)
+    }
+
+    fn commit(
+        &self,
+        plugin: &str,
+        input: &str,
+        cursor: u64,
+        state: Option<&[u8]>,
+        derived: &[Derived],
+    ) -> Result<(), OutputLogError> {
+        self.commit_checked(plugin, input, cursor, state, derived)?;
+        Ok(())
+    }
+}
+
 /// What a plugin was given in a run, which bounds what it may commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Given {
@@ -348,7 +396,7 @@ pub struct Outputs {
     plugin: String,
     /// The input log, as origins name it.
     input: String,
-    logs: Vec<(String, Arc<Log>)>,
+    logs: Vec<(String, Arc<dyn OutputLog>)>,
     /// The cursor the plugin resumed from or last committed: no commit may go below it, and no
     /// derived event may derive from it or before.
     base: AtomicU64,
@@ -360,7 +408,7 @@ pub struct Outputs {
 impl Outputs {
     /// The outputs `logs` (each with the name the plugin knows it by) of `plugin`, which reads
     /// the log named `input`.
-    pub fn new(plugin: &str, input: &str, logs: Vec<(String, Arc<Log>)>) -> Self {
+    pub fn new(plugin: &str, input: &str, logs: Vec<(String, Arc<dyn OutputLog>)>) -> Self {
         Outputs {
             plugin: plugin.to_owned(),
             input: input.to_owned(),
@@ -391,7 +439,7 @@ impl Outputs {
             .iter()
             .map(|(name, log)| {
                 log.checkpoint(&self.plugin)
-                    .map_err(|e| OutputError::Unavailable(format!("output {name}: {e}")))
+                    .map_err(|e| unavailable(name, &*e))
             })
             .collect()
     }
@@ -427,8 +475,8 @@ impl Outputs {
         };
         for ((name, log), found) in self.logs.iter().zip(&checkpoints) {
             if found.is_none() {
-                log.commit_checked(&self.plugin, &self.input, cursor, state.as_deref(), &[])
-                    .map_err(|e| OutputError::Unavailable(format!("output {name}: {e}")))?;
+                log.commit(&self.plugin, &self.input, cursor, state.as_deref(), &[])
+                    .map_err(|e| unavailable(name, &*e))?;
             }
         }
         self.prepared.store(true, Ordering::Relaxed);
@@ -456,11 +504,16 @@ impl Outputs {
                 base.max(delivered)
             ));
         }
-        if state.len() > MAX_STATE_BYTES {
+        // A log on this machine takes 16 MiB; a message of a JetStream server, less.
+        if let Some((name, log)) = self
+            .logs
+            .iter()
+            .find(|(_, log)| state.len() > log.max_state())
+        {
             return Err(format!(
-                "the state is {} bytes, more than the {} MiB a commit may carry",
+                "the state is {} bytes, more than the {} KiB a commit to output {name} may carry",
                 state.len(),
-                MAX_STATE_BYTES >> 20
+                log.max_state() >> 10
             ));
         }
         let mut split: Vec<Vec<Derived>> = self.logs.iter().map(|_| Vec::new()).collect();
@@ -506,12 +559,17 @@ impl Outputs {
             .map_err(OutputError::Invalid)?;
         self.prepare(given.start.unwrap_or(self.base()))?;
         for ((name, log), derived) in self.logs.iter().zip(split) {
-            log.commit_checked(&self.plugin, &self.input, cursor, Some(state), &derived)
-                .map_err(|e| OutputError::Unavailable(format!("output {name}: {e}")))?;
+            log.commit(&self.plugin, &self.input, cursor, Some(state), &derived)
+                .map_err(|e| unavailable(name, &*e))?;
         }
         self.set_base(cursor);
         Ok(())
     }
+}
+
+/// An output that could not be read or written, as the plugin is told.
+fn unavailable(name: &str, error: &(dyn std::error::Error + Send + Sync)) -> OutputError {
+    OutputError::Unavailable(format!("output {name}: {error}"))
 }
 
 /// Copies the derived-event tables of `source` into `copy`, in one transaction of its own.
@@ -626,11 +684,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let open = |name: &str| Arc::new(Log::create(dir.path().join(name)).unwrap());
         let (a, b) = (open("a.redb"), open("b.redb"));
-        let outputs = Outputs::new(
-            "t",
-            "in",
-            vec![("a".into(), a.clone()), ("b".into(), b.clone())],
-        );
+        let both = |a: &Arc<Log>, b: &Arc<Log>| -> Vec<(String, Arc<dyn OutputLog>)> {
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())]
+        };
+        let outputs = Outputs::new("t", "in", both(&a, &b));
         assert!(outputs.committed().unwrap().is_none());
         // The plugin started at 50 (a start at the head, say); its first commit placed
         // checkpoints at 50 in both outputs, then reached a only.
@@ -641,7 +698,7 @@ mod tests {
         outputs.prepare(given.start.unwrap()).unwrap();
         a.commit_derived("t", "in", 52, b"s52", &[derived(51), derived(52)])
             .unwrap();
-        let again = Outputs::new("t", "in", vec![("a".into(), a.clone()), ("b".into(), b)]);
+        let again = Outputs::new("t", "in", both(&a, &b));
         let resumed = again.committed().unwrap().unwrap();
         assert_eq!((resumed.cursor, resumed.state), (50, None));
         again
@@ -658,7 +715,6 @@ mod tests {
             )
             .unwrap();
         assert_eq!(a.head().unwrap(), 2, "a had them");
-        let b = &again.logs[1].1;
         assert_eq!(b.head().unwrap(), 2);
         assert_eq!(b.checkpoint("t").unwrap().unwrap().cursor, 52);
     }

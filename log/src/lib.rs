@@ -60,7 +60,7 @@ pub use codec::{DecodeError, EntryRef};
 #[cfg(feature = "store")]
 pub use derived::{
     Checkpoint, CommitError, Committed, Derived, Given, MAX_STATE_BYTES, ORIGINS, Origin,
-    OutputError, Outputs, SOURCES,
+    OutputError, OutputLog, OutputLogError, Outputs, SOURCES,
 };
 #[cfg(feature = "store")]
 pub use error::{OpenError, ReadError, WriteError};

@@ -12,7 +12,7 @@
 //! opens and closes them, so that they are whole files whenever the plugin stops.
 
 use pulsewatch_log::provider::{DB_PATH_SLOT, DEFAULT_DB_PATH, db_path_in, db_path_slot};
-use pulsewatch_log::{Given, Log, OpenError, OutputError, Outputs, PollLimits};
+use pulsewatch_log::{Given, Log, OpenError, OutputError, OutputLog, Outputs, PollLimits};
 use std::sync::OnceLock;
 
 /// The generated bindings, and the exports' glue, which is unsafe code wit-bindgen writes.
@@ -159,7 +159,7 @@ fn open_outputs() -> Result<Outputs, out::CommitError> {
         .map(|name| {
             let path = dir.join(format!("{name}.redb"));
             Log::create(&path)
-                .map(|log| (name, Arc::new(log)))
+                .map(|log| (name, Arc::new(log) as Arc<dyn OutputLog>))
                 .map_err(|e| out::CommitError::Unavailable(e.to_string()))
         })
         .collect::<Result<_, _>>()?;

@@ -296,12 +296,11 @@ pub fn tail(args: &TailArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = StreamAddr::from_location(&args.db) {
         let executor = super::jetstream::executor()?;
         let feed = Arc::new(executor.block_on(StreamFeed::open(&addr?))?);
-        let mut reader = feed.reader();
+        let mut reader = feed.reader().with_origins();
         let limits = PollLimits::default();
-        // A stream holds no derived events' origins: its events are written, not derived.
         let poll = |since, limit| -> anyhow::Result<_> {
             let batch = executor.block_on(reader.poll(since, limit, &limits))?;
-            Ok((batch, Vec::new()))
+            Ok((batch, reader.take_origins()))
         };
         let wait = |since| {
             let deadline = Instant::now() + Duration::from_secs(1);

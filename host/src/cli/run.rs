@@ -36,8 +36,13 @@ pub struct Args {
     #[arg(long = "arg", value_name = "PLUGIN=VALUE")]
     args: Vec<String>,
     /// Grant every plugin an output log to commit derived events to (repeatable; created if
-    /// missing). A plugin knows it by its file name without `.redb`.
-    #[arg(long = "output", value_name = "PATH", conflicts_with = "manifest")]
+    /// missing), or a stream as nats://HOST:PORT/STREAM. A plugin knows it by its file name
+    /// without `.redb`, or by the stream's name.
+    #[arg(
+        long = "output",
+        value_name = "PATH|nats://HOST:PORT/STREAM",
+        conflicts_with = "manifest"
+    )]
     outputs: Vec<PathBuf>,
     /// Let every plugin send HTTP requests to this destination (repeatable), as
     /// scheme://host[:port]: "https://api.example.com", "https://*.example.com",
@@ -262,6 +267,21 @@ fn run_in_cluster(
     pulsewatch::jetstream::cluster::check_name(name)?;
     for spec in &specs {
         pulsewatch::jetstream::cluster::check_plugin(&spec.name)?;
+        // A log on this machine would be left behind when the plugin moves, and another host's
+        // copy would start over: its outputs must be shared as its input is.
+        if let Some(log) = spec
+            .outputs
+            .iter()
+            .find(|o| StreamAddr::from_location(o).is_none())
+        {
+            anyhow::bail!(
+                "plugin {} writes to {}, a log on this host: in a cluster a plugin moves between \
+                 hosts, so its outputs must be streams (nats://HOST:PORT/STREAM, made with \
+                 `pulsewatch stream create`)",
+                spec.name,
+                log.display()
+            );
+        }
     }
     let held = Arc::new(std::sync::Mutex::new(Vec::new()));
     let finished = Arc::new(tokio::sync::Notify::new());

@@ -2,12 +2,13 @@
 //! cursor, the head as the stream's state, `seq-at` as a direct get by time, and a headers-only
 //! consumer that says when the stream grows.
 
+use super::output::origin;
 use super::{JetStreamError, REQUEST_TIMEOUT, StreamAddr, bounds, connect, open_stream};
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{HeaderMap, StatusCode};
 use futures::StreamExt;
 use pulsewatch_log::codec::{Entries, EntryRef};
-use pulsewatch_log::{Batch, Budget, Packed, PollLimits};
+use pulsewatch_log::{Batch, Budget, Origin, Packed, PollLimits};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,7 +68,6 @@ impl StreamFeed {
         let current = Arc::new(AtomicBool::new(false));
         let follower = tokio::spawn(follow_growth(
             stream.clone(),
-            addr.subject(),
             client.new_inbox(),
             head.clone(),
             current.clone(),
@@ -88,6 +88,7 @@ impl StreamFeed {
         StreamReader {
             feed: Arc::clone(self),
             following: None,
+            origins: None,
         }
     }
 
@@ -214,6 +215,8 @@ impl StreamFeed {
 pub struct StreamReader {
     feed: Arc<StreamFeed>,
     following: Option<Following>,
+    /// The origins of the derived events polled, when asked for ([`StreamReader::with_origins`]).
+    origins: Option<Vec<(u64, Origin)>>,
 }
 
 /// The consumer of a reader, and where it stands.
@@ -234,6 +237,22 @@ const BEHIND: Duration = Duration::from_millis(100);
 const IDLE_CONSUMER: Duration = Duration::from_secs(300);
 
 impl StreamReader {
+    /// This reader, keeping the origins of the derived events it polls
+    /// ([`StreamReader::take_origins`]).
+    pub fn with_origins(mut self) -> StreamReader {
+        self.origins = Some(Vec::new());
+        self
+    }
+
+    /// The origins of the derived events polled since this was last called, by seq: what
+    /// `tail` prints, as it does from a log's origins table.
+    pub fn take_origins(&mut self) -> Vec<(u64, Origin)> {
+        self.origins
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// The stream it reads.
     pub fn feed(&self) -> &Arc<StreamFeed> {
         &self.feed
@@ -245,7 +264,6 @@ impl StreamReader {
         let consumer = feed
             .stream
             .create_consumer(consumer::pull::Config {
-                filter_subject: feed.addr.subject(),
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: first,
                 },
@@ -320,9 +338,14 @@ impl StreamReader {
             }
         }
         let start = out.len();
-        let taken = Self::take(&self.feed, &mut following, &mut budget, out);
+        let kept = self.origins.as_ref().map_or(0, Vec::len);
+        let origins = self.origins.as_mut();
+        let taken = Self::take(&self.feed, &mut following, &mut budget, out, origins);
         if taken.is_err() {
             out.truncate(start);
+            if let Some(origins) = &mut self.origins {
+                origins.truncate(kept);
+            }
         }
         // After an error the consumer's place is not known: the next poll makes a new one,
         // but for the oldest event kept, which it holds.
@@ -398,6 +421,7 @@ impl StreamReader {
         following: &mut Following,
         budget: &mut Budget,
         out: &mut Vec<u8>,
+        mut origins: Option<&mut Vec<(u64, Origin)>>,
     ) -> Result<(), JetStreamError> {
         while budget.has_room() {
             let Some(message) = following.held.pop_front() else {
@@ -430,6 +454,10 @@ impl StreamReader {
                 break;
             }
             out.extend_from_slice(&message.payload);
+            if let (Some(origins), Some(origin)) = (&mut origins, origin(message.headers.as_ref()))
+            {
+                origins.push((seq, origin));
+            }
             following.next += 1;
         }
         Ok(())
@@ -480,7 +508,6 @@ fn delivery(message: &async_nats::Message) -> Result<(u64, u64), JetStreamError>
 /// after it; it starts again a second after it ends.
 async fn follow_growth(
     stream: stream::Stream,
-    subject: String,
     inbox: String,
     head: watch::Sender<u64>,
     current: Arc<AtomicBool>,
@@ -489,7 +516,6 @@ async fn follow_growth(
         let consumer = stream
             .create_consumer(consumer::push::OrderedConfig {
                 deliver_subject: inbox.clone(),
-                filter_subject: subject.clone(),
                 deliver_policy: consumer::DeliverPolicy::New,
                 headers_only: true,
                 ..Default::default()

@@ -16,10 +16,12 @@
 
 pub mod cluster;
 mod feed;
+mod output;
 mod relay;
 mod writer;
 
 pub use feed::{StreamFeed, StreamReader};
+pub use output::{INPUT_HEADER, ORIGIN_HEADER, StreamOutput};
 pub use relay::{RelayError, Relayed, relay};
 pub use writer::StreamWriter;
 
@@ -51,9 +53,21 @@ impl StreamAddr {
         text.starts_with(SCHEME).then(|| text.parse())
     }
 
-    /// The subject its events are published on.
+    /// The subject its events are published on by writers.
     pub fn subject(&self) -> String {
         format!("{}.events", self.stream)
+    }
+
+    /// The subject the events `plugin` derives into it are published on: one a plugin, so that
+    /// the last event of a plugin's is one direct get away ([`StreamOutput`]).
+    pub fn derived_subject(&self, plugin: &str) -> String {
+        format!("{}.derived.{plugin}", self.stream)
+    }
+
+    /// The subjects a stream holding a log takes: writers' and plugins'. Readers take every
+    /// message of the stream, whatever its subject, so that each seq is an event.
+    fn subjects(&self) -> [String; 2] {
+        [self.subject(), self.derived_subject("*")]
     }
 }
 
@@ -216,7 +230,7 @@ pub struct StreamOptions {
 pub fn stream_config(addr: &StreamAddr, options: &StreamOptions) -> stream::Config {
     stream::Config {
         name: addr.stream.clone(),
-        subjects: vec![addr.subject()],
+        subjects: addr.subjects().to_vec(),
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         discard: stream::DiscardPolicy::Old,
@@ -256,8 +270,8 @@ pub fn check_config(addr: &StreamAddr, config: &stream::Config) -> Result<(), Je
         wrong
             .push("it keeps a bounded number of messages per subject, which drops from the middle");
     }
-    if !config.subjects.contains(&addr.subject()) {
-        wrong.push("it does not take the subject its events are published on");
+    if !addr.subjects().iter().all(|s| config.subjects.contains(s)) {
+        wrong.push("it does not take the subjects events are published on");
     }
     if wrong.is_empty() {
         Ok(())
@@ -339,6 +353,7 @@ mod tests {
             "nats://127.0.0.1:4222,10.0.0.2:4222/EVENTS"
         );
         assert_eq!(addr.subject(), "EVENTS.events");
+        assert_eq!(addr.derived_subject("p"), "EVENTS.derived.p");
         assert!(StreamAddr::from_location(Path::new("events.redb")).is_none());
         for bad in [
             "nats://h:1",

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 const IN_FLIGHT: usize = 256;
 
 /// The most events in one atomic batch: the server's default limit.
-const ATOMIC_BATCH: usize = 1_000;
+pub(super) const ATOMIC_BATCH: usize = 1_000;
 
 /// Atomic batches sent before the first of them is acknowledged.
 const BATCHES_IN_FLIGHT: usize = 16;
@@ -189,38 +189,22 @@ impl StreamWriter {
             let first = sent;
             let last = first + batch.len() as u64 - 1;
             let batch_id = format!("{}-{first}", self.id);
-            for (i, body) in batch.iter().enumerate() {
-                let seq = first + i as u64;
+            let messages = batch.iter().enumerate().map(|(i, body)| {
                 let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Batch-Id", batch_id.as_str());
-                headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
                 if i == 0 {
                     headers.insert(
                         "Nats-Expected-Last-Sequence",
                         (first - 1).to_string().as_str(),
                     );
                 }
-                let published = if seq == last {
+                if i + 1 == batch.len() {
                     // One id a batch, its last event's: a batch is stored whole, so a retry of
                     // one that was stored is recognised by it.
-                    headers.insert("Nats-Msg-Id", self.batch_id(seq).as_str());
-                    headers.insert("Nats-Batch-Commit", "1");
-                    self.client
-                        .publish_with_reply_and_headers(
-                            self.subject.clone(),
-                            inbox.clone(),
-                            headers,
-                            body.clone(),
-                        )
-                        .await
-                } else {
-                    // Only the commit is acknowledged: the others need no reply.
-                    self.client
-                        .publish_with_headers(self.subject.clone(), headers, body.clone())
-                        .await
-                };
-                published.map_err(unavailable)?;
-            }
+                    headers.insert("Nats-Msg-Id", self.batch_id(last).as_str());
+                }
+                (headers, body.clone())
+            });
+            send_batch(&self.client, &self.subject, &inbox, &batch_id, messages).await?;
             committing.push_back((first, last));
             sent = last + 1;
         }
@@ -236,17 +220,7 @@ impl StreamWriter {
         (first, last): (u64, u64),
         acks: &mut async_nats::Subscriber,
     ) -> Result<(), JetStreamError> {
-        let reply = match tokio::time::timeout(REQUEST_TIMEOUT, acks.next()).await {
-            Ok(Some(reply)) => reply,
-            Ok(None) => return Err(unavailable("the connection closed")),
-            Err(_) => {
-                return Err(unavailable(format!(
-                    "the batch ending at seq {last} was not acknowledged in time"
-                )));
-            }
-        };
-        let ack: BatchAck = serde_json::from_slice(&reply.payload)
-            .map_err(|e| unavailable(format!("an acknowledgement it cannot read: {e}")))?;
+        let ack = batch_ack(acks, last).await?;
         match ack.error {
             None if ack.seq == last => {}
             None => {
@@ -322,23 +296,75 @@ impl StreamWriter {
 
 /// JetStream's error code for a batch whose message ids were seen before.
 const DUPLICATE_IN_BATCH: u64 = 10201;
-/// JetStream's error code for an expected last sequence that is not the stream's.
-const WRONG_LAST_SEQUENCE: u64 = 10071;
+/// JetStream's error code for an expected last sequence, of the stream or of a subject, that
+/// is not the one stored.
+pub(super) const WRONG_LAST_SEQUENCE: u64 = 10071;
+
+/// Sends `messages` (each with its own headers) on `subject` as one atomic batch `batch_id`,
+/// whose commit is acknowledged on `inbox`.
+pub(super) async fn send_batch(
+    client: &async_nats::Client,
+    subject: &str,
+    inbox: &str,
+    batch_id: &str,
+    messages: impl ExactSizeIterator<Item = (async_nats::HeaderMap, Bytes)>,
+) -> Result<(), JetStreamError> {
+    let count = messages.len();
+    for (i, (mut headers, body)) in messages.enumerate() {
+        headers.insert("Nats-Batch-Id", batch_id);
+        headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+        let published = if i + 1 == count {
+            headers.insert("Nats-Batch-Commit", "1");
+            client
+                .publish_with_reply_and_headers(subject.to_owned(), inbox.to_owned(), headers, body)
+                .await
+        } else {
+            // Only the commit is acknowledged: the others need no reply.
+            client
+                .publish_with_headers(subject.to_owned(), headers, body)
+                .await
+        };
+        published.map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// The acknowledgement of the next batch committed on `acks`, the one ending at seq `last`.
+pub(super) async fn batch_ack(
+    acks: &mut async_nats::Subscriber,
+    last: u64,
+) -> Result<BatchAck, JetStreamError> {
+    let reply = match tokio::time::timeout(REQUEST_TIMEOUT, acks.next()).await {
+        Ok(Some(reply)) => reply,
+        Ok(None) => return Err(unavailable("the connection closed")),
+        Err(_) => {
+            return Err(unavailable(format!(
+                "the batch ending at seq {last} was not acknowledged in time"
+            )));
+        }
+    };
+    serde_json::from_slice(&reply.payload)
+        .map_err(|e| unavailable(format!("an acknowledgement it cannot read: {e}")))
+}
 
 /// The acknowledgement of an atomic batch's commit.
 #[derive(serde::Deserialize)]
-struct BatchAck {
+pub(super) struct BatchAck {
+    /// The seq of the batch's last message, when it was stored.
     #[serde(default)]
-    seq: u64,
-    error: Option<ApiError>,
+    pub seq: u64,
+    /// Why it was not.
+    pub error: Option<ApiError>,
 }
 
 /// An error in a JetStream API answer.
 #[derive(serde::Deserialize)]
-struct ApiError {
-    err_code: u64,
+pub(super) struct ApiError {
+    /// JetStream's code for it.
+    pub err_code: u64,
+    /// What it says.
     #[serde(default)]
-    description: String,
+    pub description: String,
 }
 
 /// A publish that failed for `why`.

@@ -5,7 +5,8 @@
 use super::Failure;
 use super::feed::Feed;
 use super::store::Sandbox;
-use pulsewatch_log::{Change, Derived, Log, OpenError, OutputError, Outputs};
+use crate::jetstream::{StreamAddr, StreamOutput};
+use pulsewatch_log::{Change, Derived, Log, OpenError, OutputError, OutputLog, Outputs};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -35,24 +36,36 @@ fn open_shared(path: &Path) -> Result<Arc<Log>, OpenError> {
     Ok(log)
 }
 
-/// The name a plugin knows an output log by: its file name without `.redb`.
+/// The name a plugin knows an output by: a log's file name without `.redb`, a stream's name.
 pub(crate) fn output_name(path: &Path) -> String {
+    if let Some(Ok(addr)) = StreamAddr::from_location(path) {
+        return addr.stream;
+    }
     path.file_stem().map_or_else(
         || path.display().to_string(),
         |s| s.to_string_lossy().into_owned(),
     )
 }
 
-/// Opens (creating them if needed) the output logs at `paths` for `plugin`, which reads `input`.
-pub(crate) fn open(plugin: &str, input: &str, paths: &[PathBuf]) -> Result<Outputs, Failure> {
-    let logs = paths
-        .iter()
-        .map(|path| {
-            open_shared(path)
-                .map(|log| (output_name(path), log))
-                .map_err(|e| Failure::Log(format!("cannot open its output log: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
+/// Opens the outputs at `paths` for `plugin`, which reads `input`: logs (created if needed) and
+/// streams (which must exist).
+pub(crate) async fn open(plugin: &str, input: &str, paths: &[PathBuf]) -> Result<Outputs, Failure> {
+    let mut logs: Vec<(String, Arc<dyn OutputLog>)> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let output: Arc<dyn OutputLog> = match StreamAddr::from_location(path) {
+            Some(addr) => {
+                let addr = addr.map_err(|e| Failure::Log(e.to_string()))?;
+                StreamOutput::check_plugin(plugin)
+                    .map_err(|e| Failure::Log(format!("cannot write to {addr}: {e}")))?;
+                StreamOutput::open(&addr)
+                    .await
+                    .map_err(|e| Failure::Log(format!("cannot open its output {addr}: {e}")))?
+            }
+            None => open_shared(path)
+                .map_err(|e| Failure::Log(format!("cannot open its output log: {e}")))?,
+        };
+        logs.push((output_name(path), output));
+    }
     Ok(Outputs::new(plugin, input, logs))
 }
 

@@ -158,7 +158,7 @@ async fn execute(
     let outputs = if spec.outputs.is_empty() {
         None
     } else {
-        match emit::open(&spec.name, &source.name(), &spec.outputs) {
+        match emit::open(&spec.name, &source.name(), &spec.outputs).await {
             Ok(outputs) => Some(Arc::new(outputs)),
             Err(failure) => return (Err((failure, None)), Refusals::default()),
         }

@@ -35,6 +35,7 @@ pub use status::{PluginState, PluginStatus, Quarantine, RunStatus, Usage as Plug
 
 pub(crate) use launch::RunContext;
 
+use crate::jetstream::StreamAddr;
 use crate::runtime::{Console, Outcome, OutputSink, RunOptions};
 use crate::spec::PluginSpec;
 use entry::{Entry, outcomes_of};
@@ -361,13 +362,16 @@ fn create_outputs(spec: &PluginSpec, db: &Path) -> Result<(), SuperviseError> {
             path: path.clone(),
             reason,
         };
-        if same_file(path, input) {
+        if same_file(path, input) || path == input {
             return Err(refused(
                 "it is the plugin's input too: a plugin would read what it derives, without end"
                     .into(),
             ));
         }
-        Log::create(path).map_err(|e| refused(e.to_string()))?;
+        // A stream is made with `pulsewatch stream create`, and checked as the plugin starts.
+        if StreamAddr::from_location(path).is_none() {
+            Log::create(path).map_err(|e| refused(e.to_string()))?;
+        }
     }
     Ok(())
 }
