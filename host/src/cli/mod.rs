@@ -28,6 +28,7 @@ macro_rules! say {
     }};
 }
 
+mod author;
 mod cluster;
 mod demo;
 mod http;
@@ -64,6 +65,12 @@ enum Command {
     Demo(demo::Args),
     /// Run plugins (WASI components) over a database's change feed.
     Run(Box<run::Args>),
+    /// Run a plugin on a few events from a file, show what it did, and check it against
+    /// expectations (exit 1 with a diff when one fails).
+    Test(author::TestArgs),
+    /// Write a new plugin project that builds, with events to test it on and its expected
+    /// output (`pulsewatch test DIR` builds and tests it).
+    New(author::NewArgs),
     /// Check a manifest without running it: exit 0 if every plugin in it can be started.
     Check(operate::CheckArgs),
     /// Show where each plugin of a run stands (during the run, from another process, or after).
@@ -105,6 +112,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Test(args) => author::test(&args),
+        Command::New(args) => author::new(&args),
         Command::Check(args) => operate::check(&args),
         Command::Status(args) => operate::status(&args),
         Command::Release(args) => operate::release(&args),
