@@ -26,6 +26,16 @@ pub fn pulsewatch(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs the `pulsewatch` binary with `args` in `dir`, its compile cache there too, and waits.
+pub fn pulsewatch_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pulsewatch"))
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .output()
+        .unwrap()
+}
+
 /// Process output as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

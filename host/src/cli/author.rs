@@ -7,7 +7,7 @@
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use pulsewatch::jsonl::{parse_line, write_event};
-use pulsewatch::{Log, Origin, OutputSink, PluginSpec, RunOptions, Runtime, Stream};
+use pulsewatch::{CompileCache, Log, Origin, OutputSink, PluginSpec, RunOptions, Runtime, Stream};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -107,7 +107,8 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         .arg("-c")
         .arg(&project.build)
         .current_dir(dir)
-        .stdout(std::process::Stdio::inherit())
+        // Its output is not the plugin's: stdout is kept for what the plugin prints.
+        .stdout(std::io::stderr())
         .status()
         .with_context(|| format!("cannot run the build command {:?}", project.build))?;
     if !built.success() {
@@ -159,6 +160,11 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
         .map(|name| dir.path().join(format!("{name}.redb")))
         .collect();
     let runtime = Runtime::new()?;
+    // Compiled once for every test of the same component (a Python plugin takes seconds).
+    let runtime = match cache_dir().map(|dir| CompileCache::open(&dir)) {
+        Some(Ok(cache)) => runtime.with_cache(cache),
+        _ => runtime,
+    };
     let plugin = runtime.load(&spec)?;
     let printed = Arc::new(Printed::default());
     let sink: Arc<dyn OutputSink> = printed.clone();
@@ -249,6 +255,15 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Where `test` keeps compiled components between runs: `$XDG_CACHE_HOME/pulsewatch`, or
+/// `~/.cache/pulsewatch`.
+fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+        .map(|dir| dir.join("pulsewatch"))
 }
 
 /// A log at `path` holding the events of the JSON lines in `fixture`, in one transaction.
@@ -382,6 +397,11 @@ fn diff(wanted: &str, actual: &str, from: &str, to: &str) -> String {
 pub enum Lang {
     /// Rust, with the pulsewatch-guest SDK (built with cargo for wasm32-wasip2).
     Rust,
+    /// Python, with the pulsewatch package (built with componentize-py 0.25).
+    Python,
+    /// JavaScript, with the pulsewatch module (built with componentize-js 0.23; `npm ci` in
+    /// guest/js first).
+    Js,
 }
 
 /// Arguments of `pulsewatch new`.
@@ -394,30 +414,55 @@ pub struct NewArgs {
     name: String,
 }
 
-/// The SDK of this checkout, which a new Rust project depends on.
-const RUST_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/sdk");
+/// The SDKs of this checkout, which a new project uses.
+const SDKS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest");
 
-/// The project a new plugin starts as, file by file; `@NAME@` and `@SDK@` are filled in.
-fn template(lang: Lang) -> Vec<(&'static str, &'static str)> {
-    match lang {
-        Lang::Rust => vec![
-            ("Cargo.toml", include_str!("templates/rust/Cargo.toml.tmpl")),
-            ("src/main.rs", include_str!("templates/rust/main.rs.tmpl")),
-            (
-                PROJECT_FILE,
-                include_str!("templates/rust/pulsewatch.toml.tmpl"),
-            ),
-            (
-                "expected.stdout",
-                include_str!("templates/rust/expected.stdout"),
-            ),
-            (
-                "fixture.jsonl",
-                include_str!("../../../guest/examples/fixtures/orders.jsonl"),
-            ),
-            (".gitignore", "/target\n"),
-        ],
-    }
+/// The project a new plugin starts as, file by file; `@NAME@`, `@MODULE@` (the name as a
+/// Python module) and `@SDK@` are filled in. The SDK directory under guest/ comes first.
+fn template(lang: Lang) -> (&'static str, Vec<(&'static str, &'static str)>) {
+    let fixture = include_str!("../../../guest/examples/fixtures/orders.jsonl");
+    let expected = include_str!("templates/expected.stdout");
+    let (sdk, mut files) = match lang {
+        Lang::Rust => (
+            "sdk",
+            vec![
+                ("Cargo.toml", include_str!("templates/rust/Cargo.toml.tmpl")),
+                ("src/main.rs", include_str!("templates/rust/main.rs.tmpl")),
+                (
+                    PROJECT_FILE,
+                    include_str!("templates/rust/pulsewatch.toml.tmpl"),
+                ),
+                (".gitignore", "/target\n"),
+            ],
+        ),
+        Lang::Python => (
+            "python",
+            vec![
+                (
+                    "@MODULE@.py",
+                    include_str!("templates/python/plugin.py.tmpl"),
+                ),
+                (
+                    PROJECT_FILE,
+                    include_str!("templates/python/pulsewatch.toml.tmpl"),
+                ),
+                (".gitignore", "*.wasm\n__pycache__/\n"),
+            ],
+        ),
+        Lang::Js => (
+            "js",
+            vec![
+                ("@NAME@.js", include_str!("templates/js/plugin.js.tmpl")),
+                (
+                    PROJECT_FILE,
+                    include_str!("templates/js/pulsewatch.toml.tmpl"),
+                ),
+                (".gitignore", "*.wasm\n"),
+            ],
+        ),
+    };
+    files.extend([("fixture.jsonl", fixture), ("expected.stdout", expected)]);
+    (sdk, files)
 }
 
 pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
@@ -440,16 +485,21 @@ pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
-    let sdk = std::fs::canonicalize(RUST_SDK).unwrap_or_else(|_| PathBuf::from(RUST_SDK));
-    for (path, text) in template(args.lang) {
-        let path = dir.join(path);
+    let (sdk, files) = template(args.lang);
+    let sdk = Path::new(SDKS).join(sdk);
+    let sdk = std::fs::canonicalize(&sdk).unwrap_or(sdk);
+    let fill = |text: &str| {
+        text.replace("@NAME@", name)
+            .replace("@MODULE@", &name.replace('-', "_"))
+            .replace("@SDK@", &sdk.display().to_string())
+    };
+    for (path, text) in files {
+        let path = dir.join(fill(path));
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("{}: cannot make it", parent.display()))?;
         }
-        let text = text
-            .replace("@NAME@", name)
-            .replace("@SDK@", &sdk.display().to_string());
+        let text = fill(text);
         std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))?;
     }
     say!(

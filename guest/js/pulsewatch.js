@@ -1,0 +1,457 @@
+// Write pulsewatch change-feed plugins in JavaScript.
+//
+// A plugin is a class with `static restore(state)`, `process(batch)`, `snapshot()` and, if it
+// likes, `finish(cursor)` and `truncated(cursor, oldest)` (see `Plugin`); `export const run =
+// command(MyPlugin)` in the module componentize-js builds makes it a WASI command. `run` drives
+// it: it resumes from the checkpoint in /state, polls batches of events, hands each to
+// `process`, commits the cursor with `snapshot()` atomically, waits while caught up, and returns
+// after `finish` when the host closes the feed: the loop of the Rust SDK, with the same
+// checkpoint file, byte for byte.
+//
+// Batches are read with `poll-packed`: one byte string for the whole batch, in the layout
+// wit/feed.wit documents, and each `EventRef` reads its fields in place through a DataView.
+
+import { head, pollPacked, seqAt, wait } from 'pulse:watch/feed@0.3.0';
+import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
+import { getEnvironment } from 'wasi:cli/environment@0.2.12';
+
+/** Events asked for in one poll: the seed's `ChangePoller` batch limit. */
+export const DEFAULT_BATCH_LIMIT = 1000;
+
+/** The directory the host preopens for the plugin, private to it. */
+export const STATE_DIR = '/state';
+
+/** The kinds of change, in the order of the WIT enum (`EventRef.kindIndex`). */
+export const KINDS = Object.freeze(['created', 'updated', 'archived', 'deleted']);
+
+// How long one wait lasts before the loop asks again: the host ends it at once when events
+// arrive or the run stops.
+const WAIT_MS = 3_600_000;
+// Tries of an `unavailable` feed, with doubling pauses from 100 ms (3 s in all).
+const RETRIES = 5;
+// seq 8, kind 1, entity 16, collective 16, timestamp 8, payload length 8.
+const HEADER = 57;
+
+/** An error of the SDK's, whose message is a sentence a plugin author can act on. */
+export class PulsewatchError extends Error {}
+
+/** The feed could not be read now; nothing was consumed: poll again later. */
+export class Unavailable extends PulsewatchError {
+  constructor(why) {
+    super(`the feed is unavailable: ${why} (nothing was consumed; poll again later)`);
+    this.why = why;
+  }
+}
+
+/** An event is stored but cannot be decoded; nothing after it is delivered. */
+export class Undecodable extends PulsewatchError {
+  constructor(seq) {
+    super(
+      `event ${seq} cannot be decoded: its stored batch is damaged or was written by a newer ` +
+        'pulsewatch, and nothing after it is delivered; `pulsewatch repair` on the log names ' +
+        'the damaged events',
+    );
+    this.seq = seq;
+  }
+}
+
+/** The events after the cursor are no longer stored; `oldest` is the next one that is. */
+export class Truncated extends PulsewatchError {
+  constructor(oldest) {
+    super(
+      'the events after the cursor are no longer in the log (deleted by retention, or lost to ' +
+        `damage and left out by a salvage): the next stored is seq ${oldest}`,
+    );
+    this.oldest = oldest;
+  }
+}
+
+/** The host will deliver no more events in this run: commit and return. */
+export class Closed extends PulsewatchError {
+  constructor() {
+    super('the host closed the feed: no more events will come in this run');
+  }
+}
+
+/** `f()`, a failure of the feed thrown as the SDK's error. */
+function feedCall(f) {
+  try {
+    return f();
+  } catch (e) {
+    const error = e && e.payload;
+    if (error === 'closed') throw new Closed();
+    if (error && error.tag === 'unavailable') throw new Unavailable(error.val);
+    if (error && error.tag === 'undecodable') throw new Undecodable(Number(error.val));
+    if (error && error.tag === 'truncated') throw new Truncated(Number(error.val));
+    throw e;
+  }
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/** The UUID text of the little-endian 128-bit value at `at` in `bytes`. */
+function uuidAt(bytes, at) {
+  let hex = '';
+  for (let i = 15; i >= 0; i--) {
+    hex += HEX[bytes[at + i]];
+    if (i === 12 || i === 10 || i === 8 || i === 6) hex += '-';
+  }
+  return hex;
+}
+
+/** One event of a `Batch`, read in place. Numbers are exact up to 2^53. */
+export class EventRef {
+  constructor(batch, at) {
+    this._view = batch._view;
+    this._bytes = batch._bytes;
+    this._at = at;
+  }
+  get seq() {
+    return Number(this._view.getBigUint64(this._at, true));
+  }
+  /** The kind as its place in `KINDS`. */
+  get kindIndex() {
+    return this._bytes[this._at + 8];
+  }
+  /** `created`, `updated`, `archived` or `deleted`. */
+  get kind() {
+    return KINDS[this._bytes[this._at + 8]];
+  }
+  /** The entity's UUID, as text. */
+  get entity() {
+    return uuidAt(this._bytes, this._at + 9);
+  }
+  /** The collective's UUID, as text. */
+  get collective() {
+    return uuidAt(this._bytes, this._at + 25);
+  }
+  /** A key for the collective, cheaper than its text: 16 bytes as 8 UTF-16 code units. */
+  get collectiveKey() {
+    const v = this._view;
+    const at = this._at + 25;
+    return String.fromCharCode(
+      v.getUint16(at, true), v.getUint16(at + 2, true), v.getUint16(at + 4, true),
+      v.getUint16(at + 6, true), v.getUint16(at + 8, true), v.getUint16(at + 10, true),
+      v.getUint16(at + 12, true), v.getUint16(at + 14, true),
+    );
+  }
+  /** When the writer recorded the change, in ms since the Unix epoch. */
+  get timestampMs() {
+    return Number(this._view.getBigUint64(this._at + 41, true));
+  }
+  /** The application's bytes: a view into the batch (`.slice()` copies). */
+  get payload() {
+    const length = this._view.getUint32(this._at + 49, true);
+    const start = this._at + HEADER;
+    return this._bytes.subarray(start, start + length);
+  }
+}
+
+/** The collective's UUID text of a key `EventRef.collectiveKey` gave. */
+export function collectiveOfKey(key) {
+  const bytes = new Uint8Array(16);
+  for (let i = 0; i < 8; i++) {
+    const unit = key.charCodeAt(i);
+    bytes[2 * i] = unit & 0xff;
+    bytes[2 * i + 1] = unit >> 8;
+  }
+  return uuidAt(bytes, 0);
+}
+
+/** The events of one poll, in seq order, as the host packed them: iterate it for `EventRef`s. */
+export class Batch {
+  constructor(bytes, count) {
+    this._bytes = bytes;
+    this._view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.length = count;
+  }
+  *[Symbol.iterator]() {
+    const end = this._bytes.length;
+    for (let at = 0; at < end; at += HEADER + this._view.getUint32(at + 49, true)) {
+      yield new EventRef(this, at);
+    }
+  }
+}
+
+/** A cursor over the feed: the seq of the last event polled (0 before the first). */
+export class ChangePoller {
+  constructor(lastSeq = 0, batchLimit = DEFAULT_BATCH_LIMIT) {
+    this._lastSeq = BigInt(lastSeq);
+    this._batchLimit = Math.max(1, batchLimit);
+  }
+  /** A poller from the first event. */
+  static new() {
+    return new ChangePoller(0);
+  }
+  /** A poller that delivers the events after `seq`. */
+  static fromSequence(seq) {
+    return new ChangePoller(seq);
+  }
+  /** A poller that delivers the events appended from now on. */
+  static fromHead() {
+    return new ChangePoller(feedCall(() => head()));
+  }
+  /** A poller from the first event stamped at or after `timestampMs`. */
+  static fromTime(timestampMs) {
+    return new ChangePoller(feedCall(() => seqAt(BigInt(timestampMs))));
+  }
+  /** This poller, asking for at most `limit` events a poll. */
+  withBatchLimit(limit) {
+    this._batchLimit = Math.max(1, limit);
+    return this;
+  }
+  /** The cursor: the seq of the last event polled. */
+  lastSequence() {
+    return Number(this._lastSeq);
+  }
+  /** The next events, packed, as a `Batch` (empty when caught up). */
+  pollBatch() {
+    const [bytes, seq] = feedCall(() => pollPacked(this._lastSeq, this._batchLimit));
+    // Events are gap-free: the cursor's move is the count.
+    const count = Number(seq - this._lastSeq);
+    this._lastSeq = seq;
+    return new Batch(bytes, count);
+  }
+  /** The next events, each read into a plain object (empty when caught up). */
+  poll() {
+    return Array.from(this.pollBatch(), (e) => ({
+      seq: e.seq,
+      kind: e.kind,
+      entity: e.entity,
+      collective: e.collective,
+      timestampMs: e.timestampMs,
+      payload: e.payload.slice(),
+    }));
+  }
+  /** Waits until events after the cursor arrive (true) or `timeoutMs` passes (false); throws
+   * `Closed` when the host will deliver no more. */
+  wait(timeoutMs = WAIT_MS) {
+    return feedCall(() => wait(this._lastSeq, timeoutMs)) > this._lastSeq;
+  }
+}
+
+/** The preopened directory `path`. */
+function preopened(path) {
+  const found = getDirectories().find(([, name]) => name === path);
+  if (!found) throw new PulsewatchError(`the host grants no ${path} directory`);
+  return found[0];
+}
+
+/** What a WASI filesystem error says. */
+function fsWhy(e) {
+  return (e && e.payload) || String(e);
+}
+
+/** Reads the whole file `name` of `dir`, or null if there is none. */
+export function readFile(dir, name) {
+  let file;
+  try {
+    file = dir.openAt({}, name, {}, { read: true });
+  } catch (e) {
+    if (fsWhy(e) === 'no-entry') return null;
+    throw e;
+  }
+  const chunks = [];
+  let offset = 0n;
+  for (;;) {
+    const [chunk, end] = file.read(65536n, offset);
+    chunks.push(chunk);
+    offset += BigInt(chunk.length);
+    if (end || chunk.length === 0) break;
+  }
+  const all = new Uint8Array(Number(offset));
+  let at = 0;
+  for (const chunk of chunks) {
+    all.set(chunk, at);
+    at += chunk.length;
+  }
+  return all;
+}
+
+/** Writes all of `bytes` to `file` at `offset`. */
+export function writeAll(file, bytes, offset = 0n) {
+  let done = 0;
+  while (done < bytes.length) {
+    done += Number(file.write(bytes.subarray(done), offset + BigInt(done)));
+  }
+}
+
+const encoder = new TextEncoder();
+
+/** The cursor and the plugin's state, kept in one file in /state and replaced atomically (a
+ * temporary file, synced, renamed): the Rust SDK's format, byte for byte. */
+export class Checkpoint {
+  constructor(directory = STATE_DIR) {
+    this.directory = directory;
+    this._dir = preopened(directory);
+  }
+  /** `[seq, state]` as last committed, or null before the first commit. */
+  load() {
+    const path = `${this.directory}/checkpoint`;
+    let data;
+    try {
+      data = readFile(this._dir, 'checkpoint');
+    } catch (e) {
+      throw new PulsewatchError(`cannot read ${path}: ${fsWhy(e)}`);
+    }
+    if (data === null) return null;
+    const first = data.indexOf(10);
+    const second = first < 0 ? -1 : data.indexOf(10, first + 1);
+    const text = (from, to) => new TextDecoder().decode(data.subarray(from, to));
+    if (first < 0 || text(0, first) !== 'pulsewatch-checkpoint v1') {
+      throw new PulsewatchError(
+        `${path} is not a pulsewatch checkpoint: its first line is not "pulsewatch-checkpoint v1"`,
+      );
+    }
+    const seq = second < 0 ? '' : text(first + 1, second);
+    if (!/^[0-9]+$/.test(seq)) {
+      throw new PulsewatchError(`${path} is not a pulsewatch checkpoint: its second line is not a seq`);
+    }
+    return [Number(seq), data.subarray(second + 1)];
+  }
+  /** Replaces the checkpoint with `seq` and `state` (a Uint8Array or a string), durably. */
+  commit(seq, state) {
+    const header = encoder.encode(`pulsewatch-checkpoint v1\n${seq}\n`);
+    const body = typeof state === 'string' ? encoder.encode(state) : state;
+    const bytes = new Uint8Array(header.length + body.length);
+    bytes.set(header);
+    bytes.set(body, header.length);
+    try {
+      const temp = this._dir.openAt({}, 'checkpoint.tmp', { create: true, truncate: true }, { write: true });
+      writeAll(temp, bytes);
+      temp.sync();
+      this._dir.renameAt('checkpoint.tmp', this._dir, 'checkpoint');
+    } catch (e) {
+      throw new PulsewatchError(
+        `cannot commit the checkpoint at seq ${seq} to ${this.directory}/checkpoint: ${fsWhy(e)}`,
+      );
+    }
+    // Makes the rename itself durable, where the directory can be synced.
+    try {
+      this._dir.sync();
+    } catch {
+      // Not every filesystem lets a directory be synced.
+    }
+  }
+}
+
+/** A change-feed plugin, driven by `run`. Override `process` and `snapshot`, and `restore` when
+ * it keeps state. */
+export class Plugin {
+  /** The plugin rebuilt from the state it last committed (a Uint8Array), or new (null). */
+  static restore(_state) {
+    return new this();
+  }
+  /** Processes one `Batch`, in seq order. */
+  process(_batch) {
+    throw new PulsewatchError('a plugin processes batches: define process(batch)');
+  }
+  /** The state (a Uint8Array or a string) to commit with the cursor after each batch. */
+  snapshot() {
+    return new Uint8Array();
+  }
+  /** Called when the events after `cursor` were deleted before the plugin read them; `oldest`
+   * is the oldest one stored. Return to go on from there; the default throws, so nothing is
+   * skipped unsaid. */
+  truncated(cursor, oldest) {
+    throw new PulsewatchError(
+      `events ${cursor + 1}..${oldest - 1} are no longer in the log (deleted by retention, or ` +
+        'lost to damage and left out by a salvage) and this plugin had not read them; to go on ' +
+        `from seq ${oldest} without them, override Plugin.truncated`,
+    );
+  }
+  /** Called once when the host closes the feed, after the last commit. */
+  finish(_cursor) {}
+}
+
+/** Where a plugin without a checkpoint starts, as the host says. */
+function startPosition() {
+  const found = getEnvironment().find(([name]) => name === 'PULSEWATCH_START');
+  const start = found ? found[1] : 'beginning';
+  if (start === 'beginning') return 0;
+  if (start === 'head') return ChangePoller.fromHead().lastSequence();
+  if (/^time:[0-9]+$/.test(start)) return ChangePoller.fromTime(Number(start.slice(5))).lastSequence();
+  if (/^[0-9]+$/.test(start)) {
+    const seq = Number(start);
+    const last = ChangePoller.fromHead().lastSequence();
+    if (seq > last) {
+      throw new PulsewatchError(
+        `the start position, after seq ${seq}, is beyond the head, seq ${last}: events ` +
+          `${last + 1}..${seq} would never be delivered; start at most at the head`,
+      );
+    }
+    return seq;
+  }
+  throw new PulsewatchError(`PULSEWATCH_START=${start}: expected beginning, head, a seq or time:<ms>`);
+}
+
+/** Pauses the plugin for `ms` milliseconds (a wait on the feed, which counts no CPU). */
+function pause(poller, ms) {
+  try {
+    poller.wait(ms);
+  } catch {
+    // A closed feed is met again by the next poll.
+  }
+}
+
+/** `poller.pollBatch()`, tried again while the feed is unavailable, with doubling pauses. */
+function pollRetrying(poller) {
+  let ms = 100;
+  for (let i = 0; i < RETRIES; i++) {
+    try {
+      return poller.pollBatch();
+    } catch (e) {
+      if (!(e instanceof Unavailable)) throw e;
+      console.error(`pulsewatch: feed unavailable (${e.why}); retrying in ${ms} ms`);
+      pause(poller, ms);
+      ms *= 2;
+    }
+  }
+  return poller.pollBatch();
+}
+
+/** Runs `PluginClass` over the feed until the host closes it: resume from the checkpoint, then
+ * poll, process, commit, and wait while caught up. */
+export function run(PluginClass, { checkpoint = new Checkpoint(), batchLimit = DEFAULT_BATCH_LIMIT } = {}) {
+  const saved = checkpoint.load();
+  const plugin = PluginClass.restore(saved ? saved[1] : null);
+  let poller = new ChangePoller(saved ? saved[0] : startPosition(), batchLimit);
+  for (;;) {
+    let batch;
+    try {
+      batch = pollRetrying(poller);
+    } catch (e) {
+      if (!(e instanceof Truncated)) throw e;
+      plugin.truncated(poller.lastSequence(), e.oldest);
+      poller = new ChangePoller(e.oldest - 1, batchLimit);
+      continue;
+    }
+    if (batch.length === 0) {
+      try {
+        poller.wait();
+      } catch (e) {
+        if (e instanceof Closed) break;
+        throw e;
+      }
+      continue;
+    }
+    plugin.process(batch);
+    checkpoint.commit(poller.lastSequence(), plugin.snapshot());
+  }
+  plugin.finish(poller.lastSequence());
+}
+
+/** The `wasi:cli/run` export that runs `PluginClass`: `export const run = command(MyPlugin)`.
+ * An error ends the plugin with `Error: <sentence>` on stderr and a failed exit status. */
+export function command(PluginClass, options = {}) {
+  return {
+    run() {
+      try {
+        run(PluginClass, options);
+      } catch (e) {
+        console.error(`Error: ${e instanceof Error ? e.message : String(e)}`);
+        throw e;
+      }
+    },
+  };
+}
