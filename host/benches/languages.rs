@@ -1,7 +1,8 @@
 //! Plugins in other languages beside Rust, in one run: the `kind-counts` example of each
 //! language (counting changes by collective and kind through packed views, committing after
 //! each batch of 1,000) over a log of 200,000 events, and its cached start. Python's is built
-//! with componentize-py by guest/python/build.sh (skipped with a note when it is not installed).
+//! with componentize-py by guest/python/build.sh, JavaScript's with componentize-js by
+//! guest/js/build.mjs (each skipped with a note when its tools are not installed).
 //!
 //! - **events/s**: 200,000 over (a run over the log less a run over an empty log), best of 3;
 //! - **cached start**: a run over an empty log with the component compiled already (in the
@@ -50,19 +51,21 @@ fn log_of(path: &Path, n: u64) -> Arc<Log> {
     Arc::new(log)
 }
 
-/// One run of `spec` over `log`, with a fresh `/state`: how long it took.
-fn timed(runtime: &Runtime, spec: &PluginSpec, log: &Arc<Log>) -> Duration {
+/// One run of `spec` over `log`, with a fresh `/state`: how long loading the component took,
+/// and the whole.
+fn timed(runtime: &Runtime, spec: &PluginSpec, log: &Arc<Log>) -> (Duration, Duration) {
     let _ = std::fs::remove_dir_all(&spec.state_dir);
     let started = Instant::now();
     let plugin = runtime.load(spec).unwrap();
+    let loaded = started.elapsed();
     let sink: Arc<dyn OutputSink> = Arc::new(Quiet);
     let outcome = runtime.run(&plugin, log, &RunOptions::default(), &sink);
     assert!(outcome.result.is_ok(), "{outcome:?}");
-    started.elapsed()
+    (loaded, started.elapsed())
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
+fn median(mut times: Vec<(Duration, Duration)>) -> (Duration, Duration) {
+    times.sort_by_key(|&(_, whole)| whole);
     times[times.len() / 2]
 }
 
@@ -70,15 +73,20 @@ fn measure(language: &str, component: &Path, dir: &Path, full: &Arc<Log>, empty:
     let cache = CompileCache::open(&dir.join("cache")).unwrap();
     let runtime = Runtime::new().unwrap().with_cache(cache);
     let spec = PluginSpec::named("kind-counts", component, &dir.join("state")).unwrap();
-    let compile = timed(&runtime, &spec, empty);
-    let start = median((0..7).map(|_| timed(&runtime, &spec, empty)).collect());
-    let run = (0..3).map(|_| timed(&runtime, &spec, full)).min().unwrap();
+    let (_, compile) = timed(&runtime, &spec, empty);
+    let (load, start) = median((0..7).map(|_| timed(&runtime, &spec, empty)).collect());
+    let run = (0..3)
+        .map(|_| timed(&runtime, &spec, full).1)
+        .min()
+        .unwrap();
     let rate = EVENTS as f64 / (run.saturating_sub(start)).as_secs_f64();
     let size = std::fs::metadata(component).unwrap().len() as f64 / (1 << 20) as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "{language:<7} {size:>6.1} MiB  first start (compiling) {:>7.0} ms  cached start {:>6.1} ms  {rate:>10.0} events/s",
-        compile.as_secs_f64() * 1e3,
-        start.as_secs_f64() * 1e3
+        "{language:<7} {size:>6.1} MiB  first start (compiling) {:>7.0} ms  cached start {:>6.1} ms (load {:>5.1} ms)  {rate:>10.0} events/s",
+        ms(compile),
+        ms(start),
+        ms(load)
     );
 }
 
@@ -94,20 +102,24 @@ fn main() {
     let rust = Path::new(env!("PULSEWATCH_GUEST_DIR")).join("kind-counts.wasm");
     measure("Rust", &rust, &dir.path().join("rust"), &full, &empty);
 
-    let python: PathBuf = dir.path().join("kind_counts.wasm");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/python/build.sh");
-    match Command::new(script)
-        .arg("kind_counts")
-        .arg(&python)
-        .output()
-    {
-        Ok(built) if built.status.success() => {
-            measure("Python", &python, &dir.path().join("python"), &full, &empty);
+    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest");
+    let mut python = Command::new(guest.join("python/build.sh"));
+    python.arg("kind_counts");
+    let mut js = Command::new("node");
+    js.arg(guest.join("js/build.mjs"))
+        .arg(guest.join("js/examples/kind_counts.js"));
+    for (language, mut build) in [("Python", python), ("JS", js)] {
+        let component: PathBuf = dir.path().join(format!("{language}.wasm"));
+        match build.arg(&component).output() {
+            Ok(built) if built.status.success() => {
+                let at = dir.path().join(language);
+                measure(language, &component, &at, &full, &empty);
+            }
+            Ok(built) => println!(
+                "{language:<7} skipped: the build failed: {}",
+                String::from_utf8_lossy(&built.stderr)
+            ),
+            Err(e) => println!("{language:<7} skipped: cannot build it: {e}"),
         }
-        Ok(built) => println!(
-            "Python  skipped: the build failed: {}",
-            String::from_utf8_lossy(&built.stderr)
-        ),
-        Err(e) => println!("Python  skipped: cannot run guest/python/build.sh: {e}"),
     }
 }

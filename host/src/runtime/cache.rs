@@ -8,7 +8,8 @@
 //! and plugin names cannot start with a dot); and every file carries an HMAC-SHA256 under a key
 //! kept in the same private directory, checked before the file is deserialized. A file that
 //! fails the check (damaged, truncated, written by anyone else) is not loaded: the component is
-//! compiled again and the file replaced.
+//! compiled again and the file replaced. The MAC is kept beside the file, so that the file
+//! itself is exactly what wasmtime maps and runs.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -18,8 +19,9 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The first bytes of a cache file.
-const MAGIC: &[u8; 8] = b"PWCACHE1";
+/// The first bytes of a MAC file (files of the first format, the MAC before the component in
+/// one file, have none beside them: they are compiled again and replaced).
+const MAGIC: &[u8; 8] = b"PWCACHE2";
 const MAC_LEN: usize = 32;
 /// The HMAC key's file in the cache directory.
 const KEY_FILE: &str = "key";
@@ -113,33 +115,52 @@ impl CompileCache {
 
     /// The component with `sha256`, compiled for `engine`, if this cache holds it and the file
     /// is one this host wrote.
+    ///
+    /// The file is mapped, not read: its MAC is computed over the mapping, and wasmtime maps it
+    /// again to run it, so its code and its memories' initial images come from the page cache,
+    /// shared by every process that loads it, without a copy (`cargo bench --bench languages`:
+    /// a Python plugin's cached start went from 100 to 42 ms, a JavaScript one's from 102 to
+    /// 36 ms).
     pub(crate) fn load(&self, engine: &Engine, sha256: &str) -> Option<Component> {
-        let bytes = std::fs::read(self.path(engine, sha256)).ok()?;
-        let rest = bytes.strip_prefix(MAGIC)?;
-        if rest.len() < MAC_LEN {
-            return None;
-        }
-        let (tag, payload) = rest.split_at(MAC_LEN);
-        self.mac(payload).verify_slice(tag).ok()?;
-        // SAFETY: the bytes were serialized by `Component::serialize` in `store` below: they
-        // carry this cache's MAC, under a key only this host's private directory holds, and
-        // the file is named for the engine they fit (wasmtime checks that again).
+        let path = self.path(engine, sha256);
+        let tag = std::fs::read(mac_path(&path)).ok()?;
+        let tag = tag.strip_prefix(MAGIC)?;
+        let file = std::fs::File::open(&path).ok()?;
+        // SAFETY: the mapping is read-only and only read while it lives, here; the file is in
+        // this host's private directory, replaced by renames, never written in place.
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(engine, payload) };
+        let mapped = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        self.mac(&mapped).verify_slice(tag).ok()?;
+        drop(mapped);
+        // SAFETY: the file was serialized by `Component::serialize` in `store` below: it
+        // carries this cache's MAC, under a key only this host's private directory holds, and
+        // is named for the engine it fits (wasmtime checks that again).
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize_file(engine, &path) };
         component.ok()
     }
 
-    /// Keeps `component` (compiled from the bytes with `sha256`) for next time. A failure only
+    /// Keeps `component` (compiled from the bytes with `sha256`) for next time: the serialized
+    /// component in one file, its MAC in another beside it, written after it. A failure only
     /// costs a compilation next time.
     pub(crate) fn store(&self, engine: &Engine, sha256: &str, component: &Component) {
         let Ok(payload) = component.serialize() else {
             return;
         };
         let tag = self.mac(&payload).finalize().into_bytes();
-        let mut bytes = Vec::with_capacity(MAGIC.len() + MAC_LEN + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&tag);
-        bytes.extend_from_slice(&payload);
-        let _ = write_atomically(&self.path(engine, sha256), &bytes);
+        let path = self.path(engine, sha256);
+        let mut mac = Vec::with_capacity(MAGIC.len() + MAC_LEN);
+        mac.extend_from_slice(MAGIC);
+        mac.extend_from_slice(&tag);
+        if write_atomically(&path, &payload).is_ok() {
+            let _ = write_atomically(&mac_path(&path), &mac);
+        }
     }
+}
+
+/// The file that holds the MAC of the compiled component in `path`.
+fn mac_path(path: &Path) -> PathBuf {
+    let mut mac = path.as_os_str().to_owned();
+    mac.push(".mac");
+    PathBuf::from(mac)
 }
