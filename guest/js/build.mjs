@@ -5,13 +5,19 @@
 // from beside this script. Run `npm ci` in guest/js first (componentize-js 0.23.0, pinned). The
 // WIT it builds against: wit/world.wit, the repository's feed, and WASI 0.2 from the
 // wasmtime-wasi crate the host builds with (in cargo's registry after a host build).
-import { componentize } from '@bytecodealliance/componentize-js';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
+let componentize;
+try {
+  ({ componentize } = await import('@bytecodealliance/componentize-js'));
+} catch {
+  console.error(`build.mjs: componentize-js is not installed: run \`npm ci\` in ${here}`);
+  process.exit(2);
+}
 const [source, out] = process.argv.slice(2);
 if (!source || !out) {
   console.error('usage: build.mjs SOURCE.js OUT.wasm');
@@ -20,9 +26,15 @@ if (!source || !out) {
 
 function wasiWit() {
   const registry = join(process.env.CARGO_HOME || join(homedir(), '.cargo'), 'registry', 'src');
-  for (const index of readdirSync(registry, { withFileTypes: true }).filter((d) => d.isDirectory())) {
+  const indexes = existsSync(registry) ? readdirSync(registry, { withFileTypes: true }) : [];
+  for (const index of indexes.filter((d) => d.isDirectory())) {
     const crates = readdirSync(join(registry, index.name)).filter((c) => c.startsWith('wasmtime-wasi-48.'));
-    if (crates.length > 0) return join(registry, index.name, crates.sort().pop(), 'src/p2/wit/deps');
+    // The newest patch release: by number, not by text (48.0.10 after 48.0.9).
+    const patch = (c) => Number(c.split('.').pop());
+    if (crates.length > 0) {
+      const newest = crates.sort((a, b) => patch(a) - patch(b)).pop();
+      return join(registry, index.name, newest, 'src/p2/wit/deps');
+    }
   }
   console.error("build.mjs: wasmtime-wasi 48's WIT not found in cargo's registry; build the host first (cargo build)");
   process.exit(2);

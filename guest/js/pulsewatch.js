@@ -14,6 +14,7 @@
 import { head, pollPacked, seqAt, wait } from 'pulse:watch/feed@0.3.0';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
 import { getEnvironment } from 'wasi:cli/environment@0.2.12';
+import { subscribeDuration } from 'wasi:clocks/monotonic-clock@0.2.12';
 
 /** Events asked for in one poll: the seed's `ChangePoller` batch limit. */
 export const DEFAULT_BATCH_LIMIT = 1000;
@@ -141,10 +142,15 @@ export class EventRef {
   }
   /** The application's bytes: a view into the batch (`.slice()` copies). */
   get payload() {
-    const length = this._view.getUint32(this._at + 49, true);
+    const length = payloadLength(this._view, this._at);
     const start = this._at + HEADER;
     return this._bytes.subarray(start, start + length);
   }
+}
+
+/** The payload length (a u64) of the entry at `at`. */
+function payloadLength(view, at) {
+  return view.getUint32(at + 49, true) + view.getUint32(at + 53, true) * 2 ** 32;
 }
 
 /** The collective's UUID text of a key `EventRef.collectiveKey` gave. */
@@ -167,7 +173,7 @@ export class Batch {
   }
   *[Symbol.iterator]() {
     const end = this._bytes.length;
-    for (let at = 0; at < end; at += HEADER + this._view.getUint32(at + 49, true)) {
+    for (let at = 0; at < end; at += HEADER + payloadLength(this._view, at)) {
       yield new EventRef(this, at);
     }
   }
@@ -277,6 +283,7 @@ export function writeAll(file, bytes, offset = 0n) {
 }
 
 const encoder = new TextEncoder();
+const MAGIC = 'pulsewatch-checkpoint v1';
 
 /** The cursor and the plugin's state, kept in one file in /state and replaced atomically (a
  * temporary file, synced, renamed): the Rust SDK's format, byte for byte. */
@@ -298,20 +305,16 @@ export class Checkpoint {
     const first = data.indexOf(10);
     const second = first < 0 ? -1 : data.indexOf(10, first + 1);
     const text = (from, to) => new TextDecoder().decode(data.subarray(from, to));
-    if (first < 0 || text(0, first) !== 'pulsewatch-checkpoint v1') {
-      throw new PulsewatchError(
-        `${path} is not a pulsewatch checkpoint: its first line is not "pulsewatch-checkpoint v1"`,
-      );
-    }
-    const seq = second < 0 ? '' : text(first + 1, second);
-    if (!/^[0-9]+$/.test(seq)) {
-      throw new PulsewatchError(`${path} is not a pulsewatch checkpoint: its second line is not a seq`);
-    }
+    const invalid = (what) => new PulsewatchError(`${path} is not a pulsewatch checkpoint: ${what}`);
+    if (first < 0 || text(0, first) !== MAGIC) throw invalid(`its first line is not "${MAGIC}"`);
+    const seq = text(first + 1, second < 0 ? data.length : second);
+    if (!/^[0-9]+$/.test(seq)) throw invalid('its second line is not a seq');
+    if (second < 0) throw invalid("it ends before the plugin's state");
     return [Number(seq), data.subarray(second + 1)];
   }
   /** Replaces the checkpoint with `seq` and `state` (a Uint8Array or a string), durably. */
   commit(seq, state) {
-    const header = encoder.encode(`pulsewatch-checkpoint v1\n${seq}\n`);
+    const header = encoder.encode(`${MAGIC}\n${seq}\n`);
     const body = typeof state === 'string' ? encoder.encode(state) : state;
     const bytes = new Uint8Array(header.length + body.length);
     bytes.set(header);
@@ -385,13 +388,9 @@ function startPosition() {
   throw new PulsewatchError(`PULSEWATCH_START=${start}: expected beginning, head, a seq or time:<ms>`);
 }
 
-/** Pauses the plugin for `ms` milliseconds (a wait on the feed, which counts no CPU). */
-function pause(poller, ms) {
-  try {
-    poller.wait(ms);
-  } catch {
-    // A closed feed is met again by the next poll.
-  }
+/** Pauses the plugin for `ms` milliseconds, blocked on the clock. */
+function pause(ms) {
+  subscribeDuration(BigInt(ms) * 1_000_000n).block();
 }
 
 /** `poller.pollBatch()`, tried again while the feed is unavailable, with doubling pauses. */
@@ -403,7 +402,7 @@ function pollRetrying(poller) {
     } catch (e) {
       if (!(e instanceof Unavailable)) throw e;
       console.error(`pulsewatch: feed unavailable (${e.why}); retrying in ${ms} ms`);
-      pause(poller, ms);
+      pause(ms);
       ms *= 2;
     }
   }

@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 module=${1:?usage: build.sh MODULE OUT.wasm [DIR]}
 out=$(realpath -m "${2:?usage: build.sh MODULE OUT.wasm [DIR]}")
 dir=$(realpath "${3:-$here/examples}")
-wasi=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wasmtime-wasi-48.*/src/p2/wit/deps 2>/dev/null | tail -1)
+wasi=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wasmtime-wasi-48.*/src/p2/wit/deps 2>/dev/null | sort -V | tail -1)
 if [ -z "$wasi" ]; then
   echo "build.sh: wasmtime-wasi 48's WIT not found in cargo's registry; build the host first (cargo build)" >&2
   exit 2

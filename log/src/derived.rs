@@ -325,8 +325,8 @@ pub trait OutputLog: Send + Sync + std::fmt::Debug {
     fn checkpoint(&self, plugin: &str) -> Result<Option<Checkpoint>, OutputLogError>;
 
     /// Commits what `plugin`, reading `input`, derived up to and including input seq `cursor`,
-    /// with its `state` (`None`: its initial state): appends `derived` (in input order, checked)
-    /// but those this output already holds, and stores the checkpoint unless it holds a later
+    /// with its `state` (`None`: its initial state): appends `derived` (in input order, as
+    /// [`Outputs`] checks before it calls this) but those this output already holds, and stores the checkpoint unless it holds a later
     /// one. Durable when it returns; after a failure, committing the same again writes nothing
     /// twice.
     fn commit(

@@ -62,12 +62,13 @@ function jsonLine(event) {
 class FilterJsonl extends Plugin {
   constructor(committed) {
     super();
-    const [state] = getDirectories().find(([, name]) => name === '/state');
-    this.out = state.openAt({}, 'matches.jsonl', { create: true }, { read: true, write: true });
-    const found = Number(this.out.stat().size);
-    if (found < committed) {
+    const found = getDirectories().find(([, name]) => name === '/state');
+    if (!found) throw new PulsewatchError('the host grants no /state directory');
+    this.out = found[0].openAt({}, 'matches.jsonl', { create: true }, { read: true, write: true });
+    const size = Number(this.out.stat().size);
+    if (size < committed) {
       throw new PulsewatchError(
-        `${OUTPUT} holds ${found} bytes, ${committed} were committed: it was changed behind ` +
+        `${OUTPUT} holds ${size} bytes, ${committed} were committed: it was changed behind ` +
           "this plugin's back",
       );
     }

@@ -40,12 +40,17 @@ class Filter:
         )
 
 
+def not_json(constant):
+    raise ValueError(f"{constant} is not JSON")
+
+
 def json_line(event):
     """The event as the Rust example writes it: a payload that is JSON embedded as it is."""
     payload = bytes(event.payload)
     text = payload.decode("utf-8", errors="replace")
     try:
-        json.loads(payload)
+        # As serde_json: NaN and Infinity are not JSON.
+        json.loads(payload, parse_constant=not_json)
         tail = f',"payload":{text}'
     except ValueError:
         tail = f',"payload_text":{json.dumps(text, ensure_ascii=False)}'

@@ -154,6 +154,17 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
     let mut spec = PluginSpec::from_file(plugin, &dir.path().join("state"))
         .map_err(|e| anyhow::anyhow!("{}: {e}", plugin.display()))?;
     spec.args.clone_from(&args.args);
+    if let Some(bad) = args.outputs.iter().find(|name| {
+        name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    }) {
+        anyhow::bail!(
+            "--output {bad:?}: an output's name is letters, digits, '-' and '_', as the plugin \
+             asks for it"
+        );
+    }
     spec.outputs = args
         .outputs
         .iter()
@@ -178,7 +189,8 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
     say!("{}", listing(&state));
     for (name, path) in args.outputs.iter().zip(&spec.outputs) {
         say!("output {name}:");
-        let output = Log::open_read_only(path)?;
+        let output =
+            Log::open_read_only(path).with_context(|| format!("cannot read output {name}"))?;
         let origins: BTreeMap<u64, Origin> =
             output.origins(1, output.head()?)?.into_iter().collect();
         let mut since = 0;
@@ -298,29 +310,42 @@ fn files(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
             Err(e) => return Err(e).with_context(|| format!("{}: cannot list", at.display())),
         };
         for entry in entries {
-            let path = entry?.path();
+            let entry = entry?;
+            let path = entry.path();
             if path.file_name().is_some_and(|n| n == ".pulsewatch") {
                 continue;
             }
-            if path.is_dir() {
+            let name = path.strip_prefix(dir).unwrap_or(&path);
+            let name = name.to_string_lossy().into_owned();
+            // A plugin can make links: one is shown as where it points, never followed (out of
+            // the directory, or round in a loop).
+            let kind = entry.file_type()?;
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path)?;
+                found.insert(name, format!("a link to {}", target.display()).into_bytes());
+            } else if kind.is_dir() {
                 todo.push(path);
             } else {
                 let bytes = std::fs::read(&path)
                     .with_context(|| format!("{}: cannot read", path.display()))?;
-                let name = path.strip_prefix(dir).unwrap_or(&path);
-                found.insert(name.to_string_lossy().into_owned(), bytes);
+                found.insert(name, bytes);
             }
         }
     }
     Ok(found)
 }
 
-/// Writes `files` under `dir`, in place of what it held.
-fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("{}: cannot empty", dir.display()))?;
+/// Writes the files `left` under `dir`. Nothing is deleted: files there that the plugin did not leave
+/// are named, for the author to remove (the next check fails on them).
+fn write_files(dir: &Path, left: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
+    for name in files(dir)?.keys().filter(|name| !left.contains_key(*name)) {
+        say!(
+            "{} holds {name}, which the plugin did not leave: remove it if it should not be \
+             expected",
+            dir.display()
+        );
     }
-    for (name, bytes) in files {
+    for (name, bytes) in left {
         let path = dir.join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -487,7 +512,13 @@ pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     }
     let (sdk, files) = template(args.lang);
     let sdk = Path::new(SDKS).join(sdk);
-    let sdk = std::fs::canonicalize(&sdk).unwrap_or(sdk);
+    let sdk = std::fs::canonicalize(&sdk).map_err(|_| {
+        anyhow::anyhow!(
+            "the SDK a new project uses is not at {}: `pulsewatch new` works from the checkout \
+             this pulsewatch was built in",
+            sdk.display()
+        )
+    })?;
     let fill = |text: &str| {
         text.replace("@NAME@", name)
             .replace("@MODULE@", &name.replace('-', "_"))

@@ -267,6 +267,9 @@ fn run_in_cluster(
     pulsewatch::jetstream::cluster::check_name(name)?;
     for spec in &specs {
         pulsewatch::jetstream::cluster::check_plugin(&spec.name)?;
+        if !spec.outputs.is_empty() {
+            pulsewatch::jetstream::StreamOutput::check_plugin(&spec.name)?;
+        }
         // A log on this machine would be left behind when the plugin moves, and another host's
         // copy would start over: its outputs must be shared as its input is.
         if let Some(log) = spec

@@ -18,7 +18,7 @@
 //! cursor stored with the events.
 
 use super::writer::{ATOMIC_BATCH, WRONG_LAST_SEQUENCE, batch_ack, send_batch};
-use super::{JetStreamError, StreamAddr, bounds, connect, open_stream};
+use super::{JetStreamError, StreamAddr, bounds, connect, open_stream, random_id};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv, stream};
 use bytes::Bytes;
@@ -34,8 +34,8 @@ pub const ORIGIN_HEADER: &str = "Pulsewatch-Origin";
 /// The header that names the input a derived event came from.
 pub const INPUT_HEADER: &str = "Pulsewatch-Input";
 
-/// How many times a commit reads the stream again after another writer moved it, before it
-/// says the output is unavailable (the plugin commits again later).
+/// How many times a commit reads the stream and the checkpoint again after another writer
+/// moved them, before it says the output is unavailable (the plugin commits again later).
 const RETRIES: usize = 50;
 
 /// The longest a commit may take before the plugin is told the output is unavailable.
@@ -105,12 +105,23 @@ impl StreamOutput {
         let client = connect(addr).await?;
         let js = jetstream::new(client.clone());
         let stream = open_stream(&js, addr).await?;
+        let derived = addr.derived_subject("*");
+        if !stream.cached_info().config.subjects.contains(&derived) {
+            return Err(JetStreamError::BadConfig {
+                stream: addr.stream.clone(),
+                why: format!(
+                    "it does not take {derived}, the subjects plugins derive events on (streams \
+                     made by `pulsewatch stream create` take it; add it to the stream's subjects \
+                     with `nats stream edit`)"
+                ),
+            });
+        }
         let bucket = format!("pulsewatch_{}_sources", addr.stream);
         let sources = match js.get_key_value(&bucket).await {
             Ok(store) => store,
             Err(_) => js
                 .create_key_value(kv::Config {
-                    bucket,
+                    bucket: bucket.clone(),
                     history: 1,
                     storage: stream::StorageType::File,
                     num_replicas: stream.cached_info().config.num_replicas,
@@ -118,7 +129,10 @@ impl StreamOutput {
                 })
                 .await
                 .map_err(|e| {
-                    JetStreamError::unavailable("cannot make the bucket of its checkpoints", e)
+                    JetStreamError::unavailable(
+                        &format!("cannot make the bucket {bucket} of its checkpoints"),
+                        e,
+                    )
                 })?,
         };
         let max_payload = client.server_info().max_payload;
@@ -154,7 +168,12 @@ impl StreamOutput {
     async fn read_mark(&self, plugin: &str) -> Result<(Mark, Option<Checkpoint>), JetStreamError> {
         let mut mark = Mark::default();
         let checkpoint = match self.sources.entry(plugin).await {
-            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+            // A key deleted by hand holds a marker: the next write expects its revision too.
+            Ok(Some(entry)) if entry.operation != kv::Operation::Put => {
+                mark.revision = entry.revision;
+                None
+            }
+            Ok(Some(entry)) => {
                 let checkpoint: Checkpoint = decode(&entry.value).map_err(|why| {
                     JetStreamError::Unavailable(format!(
                         "the checkpoint of {plugin} in {} cannot be read: {why}",
@@ -165,7 +184,7 @@ impl StreamOutput {
                 mark.cursor = checkpoint.cursor;
                 Some(checkpoint)
             }
-            Ok(_) => None,
+            Ok(None) => None,
             Err(e) => return Err(JetStreamError::unavailable("cannot read a checkpoint", e)),
         };
         // From the stream's leader: what the next batch's expectation is checked against.
@@ -224,7 +243,9 @@ impl StreamOutput {
                     tries += 1;
                     if tries > RETRIES {
                         return Err(JetStreamError::Unavailable(format!(
-                            "the stream kept moving under {RETRIES} tries to commit"
+                            "other writers of {} kept appending between {RETRIES} tries to \
+                             commit; the plugin commits again later",
+                            self.addr
                         )));
                     }
                     back_off(tries).await;
@@ -283,9 +304,7 @@ impl StreamOutput {
             .map_err(|e| JetStreamError::unavailable("cannot publish", e))?;
         let (_, mut last) = bounds(&self.stream).await?;
         let mut subject_last = mark.last;
-        let mut id = [0u8; 8];
-        getrandom::fill(&mut id).map_err(|e| JetStreamError::unavailable("no randomness", e))?;
-        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let id = random_id();
         for (batch, places) in derived
             .chunks(ATOMIC_BATCH)
             .zip(places.chunks(ATOMIC_BATCH))

@@ -4,7 +4,7 @@
 //! acknowledgement is refused by the stream, which holds that id at that seq, and so is
 //! recognised as stored rather than stored again.
 
-use super::{JetStreamError, REQUEST_TIMEOUT, StreamAddr, bounds, connect, open_stream};
+use super::{JetStreamError, REQUEST_TIMEOUT, StreamAddr, bounds, connect, open_stream, random_id};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
@@ -42,9 +42,7 @@ impl StreamWriter {
     /// Opens the stream of `addr` for appending. Message ids begin with a random id of this
     /// writer, so that another writer's event at the same seq is never taken for one of ours.
     pub async fn open(addr: &StreamAddr) -> Result<StreamWriter, JetStreamError> {
-        let mut id = [0u8; 8];
-        getrandom::fill(&mut id).map_err(|e| JetStreamError::unavailable("no randomness", e))?;
-        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let id = random_id();
         StreamWriter::open_as(addr, &id).await
     }
 

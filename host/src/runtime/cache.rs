@@ -5,8 +5,8 @@
 //! fit. Loading a compiled file runs its machine code: that is only sound for files this host
 //! wrote. So the cache directory is created private (mode 0700) under the state root, in
 //! `.pulsewatch/`, which no plugin is ever granted (plugins see only their own state directory,
-//! and plugin names cannot start with a dot); and every file carries an HMAC-SHA256 under a key
-//! kept in the same private directory, checked before the file is deserialized. A file that
+//! and plugin names cannot start with a dot); and every file has an HMAC-SHA256, under a key kept
+//! in the same private directory, checked before the file is deserialized. A file that
 //! fails the check (damaged, truncated, written by anyone else) is not loaded: the component is
 //! compiled again and the file replaced. The MAC is kept beside the file, so that the file
 //! itself is exactly what wasmtime maps and runs.
@@ -135,6 +135,12 @@ impl CompileCache {
         // SAFETY: the file was serialized by `Component::serialize` in `store` below: it
         // carries this cache's MAC, under a key only this host's private directory holds, and
         // is named for the engine it fits (wasmtime checks that again).
+        // The file checked, not whatever the path names now: on Linux, through its descriptor.
+        #[cfg(target_os = "linux")]
+        let path = {
+            use std::os::fd::AsRawFd;
+            PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        };
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize_file(engine, &path) };
         component.ok()
