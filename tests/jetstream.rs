@@ -835,6 +835,14 @@ fn derived_events_in_a_stream_are_stored_once_whoever_commits_them() {
         (checkpoint.cursor, checkpoint.state.as_deref()),
         (1_300, Some(&b"c1300"[..]))
     );
+    // An event no message of the server can hold breaks a rule: refused, nothing written.
+    let mut huge = derived(1_301, 1);
+    huge[0].1.change.payload = vec![b'x'; 2 << 20];
+    let refused = b.commit(1_301, given(1_300, 1_301), b"big", huge);
+    assert!(
+        matches!(&refused, Err(pulsewatch::OutputError::Invalid(why)) if why.contains("bytes of payload")),
+        "{refused:?}"
+    );
 
     let stored = executor.block_on(messages_of(&server, "totals"));
     let expected: Vec<String> = (1..=1_300u64)

@@ -342,6 +342,12 @@ pub trait OutputLog: Send + Sync + std::fmt::Debug {
     fn max_state(&self) -> usize {
         MAX_STATE_BYTES
     }
+
+    /// The most bytes of payload one derived event here may carry (none: no bound but the
+    /// log's own).
+    fn max_payload(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl OutputLog for Log {
@@ -533,6 +539,16 @@ impl Outputs {
                     "derived event {index} derives from seq {}, at or before the cursor already \
                      committed, {base}",
                     derived.from
+                ));
+            }
+            let (name, log) = &self.logs[output as usize];
+            if let Some(max) = log.max_payload()
+                && derived.change.payload.len() > max
+            {
+                return Err(format!(
+                    "derived event {index} carries {} bytes of payload, more than the {max} an \
+                     event of output {name} may carry",
+                    derived.change.payload.len()
                 ));
             }
             to.push(derived);

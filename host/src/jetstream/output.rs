@@ -399,6 +399,11 @@ impl OutputLog for StreamOutput {
     fn max_state(&self) -> usize {
         self.max_state
     }
+
+    fn max_payload(&self) -> Option<usize> {
+        // A message holds the entry and its headers.
+        Some(self.max_state)
+    }
 }
 
 /// Waits before the `tries`th try of a commit that met another writer: a random time of up to
