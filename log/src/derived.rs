@@ -109,6 +109,19 @@ pub enum CommitError {
     Write(#[from] WriteError),
 }
 
+impl Checkpoint {
+    /// The checkpoint as outputs store it (an output log's `SOURCES` table, a stream output's
+    /// bucket).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// The checkpoint stored as `bytes` by [`Checkpoint::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, redb::StorageError> {
+        decode(bytes, "a checkpoint")
+    }
+}
+
 /// A [`Checkpoint`] to store, borrowing its state (up to 16 MiB, written to every output).
 #[derive(Serialize)]
 struct CheckpointRef<'a> {

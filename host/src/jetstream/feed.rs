@@ -454,7 +454,9 @@ impl StreamReader {
                 break;
             }
             out.extend_from_slice(&message.payload);
-            if let (Some(origins), Some(origin)) = (&mut origins, origin(message.headers.as_ref()))
+            // Headers are parsed only for a reader that keeps origins (`tail`), not on a poll.
+            if let Some(origins) = &mut origins
+                && let Some(origin) = origin(message.headers.as_ref())
             {
                 origins.push((seq, origin));
             }

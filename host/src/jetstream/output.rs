@@ -174,7 +174,7 @@ impl StreamOutput {
                 None
             }
             Ok(Some(entry)) => {
-                let checkpoint: Checkpoint = decode(&entry.value).map_err(|why| {
+                let checkpoint = Checkpoint::from_bytes(&entry.value).map_err(|why| {
                     JetStreamError::Unavailable(format!(
                         "the checkpoint of {plugin} in {} cannot be read: {why}",
                         self.addr
@@ -257,11 +257,13 @@ impl StreamOutput {
                 // A later checkpoint is stored (another output was behind): it stays.
                 break;
             }
-            let checkpoint = encode(&Checkpoint {
+            let checkpoint = Checkpoint {
                 input: input.to_owned(),
                 cursor,
                 state: state.map(<[u8]>::to_vec),
-            });
+            }
+            .to_bytes()
+            .into();
             match self.sources.update(plugin, checkpoint, mark.revision).await {
                 Ok(revision) => {
                     (mark.revision, mark.cursor) = (revision, cursor);
@@ -434,18 +436,6 @@ pub(crate) fn origin(headers: Option<&HeaderMap>) -> Option<Origin> {
         seq,
         index,
     })
-}
-
-fn encode(checkpoint: &Checkpoint) -> Bytes {
-    bincode::serde::encode_to_vec(checkpoint, bincode::config::standard())
-        .expect("encoding to memory cannot fail")
-        .into()
-}
-
-fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(checkpoint, _)| checkpoint)
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
