@@ -76,20 +76,55 @@ fn the_examples_pass_their_expectations() {
 }
 
 #[test]
-fn a_transform_shows_its_derived_events() {
-    let out = test("tenant-totals", &["--output", "totals"]);
+fn a_transforms_derived_events_and_checkpoint_are_checked() {
+    let expected = fixtures().join("tenant-totals.derived");
+    let out = test(
+        "tenant-totals",
+        &[
+            "--output",
+            "totals",
+            "--expect-derived",
+            expected.to_str().unwrap(),
+        ],
+    );
     let said = text(&out.stderr);
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("output totals:"), "{said}");
-    let derived: Vec<&str> = said
+    assert!(said.contains("ok: the outputs hold"), "{said}");
+    // Shown as compared: each derived event with its output and id, then the checkpoint.
+    let shown: Vec<&str> = said
         .lines()
-        .filter(|l| l.contains(r#""plugin":"tenant-totals""#))
+        .filter(|l| l.starts_with(r#"  {"output":"totals""#))
         .collect();
-    assert_eq!(derived.len(), 12, "{said}");
+    assert_eq!(shown.len(), 13, "{said}");
+    assert!(shown[11].contains(r#""id":"tenant-totals:12:0""#), "{said}");
     assert!(
-        derived[11].contains(r#""id":"tenant-totals:12:0""#),
+        shown[12].contains(r#""cursor":12,"state":{"tenants":"#),
         "{said}"
     );
+
+    // One event's amount changed: the run no longer meets it, and the diff shows the line.
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join("changed.derived");
+    let good = std::fs::read_to_string(&expected).unwrap();
+    std::fs::write(
+        &changed,
+        good.replacen(r#""amount_cents":731}"#, r#""amount_cents":732}"#, 1),
+    )
+    .unwrap();
+    let out = test(
+        "tenant-totals",
+        &[
+            "--output",
+            "totals",
+            "--expect-derived",
+            changed.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(said.contains("FAILED: the outputs do not hold"), "{said}");
+    assert!(said.contains(r#""amount_cents":732}"#), "{said}");
+    assert!(said.contains(r#"+{"output":"totals","seq":2,"#), "{said}");
 }
 
 #[test]

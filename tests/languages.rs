@@ -1,6 +1,7 @@
 //! Plugins in other languages, built with their SDKs from guest/: the Python and JavaScript
 //! examples give the Rust examples' stdout and leave the same `/state` files, byte for byte, on
-//! the examples' fixture, as `pulsewatch test` checks against the Rust examples' expectations.
+//! the examples' fixture, and their transforms derive the same events and commit the same
+//! state, as `pulsewatch test` checks against the Rust examples' expectations.
 
 mod common;
 
@@ -32,11 +33,15 @@ fn installed(tool: &str, install: &str) -> bool {
     found
 }
 
-/// Builds the two examples of a language with `build(module, component)` and tests each
-/// against the Rust example's expectations.
+/// Builds the three examples of a language with `build(module, component)` and tests each
+/// against the Rust example's expectations: stdout and `/state` of `kind-counts` and
+/// `filter-jsonl`; the derived events and the committed state of the transform
+/// `tenant-totals`. Then the transform runs again over a log that grew: it resumes from its
+/// last commit, restoring its state.
 fn examples_match_rust(build: impl Fn(&str, &Path) -> Command) {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = root().join("guest/examples/fixtures");
+    let events = fixtures.join("orders.jsonl");
     for (module, rust, args) in [
         ("kind_counts", "kind-counts", vec![]),
         (
@@ -44,8 +49,10 @@ fn examples_match_rust(build: impl Fn(&str, &Path) -> Command) {
             "filter-jsonl",
             vec!["--arg", "kind=updated"],
         ),
+        ("tenant_totals", "tenant-totals", vec!["--output", "totals"]),
     ] {
-        let wasm = dir.path().join(format!("{module}.wasm"));
+        // Named as the Rust example is: a derived event's id names the plugin.
+        let wasm = dir.path().join(format!("{rust}.wasm"));
         let built = build(module, &wasm).output().unwrap();
         assert!(
             built.status.success(),
@@ -53,28 +60,90 @@ fn examples_match_rust(build: impl Fn(&str, &Path) -> Command) {
             text(&built.stdout),
             text(&built.stderr)
         );
-        let events = fixtures.join("orders.jsonl");
-        let stdout = fixtures.join(format!("{rust}.stdout"));
-        let state = fixtures.join(format!("{rust}.state"));
+        let expected = |suffix: &str| fixtures.join(format!("{rust}.{suffix}"));
         let mut test = vec![
-            "test",
-            wasm.to_str().unwrap(),
-            "--events",
-            events.to_str().unwrap(),
-            "--expect-stdout",
-            stdout.to_str().unwrap(),
-            "--expect-state",
-            state.to_str().unwrap(),
+            "test".to_owned(),
+            wasm.display().to_string(),
+            "--events".to_owned(),
+            events.display().to_string(),
         ];
-        test.extend(args);
+        let checks: &[(&str, &str, &str)] = if args.contains(&"--output") {
+            &[("--expect-derived", "derived", "ok: the outputs hold")]
+        } else {
+            &[
+                ("--expect-stdout", "stdout", "ok: stdout is"),
+                ("--expect-state", "state", "ok: /state is"),
+            ]
+        };
+        for (flag, suffix, _) in checks {
+            test.push(flag.to_string());
+            test.push(expected(suffix).display().to_string());
+        }
+        test.extend(args.iter().map(|a| a.to_string()));
+        let test: Vec<&str> = test.iter().map(String::as_str).collect();
         let tested = pulsewatch_in(dir.path(), &test);
         let said = text(&tested.stderr);
         assert!(tested.status.success(), "{module}: {said}");
-        assert!(
-            said.contains("ok: stdout is") && said.contains("ok: /state is"),
-            "{said}"
-        );
+        for (_, _, ok) in checks {
+            assert!(said.contains(ok), "{module}: {said}");
+        }
     }
+    resumes_from_its_last_commit(dir.path(), &dir.path().join("tenant-totals.wasm"));
+}
+
+/// Runs the transform `wasm` over the fixture's first 5 events, then again once the other 7
+/// are appended: the output then holds what one run over all 12 derives (the Rust example's
+/// expectation), which it can only if the second run restored the first's committed state.
+fn resumes_from_its_last_commit(dir: &Path, wasm: &Path) {
+    let lines: Vec<String> =
+        std::fs::read_to_string(root().join("guest/examples/fixtures/orders.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| format!("{l}\n"))
+            .collect();
+    let db = dir.join("resume.redb");
+    let totals = dir.join("totals.redb");
+    for part in [&lines[..5], &lines[5..]] {
+        let fixture = dir.join("part.jsonl");
+        std::fs::write(&fixture, part.concat()).unwrap();
+        let imported = pulsewatch_in(dir, &["import", "--db", path(&db), path(&fixture)]);
+        assert!(imported.status.success(), "{}", text(&imported.stderr));
+        let ran = pulsewatch_in(
+            dir,
+            &[
+                "run",
+                "--db",
+                path(&db),
+                "--output",
+                path(&totals),
+                path(wasm),
+            ],
+        );
+        assert!(ran.status.success(), "{}", text(&ran.stderr));
+    }
+    let tailed = pulsewatch_in(dir, &["tail", "--db", path(&totals)]);
+    assert!(tailed.status.success(), "{}", text(&tailed.stderr));
+    let derived: Vec<serde_json::Value> = text(&tailed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let wanted: Vec<serde_json::Value> =
+        std::fs::read_to_string(root().join("guest/examples/fixtures/tenant-totals.derived"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|line: &serde_json::Value| line.get("seq").is_some())
+            .collect();
+    assert_eq!(derived.len(), 12, "{derived:?}");
+    for (got, want) in derived.iter().zip(&wanted) {
+        for field in ["seq", "kind", "entity", "collective", "payload", "id"] {
+            assert_eq!(got[field], want[field], "{field} of {got}");
+        }
+    }
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().unwrap()
 }
 
 /// Whether componentize-js is installed in guest/js, for a test that needs it (required in
@@ -112,6 +181,19 @@ fn the_python_examples_match_the_rust_examples() {
 #[test]
 fn the_javascript_examples_match_the_rust_examples() {
     if componentize_js() {
+        // The TypeScript declarations are valid (tsc comes with jco).
+        let js = root().join("guest/js");
+        let checked = Command::new(js.join("node_modules/.bin/tsc"))
+            .args(["--noEmit", "--strict", "pulsewatch.d.ts", "transform.d.ts"])
+            .current_dir(&js)
+            .output()
+            .unwrap();
+        assert!(
+            checked.status.success(),
+            "{}{}",
+            text(&checked.stdout),
+            text(&checked.stderr)
+        );
         examples_match_rust(|module, wasm| {
             let mut command = Command::new("node");
             command
@@ -121,6 +203,45 @@ fn the_javascript_examples_match_the_rust_examples() {
             command
         });
     }
+}
+
+/// A JavaScript plugin compiled ahead of time (`build.mjs --aot`, with weval) behaves as the
+/// interpreted one: the Rust example's stdout and `/state` on the fixture.
+#[test]
+fn a_javascript_plugin_compiled_ahead_of_time_matches_the_rust_example() {
+    if !componentize_js() || !installed("weval", "cargo install weval --version 0.5.0 --locked") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("kind-counts.wasm");
+    let built = Command::new("node")
+        .arg(root().join("guest/js/build.mjs"))
+        .arg("--aot")
+        .arg(root().join("guest/js/examples/kind_counts.js"))
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let fixtures = root().join("guest/examples/fixtures");
+    let tested = pulsewatch_in(
+        dir.path(),
+        &[
+            "test",
+            path(&wasm),
+            "--events",
+            path(&fixtures.join("orders.jsonl")),
+            "--expect-stdout",
+            path(&fixtures.join("kind-counts.stdout")),
+            "--expect-state",
+            path(&fixtures.join("kind-counts.state")),
+        ],
+    );
+    let said = text(&tested.stderr);
+    assert!(tested.status.success(), "{said}");
+    assert!(
+        said.contains("ok: stdout is") && said.contains("ok: /state is"),
+        "{said}"
+    );
 }
 
 /// `pulsewatch new --lang python|js`, then `pulsewatch test` of the directory: each project

@@ -35,7 +35,8 @@ export class EventRef {
   readonly entity: string;
   /** The collective's UUID, as text. */
   readonly collective: string;
-  /** A key for the collective, cheaper than its text (`collectiveOfKey` gives the text). */
+  /** A key for the collective, cheaper than its text: `collectiveOfKey` gives the text back,
+   * `keyOfCollective` the key of a text. */
   readonly collectiveKey: string;
   /** When the writer recorded the change, in ms since the Unix epoch. */
   readonly timestampMs: number;
@@ -45,12 +46,11 @@ export class EventRef {
 
 /** The collective's UUID text of a key `EventRef.collectiveKey` gave. */
 export function collectiveOfKey(key: string): string;
+/** The key `EventRef.collectiveKey` gives for the collective whose UUID text is `uuid`. */
+export function keyOfCollective(uuid: string): string;
 
-/** The events of one poll, in seq order: iterate it for `EventRef`s. */
-export class Batch implements Iterable<EventRef> {
-  readonly length: number;
-  [Symbol.iterator](): Iterator<EventRef>;
-}
+/** The events of one poll, in seq order, read in place. */
+export type Batch = EventRef[];
 
 /** One event, read into a plain object. */
 export interface Event {

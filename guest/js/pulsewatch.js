@@ -100,51 +100,52 @@ function uuidAt(bytes, at) {
   return hex;
 }
 
-/** One event of a `Batch`, read in place. Numbers are exact up to 2^53. */
+// A collective's key is its 16 bytes decoded as x-user-defined: each byte one UTF-16 code unit
+// (0x00-0x7f as is, 0x80-0xff as U+F780-U+F7FF), so distinct collectives get distinct keys. One
+// native call makes it, where reading the bytes one by one costs the interpreter far more.
+const KEYS = new TextDecoder('x-user-defined');
+
+/** One event of a batch (see `ChangePoller.pollBatch`), read in place. Numbers are exact up to
+ * 2^53. */
 export class EventRef {
-  constructor(batch, at) {
-    this._view = batch._view;
-    this._bytes = batch._bytes;
+  constructor(batch, at, kindIndex) {
+    this._batch = batch;
     this._at = at;
+    // The kind (its place in `KINDS`) is read when the event is made, not by a getter: nearly
+    // every plugin reads it, and the engine (an interpreter: a component cannot JIT) pays
+    // dearly for each call.
+    this.kindIndex = kindIndex;
   }
   get seq() {
-    return Number(this._view.getBigUint64(this._at, true));
-  }
-  /** The kind as its place in `KINDS`. */
-  get kindIndex() {
-    return this._bytes[this._at + 8];
+    return Number(this._batch._view.getBigUint64(this._at, true));
   }
   /** `created`, `updated`, `archived` or `deleted`. */
   get kind() {
-    return KINDS[this._bytes[this._at + 8]];
+    return KINDS[this.kindIndex];
   }
   /** The entity's UUID, as text. */
   get entity() {
-    return uuidAt(this._bytes, this._at + 9);
+    return uuidAt(this._batch._bytes, this._at + 9);
   }
   /** The collective's UUID, as text. */
   get collective() {
-    return uuidAt(this._bytes, this._at + 25);
+    return uuidAt(this._batch._bytes, this._at + 25);
   }
-  /** A key for the collective, cheaper than its text: 16 bytes as 8 UTF-16 code units. */
+  /** A key for the collective, cheaper than its text: `collectiveOfKey` gives the text back,
+   * `keyOfCollective` the key of a text. */
   get collectiveKey() {
-    const v = this._view;
     const at = this._at + 25;
-    return String.fromCharCode(
-      v.getUint16(at, true), v.getUint16(at + 2, true), v.getUint16(at + 4, true),
-      v.getUint16(at + 6, true), v.getUint16(at + 8, true), v.getUint16(at + 10, true),
-      v.getUint16(at + 12, true), v.getUint16(at + 14, true),
-    );
+    return KEYS.decode(this._batch._bytes.subarray(at, at + 16));
   }
   /** When the writer recorded the change, in ms since the Unix epoch. */
   get timestampMs() {
-    return Number(this._view.getBigUint64(this._at + 41, true));
+    return Number(this._batch._view.getBigUint64(this._at + 41, true));
   }
   /** The application's bytes: a view into the batch (`.slice()` copies). */
   get payload() {
-    const length = payloadLength(this._view, this._at);
+    const length = payloadLength(this._batch._view, this._at);
     const start = this._at + HEADER;
-    return this._bytes.subarray(start, start + length);
+    return this._batch._bytes.subarray(start, start + length);
   }
 }
 
@@ -156,27 +157,34 @@ function payloadLength(view, at) {
 /** The collective's UUID text of a key `EventRef.collectiveKey` gave. */
 export function collectiveOfKey(key) {
   const bytes = new Uint8Array(16);
-  for (let i = 0; i < 8; i++) {
+  for (let i = 0; i < 16; i++) {
     const unit = key.charCodeAt(i);
-    bytes[2 * i] = unit & 0xff;
-    bytes[2 * i + 1] = unit >> 8;
+    bytes[i] = unit < 0x80 ? unit : unit - 0xf700;
   }
   return uuidAt(bytes, 0);
 }
 
-/** The events of one poll, in seq order, as the host packed them: iterate it for `EventRef`s. */
-export class Batch {
-  constructor(bytes, count) {
-    this._bytes = bytes;
-    this._view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    this.length = count;
+/** The key `EventRef.collectiveKey` gives for the collective whose UUID text is `uuid`. */
+export function keyOfCollective(uuid) {
+  const hex = uuid.replaceAll('-', '');
+  if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new PulsewatchError(`${uuid} is not a UUID`);
+  const bytes = new Uint8Array(16);
+  // Little-endian: the last byte of the text first.
+  for (let i = 0; i < 16; i++) bytes[i] = parseInt(hex.slice(30 - 2 * i, 32 - 2 * i), 16);
+  return KEYS.decode(bytes);
+}
+
+/** The events of one poll, in seq order: an array of `EventRef`s over the bytes the host packed.
+ * A plain array, because the engine walks an array in a `for...of` without calling an
+ * iterator for each step. */
+function eventsOf(bytes) {
+  const batch = { _bytes: bytes, _view: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
+  const view = batch._view;
+  const events = [];
+  for (let at = 0; at < bytes.length; at += HEADER + payloadLength(view, at)) {
+    events.push(new EventRef(batch, at, bytes[at + 8]));
   }
-  *[Symbol.iterator]() {
-    const end = this._bytes.length;
-    for (let at = 0; at < end; at += HEADER + payloadLength(this._view, at)) {
-      yield new EventRef(this, at);
-    }
-  }
+  return events;
 }
 
 /** A cursor over the feed: the seq of the last event polled (0 before the first). */
@@ -210,17 +218,16 @@ export class ChangePoller {
   lastSequence() {
     return Number(this._lastSeq);
   }
-  /** The next events, packed, as a `Batch` (empty when caught up). */
+  /** The next events, packed, as an array of `EventRef`s read in place (empty when caught
+   * up). */
   pollBatch() {
     const [bytes, seq] = feedCall(() => pollPacked(this._lastSeq, this._batchLimit));
-    // Events are gap-free: the cursor's move is the count.
-    const count = Number(seq - this._lastSeq);
     this._lastSeq = seq;
-    return new Batch(bytes, count);
+    return eventsOf(bytes);
   }
   /** The next events, each read into a plain object (empty when caught up). */
   poll() {
-    return Array.from(this.pollBatch(), (e) => ({
+    return this.pollBatch().map((e) => ({
       seq: e.seq,
       kind: e.kind,
       entity: e.entity,
@@ -345,7 +352,7 @@ export class Plugin {
   static restore(_state) {
     return new this();
   }
-  /** Processes one `Batch`, in seq order. */
+  /** Processes one batch: an array of `EventRef`s, in seq order. */
   process(_batch) {
     throw new PulsewatchError('a plugin processes batches: define process(batch)');
   }
@@ -360,7 +367,7 @@ export class Plugin {
     throw new PulsewatchError(
       `events ${cursor + 1}..${oldest - 1} are no longer in the log (deleted by retention, or ` +
         'lost to damage and left out by a salvage) and this plugin had not read them; to go on ' +
-        `from seq ${oldest} without them, override Plugin.truncated`,
+        `from seq ${oldest} without them, override truncated(cursor, oldest)`,
     );
   }
   /** Called once when the host closes the feed, after the last commit. */
@@ -393,35 +400,39 @@ function pause(ms) {
   subscribeDuration(BigInt(ms) * 1_000_000n).block();
 }
 
-/** `poller.pollBatch()`, tried again while the feed is unavailable, with doubling pauses. */
-function pollRetrying(poller) {
+/** `attempt()`, tried again while `transient(error)` says why its error is worth another try
+ * (null: it is not), with doubling pauses from 100 ms (3 s in all). The SDK's own, shared with
+ * `pulsewatch/transform`; not part of the API. */
+export function retrying(attempt, transient) {
   let ms = 100;
   for (let i = 0; i < RETRIES; i++) {
     try {
-      return poller.pollBatch();
+      return attempt();
     } catch (e) {
-      if (!(e instanceof Unavailable)) throw e;
-      console.error(`pulsewatch: feed unavailable (${e.why}); retrying in ${ms} ms`);
+      const why = transient(e);
+      if (why === null) throw e;
+      console.error(`pulsewatch: ${why}; retrying in ${ms} ms`);
       pause(ms);
       ms *= 2;
     }
   }
-  return poller.pollBatch();
+  return attempt();
 }
 
-/** Runs `PluginClass` over the feed until the host closes it: resume from the checkpoint, then
- * poll, process, commit, and wait while caught up. */
-export function run(PluginClass, { checkpoint = new Checkpoint(), batchLimit = DEFAULT_BATCH_LIMIT } = {}) {
-  const saved = checkpoint.load();
-  const plugin = PluginClass.restore(saved ? saved[1] : null);
-  let poller = new ChangePoller(saved ? saved[0] : startPosition(), batchLimit);
+const feedUnavailable = (e) => (e instanceof Unavailable ? `feed unavailable (${e.why})` : null);
+
+/** The loop of `run` and of `pulsewatch/transform`: from `start` (where the host says when
+ * null), poll, `steps.process` each batch, `steps.commit` its cursor, and wait while caught up;
+ * `steps.finish` once the host closes the feed. The SDK's own; not part of the API. */
+export function drive(steps, start, batchLimit) {
+  let poller = new ChangePoller(start === null ? startPosition() : start, batchLimit);
   for (;;) {
     let batch;
     try {
-      batch = pollRetrying(poller);
+      batch = retrying(() => poller.pollBatch(), feedUnavailable);
     } catch (e) {
       if (!(e instanceof Truncated)) throw e;
-      plugin.truncated(poller.lastSequence(), e.oldest);
+      steps.truncated(poller.lastSequence(), e.oldest);
       poller = new ChangePoller(e.oldest - 1, batchLimit);
       continue;
     }
@@ -434,23 +445,43 @@ export function run(PluginClass, { checkpoint = new Checkpoint(), batchLimit = D
       }
       continue;
     }
-    plugin.process(batch);
-    checkpoint.commit(poller.lastSequence(), plugin.snapshot());
+    steps.process(batch);
+    steps.commit(poller.lastSequence());
   }
-  plugin.finish(poller.lastSequence());
+  steps.finish(poller.lastSequence());
 }
 
-/** The `wasi:cli/run` export that runs `PluginClass`: `export const run = command(MyPlugin)`.
- * An error ends the plugin with `Error: <sentence>` on stderr and a failed exit status. */
-export function command(PluginClass, options = {}) {
+/** Runs `PluginClass` over the feed until the host closes it: resume from the checkpoint, then
+ * poll, process, commit, and wait while caught up. */
+export function run(PluginClass, { checkpoint = new Checkpoint(), batchLimit = DEFAULT_BATCH_LIMIT } = {}) {
+  const saved = checkpoint.load();
+  const plugin = PluginClass.restore(saved ? saved[1] : null);
+  const steps = {
+    process: (batch) => plugin.process(batch),
+    commit: (cursor) => checkpoint.commit(cursor, plugin.snapshot()),
+    truncated: (cursor, oldest) => plugin.truncated(cursor, oldest),
+    finish: (cursor) => plugin.finish(cursor),
+  };
+  drive(steps, saved ? saved[0] : null, batchLimit);
+}
+
+/** A `wasi:cli/run` export that calls `runner()`; an error ends the plugin with
+ * `Error: <sentence>` on stderr and a failed exit status. The SDK's own; not part of the API. */
+export function exported(runner) {
   return {
     run() {
       try {
-        run(PluginClass, options);
+        runner();
       } catch (e) {
         console.error(`Error: ${e instanceof Error ? e.message : String(e)}`);
         throw e;
       }
     },
   };
+}
+
+/** The `wasi:cli/run` export that runs `PluginClass`: `export const run = command(MyPlugin)`.
+ * An error ends the plugin with `Error: <sentence>` on stderr and a failed exit status. */
+export function command(PluginClass, options = {}) {
+  return exported(() => run(PluginClass, options));
 }

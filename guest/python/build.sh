@@ -2,7 +2,9 @@
 # Builds a Python plugin with componentize-py (`pip install componentize-py==0.25.1`):
 #   guest/python/build.sh MODULE OUT.wasm [DIR]
 # MODULE is the plugin's module (kind_counts), found in DIR (default: examples/), whose `Run`
-# is `pulsewatch.command(...)`; the SDK (pulsewatch/) is found beside this script. The WIT it
+# is `pulsewatch.command(...)`; the SDK (pulsewatch/) is found beside this script. A module
+# that imports pulsewatch.transform is built as a transform: its world imports
+# pulse:watch/output as well, which the host grants only to a plugin given outputs. The WIT it
 # builds against: wit/world.wit, the repository's feed, and WASI 0.2 from the wasmtime-wasi
 # crate the host builds with (in cargo's registry after a host build).
 set -euo pipefail
@@ -25,5 +27,9 @@ for f in "$wasi"/*.wit; do
   mkdir -p "$work/wit/deps/$name"
   cp "$f" "$work/wit/deps/$name/"
 done
+world=plugin-py
+if grep -qE '^[[:space:]]*(import|from)[[:space:]]+pulsewatch\.transform([[:space:]]|$)' "$dir/$module.py" 2>/dev/null; then
+  world=transform-py
+fi
 cd "$work"
-componentize-py -d wit -w pulse:py/plugin-py componentize "$module" -p "$dir" -p "$here" -o "$out"
+componentize-py -d wit -w "pulse:py/$world" componentize "$module" -p "$dir" -p "$here" -o "$out"

@@ -2,7 +2,8 @@
 //! language (counting changes by collective and kind through packed views, committing after
 //! each batch of 1,000) over a log of 200,000 events, and its cached start. Python's is built
 //! with componentize-py by guest/python/build.sh, JavaScript's with componentize-js by
-//! guest/js/build.mjs (each skipped with a note when its tools are not installed).
+//! guest/js/build.mjs, interpreted and compiled ahead of time with weval (`--aot`) (each
+//! skipped with a note when its tools are not installed).
 //!
 //! - **events/s**: 200,000 over (a run over the log less a run over an empty log), best of 3;
 //! - **cached start**: a run over an empty log with the component compiled already (in the
@@ -105,11 +106,22 @@ fn main() {
     let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest");
     let mut python = Command::new(guest.join("python/build.sh"));
     python.arg("kind_counts");
-    let mut js = Command::new("node");
-    js.arg(guest.join("js/build.mjs"))
-        .arg(guest.join("js/examples/kind_counts.js"));
-    for (language, mut build) in [("Python", python), ("JS", js)] {
-        let component: PathBuf = dir.path().join(format!("{language}.wasm"));
+    let js = |options: &[&str]| {
+        let mut js = Command::new("node");
+        js.arg(guest.join("js/build.mjs"))
+            .args(options)
+            .arg(guest.join("js/examples/kind_counts.js"));
+        js
+    };
+    for (language, mut build) in [
+        ("Python", python),
+        ("JS", js(&[])),
+        // Compiled ahead of time by weval (skipped, saying why, when it is not installed).
+        ("JS AOT", js(&["--aot"])),
+    ] {
+        let component: PathBuf = dir
+            .path()
+            .join(format!("{language}.wasm").replace(' ', "-"));
         match build.arg(&component).output() {
             Ok(built) if built.status.success() => {
                 let at = dir.path().join(language);

@@ -64,19 +64,75 @@ fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<&'de Raw
 
 #[derive(Serialize)]
 struct OutLine<'a> {
+    // What `pulsewatch test` expects of a derived event names its output and leaves out the
+    // commit's time and the origin's input log (a temporary file): its id says the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a str>,
     seq: u64,
     kind: &'static str,
     entity: Uuid,
     collective: Uuid,
-    timestamp_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload_hex: Option<String>,
+    timestamp_ms: Option<u64>,
+    #[serde(flatten)]
+    payload: Bytes<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     origin: Option<OutOrigin<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
+}
+
+impl<'a> OutLine<'a> {
+    /// The change of `event` with its seq, and nothing else.
+    fn of(event: &'a Event) -> Self {
+        OutLine {
+            output: None,
+            seq: event.seq,
+            kind: event.change.kind.as_str(),
+            entity: Uuid::from_u128(event.change.entity),
+            collective: Uuid::from_u128(event.change.collective),
+            timestamp_ms: None,
+            payload: Bytes::of(&event.change.payload),
+            origin: None,
+            id: None,
+        }
+    }
+}
+
+/// Bytes as JSON if that gives back these very bytes on one line (JSON text without white space
+/// around it or line breaks in it), else as hex: a payload, or a plugin's state.
+#[derive(Serialize)]
+struct Bytes<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_hex: Option<String>,
+}
+
+impl<'a> Bytes<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        let json = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|text| !text.is_empty() && !text.contains(['\n', '\r']))
+            .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
+            .filter(|raw| raw.get().len() == bytes.len());
+        Bytes {
+            payload: json,
+            payload_hex: (json.is_none() && !bytes.is_empty())
+                .then(|| bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        }
+    }
+}
+
+/// A plugin's checkpoint in an output, as `pulsewatch test` expects it.
+#[derive(Serialize)]
+struct CheckpointLine<'a> {
+    output: &'a str,
+    cursor: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_hex: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -152,23 +208,8 @@ pub fn write_event(
     event: &Event,
     origin: Option<&Origin>,
 ) -> std::io::Result<()> {
-    let payload = &event.change.payload;
-    // As JSON only if that gives back these very bytes on one line: JSON text without white
-    // space around it or line breaks in it. Anything else is hex.
-    let json = std::str::from_utf8(payload)
-        .ok()
-        .filter(|text| !text.is_empty() && !text.contains(['\n', '\r']))
-        .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
-        .filter(|raw| raw.get().len() == payload.len());
     let line = OutLine {
-        seq: event.seq,
-        kind: event.change.kind.as_str(),
-        entity: Uuid::from_u128(event.change.entity),
-        collective: Uuid::from_u128(event.change.collective),
-        timestamp_ms: event.change.timestamp_ms,
-        payload: json,
-        payload_hex: (json.is_none() && !payload.is_empty())
-            .then(|| payload.iter().map(|b| format!("{b:02x}")).collect()),
+        timestamp_ms: Some(event.change.timestamp_ms),
         origin: origin.map(|o| OutOrigin {
             input: &o.input,
             plugin: &o.plugin,
@@ -176,10 +217,52 @@ pub fn write_event(
             index: o.index,
         }),
         id: origin.map(Origin::id),
+        ..OutLine::of(event)
     };
-    serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
-    out.write_all(b"\n")?;
-    Ok(())
+    write_line(out, &line)
+}
+
+/// Writes the derived `event` of the log `output` as one line of what a run must derive: what
+/// is the same in every run (the event, its output and its id), not when it was committed.
+pub fn write_derived(
+    out: &mut impl Write,
+    output: &str,
+    event: &Event,
+    origin: Option<&Origin>,
+) -> std::io::Result<()> {
+    let line = OutLine {
+        output: Some(output),
+        id: origin.map(Origin::id),
+        ..OutLine::of(event)
+    };
+    write_line(out, &line)
+}
+
+/// Writes a plugin's checkpoint in the log `output` (its cursor and state) as one line.
+pub fn write_checkpoint(
+    out: &mut impl Write,
+    output: &str,
+    cursor: u64,
+    state: Option<&[u8]>,
+) -> std::io::Result<()> {
+    let forms = state.map(Bytes::of);
+    write_line(
+        out,
+        &CheckpointLine {
+            output,
+            cursor,
+            state: forms.as_ref().and_then(|s| s.payload),
+            // An empty state shows as "", apart from none (the initial state).
+            state_hex: forms
+                .and_then(|s| s.payload_hex)
+                .or_else(|| state.filter(|s| s.is_empty()).map(|_| String::new())),
+        },
+    )
+}
+
+fn write_line(out: &mut impl Write, line: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, line).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 // example `kind-counts` in JavaScript, with the same output and the same checkpoint, byte for
 // byte. The counts are committed with the cursor after every batch.
 
-import { KINDS, Plugin, collectiveOfKey, command } from 'pulsewatch';
+import { KINDS, Plugin, collectiveOfKey, command, keyOfCollective } from 'pulsewatch';
 
 const line = (counts) => KINDS.map((kind, i) => `${kind}=${counts[i]}`).join(' ');
 
@@ -18,7 +18,7 @@ class KindCounts extends Plugin {
     const saved = JSON.parse(new TextDecoder().decode(state)).per_collective;
     const byKey = new Map();
     for (const [collective, counts] of Object.entries(saved)) {
-      byKey.set(keyOf(collective), counts);
+      byKey.set(keyOfCollective(collective), counts);
     }
     return new KindCounts(byKey);
   }
@@ -54,19 +54,6 @@ class KindCounts extends Plugin {
     console.log(`totals: ${line(totals)}`);
     console.log(`cursor: ${cursor}`);
   }
-}
-
-/** The key `EventRef.collectiveKey` gives for the collective with UUID text `uuid`. */
-function keyOf(uuid) {
-  const hex = uuid.replaceAll('-', '');
-  let key = '';
-  // Little-endian: the last byte of the text first.
-  for (let i = 0; i < 8; i++) {
-    const lo = parseInt(hex.slice(30 - 4 * i, 32 - 4 * i), 16);
-    const hi = parseInt(hex.slice(28 - 4 * i, 30 - 4 * i), 16);
-    key += String.fromCharCode(lo | (hi << 8));
-  }
-  return key;
 }
 
 export const run = command(KindCounts);

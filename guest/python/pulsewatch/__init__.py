@@ -351,24 +351,32 @@ class Plugin:
         raise PulsewatchError(
             f"events {cursor + 1}..{oldest - 1} are no longer in the log (deleted by retention, "
             "or lost to damage and left out by a salvage) and this plugin had not read them; to "
-            f"go on from seq {oldest} without them, override Plugin.truncated"
+            f"go on from seq {oldest} without them, override truncated(cursor, oldest)"
         )
 
     def finish(self, cursor):
         """Called once when the host closes the feed, after the last commit."""
 
 
-def _retrying(attempt):
-    """``attempt()``, tried again while the feed is unavailable, with doubling pauses."""
+def _retrying(attempt, transient):
+    """``attempt()``, tried again while ``transient(error)`` says why its error is worth another
+    try (``None``: it is not), with doubling pauses from 100 ms (3 s in all)."""
     pause = 0.1
     for _ in range(_RETRIES):
         try:
             return attempt()
-        except Unavailable as e:
-            print(f"pulsewatch: feed unavailable ({e.why}); retrying in {pause:g} s", file=sys.stderr)
+        except PulsewatchError as e:
+            why = transient(e)
+            if why is None:
+                raise
+            print(f"pulsewatch: {why}; retrying in {pause:g} s", file=sys.stderr)
             time.sleep(pause)
             pause *= 2
     return attempt()
+
+
+def _feed_unavailable(error):
+    return f"feed unavailable ({error.why})" if isinstance(error, Unavailable) else None
 
 
 def _start_position():
@@ -393,19 +401,18 @@ def _start_position():
     )
 
 
-def run(plugin_class, checkpoint=None, batch_limit=DEFAULT_BATCH_LIMIT):
-    """Runs ``plugin_class`` over the feed until the host closes it: resume from the
-    checkpoint, then poll, process, commit, and wait while caught up."""
-    checkpoint = checkpoint or Checkpoint()
-    saved = checkpoint.load()
-    plugin = plugin_class.restore(saved[1] if saved else None)
-    start = saved[0] if saved else _start_position()
+def _drive(steps, start, batch_limit):
+    """The loop of :func:`run` and of ``pulsewatch.transform``: from ``start`` (where the host
+    says when ``None``), poll, ``steps.process`` each batch, ``steps.commit`` its cursor, and
+    wait while caught up; ``steps.finish`` once the host closes the feed."""
+    if start is None:
+        start = _start_position()
     poller = ChangePoller(start, batch_limit)
     while True:
         try:
-            batch = _retrying(poller.poll_batch)
+            batch = _retrying(poller.poll_batch, _feed_unavailable)
         except Truncated as e:
-            plugin.truncated(poller.last_sequence(), e.oldest)
+            steps.truncated(poller.last_sequence(), e.oldest)
             poller = ChangePoller(e.oldest - 1, batch_limit)
             continue
         if not batch:
@@ -414,23 +421,52 @@ def run(plugin_class, checkpoint=None, batch_limit=DEFAULT_BATCH_LIMIT):
             except Closed:
                 break
             continue
-        plugin.process(batch)
-        checkpoint.commit(poller.last_sequence(), plugin.snapshot())
-    plugin.finish(poller.last_sequence())
+        steps.process(batch)
+        steps.commit(poller.last_sequence())
+    steps.finish(poller.last_sequence())
 
 
-def command(plugin_class, batch_limit=DEFAULT_BATCH_LIMIT):
-    """The ``wasi:cli/run`` export that runs ``plugin_class``: assign it to ``Run`` in the
-    module componentize-py builds. An error ends the plugin with ``Error: <sentence>`` on stderr
-    and a failed exit status."""
+class _Stateful:
+    """A :class:`Plugin` in the loop, its cursor and state committed to a :class:`Checkpoint`."""
+
+    def __init__(self, plugin, checkpoint):
+        self.plugin = plugin
+        self.checkpoint = checkpoint
+        self.process = plugin.process
+        self.truncated = plugin.truncated
+        self.finish = plugin.finish
+
+    def commit(self, cursor):
+        self.checkpoint.commit(cursor, self.plugin.snapshot())
+
+
+def run(plugin_class, checkpoint=None, batch_limit=DEFAULT_BATCH_LIMIT):
+    """Runs ``plugin_class`` over the feed until the host closes it: resume from the
+    checkpoint, then poll, process, commit, and wait while caught up."""
+    checkpoint = checkpoint or Checkpoint()
+    saved = checkpoint.load()
+    plugin = plugin_class.restore(saved[1] if saved else None)
+    _drive(_Stateful(plugin, checkpoint), saved[0] if saved else None, batch_limit)
+
+
+def _command(runner):
+    """A ``wasi:cli/run`` export that calls ``runner()``; an error ends the plugin with
+    ``Error: <sentence>`` on stderr and a failed exit status."""
 
     class Run(exports.Run):
         def run(self):
             try:
-                run(plugin_class, batch_limit=batch_limit)
+                runner()
             except Exception as e:  # every error ends the plugin, said as a sentence
                 text = str(e) or type(e).__name__
                 print(f"Error: {text}", file=sys.stderr)
                 raise Err(None) from None
 
     return Run
+
+
+def command(plugin_class, batch_limit=DEFAULT_BATCH_LIMIT):
+    """The ``wasi:cli/run`` export that runs ``plugin_class``: assign it to ``Run`` in the
+    module componentize-py builds. An error ends the plugin with ``Error: <sentence>`` on stderr
+    and a failed exit status."""
+    return _command(lambda: run(plugin_class, batch_limit=batch_limit))

@@ -49,7 +49,7 @@ mod runner;
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "pulse:watch/plugin",
     });
 }

@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use pulsewatch::jsonl::{parse_line, write_event};
+use pulsewatch::jsonl::{parse_line, write_checkpoint, write_derived};
 use pulsewatch::{CompileCache, Log, Origin, OutputSink, PluginSpec, RunOptions, Runtime, Stream};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,8 +34,13 @@ pub struct TestArgs {
     /// Fail, with a diff, unless the files the plugin left in `/state` are this directory's.
     #[arg(long, value_name = "DIR")]
     expect_state: Option<PathBuf>,
-    /// Write what the plugin did as the expectations (the stdout file, the state directory)
-    /// instead of checking it: after reading the diff, to accept a change.
+    /// Fail, with a diff, unless the outputs hold exactly this file's lines: each derived event
+    /// (its output, seq, kind, ids, payload and id; not the time of its commit), then the
+    /// plugin's checkpoint there (cursor and state).
+    #[arg(long, value_name = "FILE")]
+    expect_derived: Option<PathBuf>,
+    /// Write what the plugin did as the expectations (the stdout file, the state directory, the
+    /// derived events) instead of checking it: after reading the diff, to accept a change.
     #[arg(long)]
     update: bool,
 }
@@ -73,6 +78,8 @@ struct Project {
     expect_stdout: Option<PathBuf>,
     /// What it must leave in `/state`, if anything.
     expect_state: Option<PathBuf>,
+    /// What it must derive into its outputs, if anything.
+    expect_derived: Option<PathBuf>,
     /// Its arguments.
     #[serde(default)]
     args: Vec<String>,
@@ -135,6 +142,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         },
         expect_stdout: or_project(&args.expect_stdout, project.expect_stdout),
         expect_state: or_project(&args.expect_state, project.expect_state),
+        expect_derived: or_project(&args.expect_derived, project.expect_derived),
         update: args.update,
     };
     let events = merged.events.clone().expect("given");
@@ -143,10 +151,14 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
 
 /// Tests the component at `plugin` on `events`, as `args` say.
 fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Result<ExitCode> {
-    if args.update && args.expect_stdout.is_none() && args.expect_state.is_none() {
+    if args.update
+        && args.expect_stdout.is_none()
+        && args.expect_state.is_none()
+        && args.expect_derived.is_none()
+    {
         anyhow::bail!(
-            "--update writes the expectations: name them with --expect-stdout FILE and/or \
-             --expect-state DIR"
+            "--update writes the expectations: name them with --expect-stdout FILE, \
+             --expect-state DIR or --expect-derived FILE"
         );
     }
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
@@ -187,8 +199,8 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
     }
     let state = files(&spec.state_dir)?;
     say!("{}", listing(&state));
+    let mut derived = Vec::new();
     for (name, path) in args.outputs.iter().zip(&spec.outputs) {
-        say!("output {name}:");
         let output =
             Log::open_read_only(path).with_context(|| format!("cannot read output {name}"))?;
         let origins: BTreeMap<u64, Origin> =
@@ -197,17 +209,27 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
         loop {
             let batch = output.poll(since, 1000)?;
             for event in &batch.events {
-                let mut line = Vec::new();
-                write_event(&mut line, event, origins.get(&event.seq))?;
-                say!("  {}", String::from_utf8_lossy(&line).trim_end());
+                write_derived(&mut derived, name, event, origins.get(&event.seq))?;
             }
             if batch.events.is_empty() {
                 break;
             }
             since = batch.last_seq;
         }
-        if since == 0 {
-            say!("  no derived events");
+        if let Some(checkpoint) = output.checkpoint(&spec.name)? {
+            write_checkpoint(
+                &mut derived,
+                name,
+                checkpoint.cursor,
+                checkpoint.state.as_deref(),
+            )?;
+        }
+    }
+    let derived = String::from_utf8(derived).context("derived lines are JSON text")?;
+    if !args.outputs.is_empty() {
+        say!("outputs:");
+        for line in derived.lines() {
+            say!("  {line}");
         }
     }
     let mut passed = true;
@@ -223,25 +245,20 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
 
     if let Some(expected) = &args.expect_stdout {
         let actual: String = stdout.iter().map(|l| format!("{l}\n")).collect();
-        if args.update {
-            std::fs::write(expected, &actual)
-                .with_context(|| format!("{}: cannot write", expected.display()))?;
-            say!("wrote {}", expected.display());
-        } else {
-            let wanted = std::fs::read_to_string(expected)
-                .with_context(|| format!("{}: cannot read", expected.display()))?;
-            let wanted: String = wanted.lines().map(|l| format!("{l}\n")).collect();
-            if wanted == actual {
-                say!("ok: stdout is {}", expected.display());
-            } else {
-                say!(
-                    "FAILED: stdout is not {}:\n{}",
-                    expected.display(),
-                    diff(&wanted, &actual, &expected.display().to_string(), "stdout")
-                );
-                passed = false;
-            }
-        }
+        passed &= expect_lines(
+            expected,
+            &actual,
+            args.update,
+            ["stdout is", "stdout is not", "stdout"],
+        )?;
+    }
+    if let Some(expected) = &args.expect_derived {
+        passed &= expect_lines(
+            expected,
+            &derived,
+            args.update,
+            ["the outputs hold", "the outputs do not hold", "derived"],
+        )?;
     }
     if let Some(expected) = &args.expect_state {
         if args.update {
@@ -267,6 +284,36 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Checks that `actual` is the lines of the file `expected` (or writes it there, to `update`),
+/// saying so as `ok: <is> FILE`, or as `FAILED: <is not> FILE` with a diff against the run's
+/// `label`. Whether it is.
+fn expect_lines(
+    expected: &Path,
+    actual: &str,
+    update: bool,
+    [is, is_not, label]: [&str; 3],
+) -> anyhow::Result<bool> {
+    if update {
+        std::fs::write(expected, actual)
+            .with_context(|| format!("{}: cannot write", expected.display()))?;
+        say!("wrote {}", expected.display());
+        return Ok(true);
+    }
+    let wanted = std::fs::read_to_string(expected)
+        .with_context(|| format!("{}: cannot read", expected.display()))?;
+    let wanted: String = wanted.lines().map(|l| format!("{l}\n")).collect();
+    if wanted == actual {
+        say!("ok: {is} {}", expected.display());
+        return Ok(true);
+    }
+    say!(
+        "FAILED: {is_not} {}:\n{}",
+        expected.display(),
+        diff(&wanted, actual, &expected.display().to_string(), label)
+    );
+    Ok(false)
 }
 
 /// Where `test` keeps compiled components between runs: `$XDG_CACHE_HOME/pulsewatch`, or
