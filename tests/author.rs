@@ -78,6 +78,7 @@ fn the_examples_pass_their_expectations() {
 #[test]
 fn a_transforms_derived_events_and_checkpoint_are_checked() {
     let expected = fixtures().join("tenant-totals.derived");
+    let stdout = fixtures().join("tenant-totals.stdout");
     let out = test(
         "tenant-totals",
         &[
@@ -85,11 +86,25 @@ fn a_transforms_derived_events_and_checkpoint_are_checked() {
             "totals",
             "--expect-derived",
             expected.to_str().unwrap(),
+            "--expect-stdout",
+            stdout.to_str().unwrap(),
         ],
     );
     let said = text(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("ok: the outputs hold"), "{said}");
+    assert!(said.contains("ok: stdout is"), "{said}");
+    // Derived events are checked only where outputs are granted.
+    let out = test(
+        "tenant-totals",
+        &["--expect-derived", expected.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("grant them with --output NAME"),
+        "{}",
+        text(&out.stderr)
+    );
     // Shown as compared: each derived event with its output and id, then the checkpoint.
     let shown: Vec<&str> = said
         .lines()

@@ -68,7 +68,10 @@ fn examples_match_rust(build: impl Fn(&str, &Path) -> Command) {
             events.display().to_string(),
         ];
         let checks: &[(&str, &str, &str)] = if args.contains(&"--output") {
-            &[("--expect-derived", "derived", "ok: the outputs hold")]
+            &[
+                ("--expect-derived", "derived", "ok: the outputs hold"),
+                ("--expect-stdout", "stdout", "ok: stdout is"),
+            ]
         } else {
             &[
                 ("--expect-stdout", "stdout", "ok: stdout is"),

@@ -90,16 +90,27 @@ try {
     );
   }
   const transform = /from\s+(['"])pulsewatch\/transform\1/.test(readFileSync(source, 'utf8'));
-  const { component } = await componentize({
-    sourcePath: join(src, basename(source)),
-    witPath: join(work, 'wit'),
-    worldName: transform ? 'transform-js' : 'plugin-js',
-    disableFeatures: ['http', 'fetch-event'],
-    // Ahead-of-time: weval specializes the engine's interpreter to the plugin's code (a
-    // component cannot JIT). Given weval's path, componentize-js downloads nothing.
-    ...(aot ? { enableAot: true, wevalBin: weval() } : {}),
-  });
-  writeFileSync(out, component);
+  let built;
+  try {
+    built = await componentize({
+      sourcePath: join(src, basename(source)),
+      witPath: join(work, 'wit'),
+      worldName: transform ? 'transform-js' : 'plugin-js',
+      disableFeatures: ['http', 'fetch-event'],
+      // Ahead-of-time: weval specializes the engine's interpreter to the plugin's code (a
+      // component cannot JIT). Given weval's path, componentize-js downloads nothing.
+      ...(aot ? { enableAot: true, wevalBin: weval() } : {}),
+    });
+  } catch (e) {
+    if (transform || !String(e).includes('pulse:watch/output')) throw e;
+    console.error(
+      `build.mjs: ${source} does not import 'pulsewatch/transform' itself (a module it imports ` +
+        'does), so it was built as a plain plugin, without pulse:watch/output: import it in ' +
+        `${basename(source)} too`,
+    );
+    process.exitCode = 1;
+  }
+  if (built) writeFileSync(out, built.component);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

@@ -28,7 +28,7 @@ export const KINDS = Object.freeze(['created', 'updated', 'archived', 'deleted']
 // How long one wait lasts before the loop asks again: the host ends it at once when events
 // arrive or the run stops.
 const WAIT_MS = 3_600_000;
-// Tries of an `unavailable` feed, with doubling pauses from 100 ms (3 s in all).
+// Tries of an `unavailable` feed or output, with doubling pauses from 100 ms (3 s in all).
 const RETRIES = 5;
 // seq 8, kind 1, entity 16, collective 16, timestamp 8, payload length 8.
 const HEADER = 57;
@@ -156,6 +156,9 @@ function payloadLength(view, at) {
 
 /** The collective's UUID text of a key `EventRef.collectiveKey` gave. */
 export function collectiveOfKey(key) {
+  if (typeof key !== 'string' || key.length !== 16) {
+    throw new PulsewatchError(`${String(key)} is not a collective's key: EventRef.collectiveKey gives one`);
+  }
   const bytes = new Uint8Array(16);
   for (let i = 0; i < 16; i++) {
     const unit = key.charCodeAt(i);
@@ -164,10 +167,19 @@ export function collectiveOfKey(key) {
   return uuidAt(bytes, 0);
 }
 
+/** The 32 hex digits of a UUID's text; an error names `what` it was given as. The SDK's own,
+ * shared with `pulsewatch/transform`; not part of the API. */
+export function hexOfUuid(text, what) {
+  const hex = typeof text === 'string' ? text.replaceAll('-', '') : '';
+  if (!/^[0-9a-fA-F]{32}$/.test(hex)) {
+    throw new PulsewatchError(`${what} ${String(text)} is not a UUID's text (such as 67e55044-10b1-426f-9247-bb680e5fe0c8)`);
+  }
+  return hex;
+}
+
 /** The key `EventRef.collectiveKey` gives for the collective whose UUID text is `uuid`. */
 export function keyOfCollective(uuid) {
-  const hex = uuid.replaceAll('-', '');
-  if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new PulsewatchError(`${uuid} is not a UUID`);
+  const hex = hexOfUuid(uuid, 'the collective');
   const bytes = new Uint8Array(16);
   // Little-endian: the last byte of the text first.
   for (let i = 0; i < 16; i++) bytes[i] = parseInt(hex.slice(30 - 2 * i, 32 - 2 * i), 16);

@@ -10,19 +10,22 @@
 // therefore derive the same events from the same state and input (no clock, no randomness in
 // what it emits). This is the Rust SDK's `Transform` and `Emitter`.
 //
-// `build.mjs` builds a source that imports 'pulsewatch/transform' against a world that imports
-// `pulse:watch/output`, which the host grants only to a plugin given output logs.
+// `build.mjs` builds a source that itself imports 'pulsewatch/transform' against a world that
+// imports `pulse:watch/output`, which the host grants only to a plugin given output logs.
 
 import { commit, committed, outputs } from 'pulse:watch/output@0.3.0';
-import { DEFAULT_BATCH_LIMIT, KINDS, Plugin, PulsewatchError, drive, exported, retrying } from './pulsewatch.js';
+import { DEFAULT_BATCH_LIMIT, KINDS, Plugin, PulsewatchError, drive, exported, hexOfUuid, retrying } from './pulsewatch.js';
 
 /** A commit did not happen: see `CommitInvalid` and `CommitUnavailable`. */
 export class CommitError extends PulsewatchError {}
 
+// An error reading the last commit says so: nothing was being committed.
+const reading = (why) => `cannot read the transform's last commit: ${why}`;
+
 /** The commit breaks a rule of the contract (a bug in the plugin); nothing was written. */
 export class CommitInvalid extends CommitError {
-  constructor(why) {
-    super(`the host refused the commit: ${why}`);
+  constructor(why, read = false) {
+    super(read ? reading(why) : `the host refused the commit: ${why}`);
     this.why = why;
   }
 }
@@ -30,20 +33,21 @@ export class CommitInvalid extends CommitError {
 /** An output log could not be written now; committing the same again later completes it
  * without writing anything twice. */
 export class CommitUnavailable extends CommitError {
-  constructor(why) {
-    super(`the commit did not complete: ${why} (committing the same again completes it)`);
+  constructor(why, read = false) {
+    super(read ? reading(why) : `the commit did not complete: ${why} (committing the same again completes it)`);
     this.why = why;
   }
 }
 
-/** `f()` of the output, its failure thrown as the SDK's error. */
-function outputCall(f) {
+/** `f()` of the output, its failure thrown as the SDK's error (`read`: of reading the last
+ * commit). */
+function outputCall(f, read = false) {
   try {
     return f();
   } catch (e) {
     const error = e && e.payload;
-    if (error && error.tag === 'invalid') throw new CommitInvalid(error.val);
-    if (error && error.tag === 'unavailable') throw new CommitUnavailable(error.val);
+    if (error && error.tag === 'invalid') throw new CommitInvalid(error.val, read);
+    if (error && error.tag === 'unavailable') throw new CommitUnavailable(error.val, read);
     throw e;
   }
 }
@@ -52,9 +56,15 @@ const encoder = new TextEncoder();
 
 /** The WIT `uuid` of a UUID's text. */
 function uuidOf(text, what) {
-  const hex = typeof text === 'string' ? text.replaceAll('-', '') : '';
-  if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new PulsewatchError(`${what} ${String(text)} is not a UUID's text`);
+  const hex = hexOfUuid(text, what);
   return { hi: BigInt(`0x${hex.slice(0, 16)}`), lo: BigInt(`0x${hex.slice(16)}`) };
+}
+
+/** Bytes to write: a Uint8Array as is, a string as UTF-8. */
+function bytesOf(value, what) {
+  if (typeof value === 'string') return encoder.encode(value);
+  if (value instanceof Uint8Array) return value;
+  throw new PulsewatchError(`${what} is ${typeof value}: give a Uint8Array or a string`);
 }
 
 /** The WIT `change-kind` of a name in `KINDS` or its place there. */
@@ -91,13 +101,16 @@ export class Emitter {
    * next commit. `kind` is a name in `KINDS` (or its place there); `entity` and `collective` are
    * UUIDs' text; `payload` a Uint8Array or a string (written as UTF-8). Emit in input order. */
   emit(output, from, kind, entity, collective, payload = new Uint8Array()) {
+    if (!Number.isInteger(output) || output < 0 || output >= this.names.length) {
+      throw new PulsewatchError(`output ${String(output)} is not an output: give emit what out.output(name) returned`);
+    }
     this._events.push({
       output,
       from: BigInt(from),
       kind: kindOf(kind),
       entity: uuidOf(entity, 'entity'),
       collective: uuidOf(collective, 'collective'),
-      payload: typeof payload === 'string' ? encoder.encode(payload) : payload,
+      payload: bytesOf(payload, 'the payload'),
     });
   }
   /** How many events wait for the next commit. */
@@ -108,14 +121,14 @@ export class Emitter {
    * string), atomically and durably. On an error the pending events are kept, so that
    * committing again retries. */
   commit(cursor, state) {
-    const bytes = typeof state === 'string' ? encoder.encode(state) : state;
+    const bytes = bytesOf(state, 'the state');
     outputCall(() => commit(BigInt(cursor), bytes, this._events));
     this._events = [];
   }
   /** What the plugin last committed, `{ cursor, state }` (state null for its initial state);
    * null before its first commit. */
   static committed() {
-    const found = outputCall(() => committed());
+    const found = outputCall(() => committed(), true);
     if (found === undefined || found === null) return null;
     return { cursor: Number(found.cursor), state: found.state ?? null };
   }

@@ -3,7 +3,7 @@
 #   guest/python/build.sh MODULE OUT.wasm [DIR]
 # MODULE is the plugin's module (kind_counts), found in DIR (default: examples/), whose `Run`
 # is `pulsewatch.command(...)`; the SDK (pulsewatch/) is found beside this script. A module
-# that imports pulsewatch.transform is built as a transform: its world imports
+# that itself imports pulsewatch.transform is built as a transform: its world imports
 # pulse:watch/output as well, which the host grants only to a plugin given outputs. The WIT it
 # builds against: wit/world.wit, the repository's feed, and WASI 0.2 from the wasmtime-wasi
 # crate the host builds with (in cargo's registry after a host build).
@@ -28,7 +28,7 @@ for f in "$wasi"/*.wit; do
   cp "$f" "$work/wit/deps/$name/"
 done
 world=plugin-py
-if grep -qE '^[[:space:]]*(import|from)[[:space:]]+pulsewatch\.transform([[:space:]]|$)' "$dir/$module.py" 2>/dev/null; then
+if grep -qE '^[[:space:]]*((import|from)[[:space:]]+pulsewatch\.transform([[:space:]]|$)|from[[:space:]]+pulsewatch[[:space:]]+import[[:space:]].*\btransform\b)' "$dir/$module.py" 2>/dev/null; then
   world=transform-py
 fi
 cd "$work"

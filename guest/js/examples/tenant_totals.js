@@ -1,14 +1,16 @@
 // Keeps running totals per tenant (collective) and derives one event per input event into the
 // output log `totals`: the tenant's totals after that event, as JSON, with the tenant as both
 // entity and collective. The Rust example `tenant-totals` in JavaScript: the same derived events
-// and the same state, byte for byte (amounts exact up to 2^53, JavaScript's integers).
+// and the same state, byte for byte, on payloads such as the examples' fixture's. JSON's edges
+// are read as JavaScript reads them, not as serde does: `5.0` is an amount of 5 here and none
+// in Rust, a repeated key counts its last value, and amounts are exact up to 2^53.
 //
 // Exactly once: the derived events, the cursor and the totals are committed by the host in one
 // step, so a crash at any moment neither loses nor repeats a tenant's update.
 
 import { Transform, transform } from 'pulsewatch/transform';
 
-const decoder = new TextDecoder('utf-8', { fatal: true });
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** The `amount_cents` a payload carries, if it is a JSON object with an integer one (0
  * otherwise, as the Rust example reads it). */

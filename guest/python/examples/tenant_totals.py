@@ -1,7 +1,9 @@
 """Keeps running totals per tenant (collective) and derives one event per input event into the
 output log ``totals``: the tenant's totals after that event, as JSON, with the tenant as both
 entity and collective. The Rust example ``tenant-totals`` in Python: the same derived events and
-the same state, byte for byte.
+the same state, byte for byte, on payloads such as the examples' fixture's. JSON's edges are read
+as Python reads them, not as serde does: a repeated key counts its last value, and a one-element
+array is no amount here where serde takes it as one.
 
 Exactly once: the derived events, the cursor and the totals are committed by the host in one
 step, so a crash at any moment neither loses nor repeats a tenant's update."""

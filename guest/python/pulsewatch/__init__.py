@@ -57,7 +57,7 @@ KINDS = ("created", "updated", "archived", "deleted")
 # How long one wait lasts before the loop asks again: the host ends it at once when events
 # arrive or the run stops.
 _WAIT_MS = 3_600_000
-# Tries of an `unavailable` feed, with doubling pauses from 100 ms (3 s in all).
+# Tries of an `unavailable` feed or output, with doubling pauses from 100 ms (3 s in all).
 _RETRIES = 5
 
 
@@ -122,6 +122,15 @@ def _call(function, *args):
         return function(*args)
     except Err as e:
         raise _feed_error(e.value) from None
+
+
+def _bytes_of(value, what):
+    """``value`` as bytes: bytes-like as is, text as UTF-8."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise PulsewatchError(f"{what} is {type(value).__name__}: give bytes or text")
 
 
 _U64 = struct.Struct("<Q")
@@ -305,10 +314,12 @@ class Checkpoint:
         return int(parts[1]), parts[2]
 
     def commit(self, seq, state):
-        """Replaces the checkpoint with ``seq`` and ``state`` (bytes), durably."""
+        """Replaces the checkpoint with ``seq`` and ``state`` (bytes, or text written as UTF-8),
+        durably."""
+        state = _bytes_of(state, "the state")
         try:
             with open(self._temp, "wb") as file:
-                file.write(self._MAGIC + b"\n" + str(seq).encode() + b"\n" + bytes(state))
+                file.write(self._MAGIC + b"\n" + str(seq).encode() + b"\n" + state)
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(self._temp, self._path)
@@ -341,7 +352,7 @@ class Plugin:
         raise NotImplementedError("a plugin processes batches: define process(self, batch)")
 
     def snapshot(self):
-        """The state (bytes) to commit with the cursor after each batch."""
+        """The state (bytes, or text) to commit with the cursor after each batch."""
         return b""
 
     def truncated(self, cursor, oldest):

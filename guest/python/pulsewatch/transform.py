@@ -10,9 +10,10 @@ state with the derived events, and a restarted transform resumes from :meth:`Emi
 A transform must therefore derive the same events from the same state and input (no clock, no
 randomness in what it emits). This is the Rust SDK's ``Transform`` and ``Emitter``.
 
-``guest/python/build.sh`` builds a module that imports this one (``import pulsewatch.transform``
-or ``from pulsewatch.transform import ...``) against a world that imports
-``pulse:watch/output``, which the host grants only to a plugin given output logs.
+``guest/python/build.sh`` builds a module that imports this one itself (``import
+pulsewatch.transform``, ``from pulsewatch.transform import ...`` or ``from pulsewatch import
+transform``) against a world that imports ``pulse:watch/output``, which the host grants only to
+a plugin given output logs.
 """
 
 import uuid
@@ -25,8 +26,8 @@ try:
 except ImportError:
     raise pulsewatch.PulsewatchError(
         "this plugin was built without pulse:watch/output: import pulsewatch.transform in the "
-        "module given to build.sh (not only in a module it imports), so that it builds it as "
-        "a transform"
+        "module given to build.sh itself (not only in a module it imports), as `import "
+        "pulsewatch.transform`, so that build.sh builds it as a transform"
     ) from None
 
 __all__ = [
@@ -54,15 +55,16 @@ class CommitError(pulsewatch.PulsewatchError):
     plugin) and nothing was written; otherwise an output log could not be written now, and
     committing the same again completes it without writing anything twice."""
 
-    def __init__(self, error):
+    def __init__(self, error, reading=False):
         self.invalid = isinstance(error, _output.CommitError_Invalid)
         self.why = error.value
-        super().__init__(
-            f"the host refused the commit: {self.why}"
-            if self.invalid
-            else f"the commit did not complete: {self.why} (committing the same again "
-            "completes it)"
-        )
+        if reading:
+            text = f"cannot read the transform's last commit: {self.why}"
+        elif self.invalid:
+            text = f"the host refused the commit: {self.why}"
+        else:
+            text = f"the commit did not complete: {self.why} (committing the same again completes it)"
+        super().__init__(text)
 
 
 class Committed:
@@ -85,13 +87,17 @@ class Output(int):
 
 def _uuid(value, what):
     """The WIT ``uuid`` of a ``uuid.UUID``, its text, or its integer."""
+    number = None
     if isinstance(value, uuid.UUID):
         number = value.int
     elif isinstance(value, str):
-        number = uuid.UUID(value).int
-    elif isinstance(value, int) and 0 <= value <= (1 << 128) - 1:
+        try:
+            number = uuid.UUID(value).int
+        except ValueError:
+            pass
+    elif type(value) is int and 0 <= value < 1 << 128:
         number = value
-    else:
+    if number is None:
         raise pulsewatch.PulsewatchError(
             f"{what} {value!r} is not a UUID: give a uuid.UUID, its text or a 128-bit integer"
         )
@@ -100,21 +106,22 @@ def _uuid(value, what):
 
 def _kind(kind):
     """The WIT ``change-kind`` of a name in :data:`pulsewatch.KINDS` or its place there."""
-    try:
-        return _KINDS[kind] if isinstance(kind, str) else _KIND_LIST[kind]
-    except (KeyError, IndexError, TypeError):
-        raise pulsewatch.PulsewatchError(
-            f"{kind!r} is not a kind of change: give one of {', '.join(pulsewatch.KINDS)} or "
-            "its place in pulsewatch.KINDS"
-        ) from None
+    if isinstance(kind, str) and kind in _KINDS:
+        return _KINDS[kind]
+    if type(kind) is int and 0 <= kind < len(_KIND_LIST):
+        return _KIND_LIST[kind]
+    raise pulsewatch.PulsewatchError(
+        f"{kind!r} is not a kind of change: give one of {', '.join(pulsewatch.KINDS)} or "
+        "its place in pulsewatch.KINDS"
+    )
 
 
-def _call(function, *args):
+def _call(function, *args, reading=False):
     """``function(*args)`` of the output, its failure raised as :class:`CommitError`."""
     try:
         return function(*args)
     except Err as e:
-        raise CommitError(e.value) from None
+        raise CommitError(e.value, reading) from None
 
 
 class Emitter:
@@ -141,8 +148,10 @@ class Emitter:
         the next commit. ``kind`` is a name in :data:`pulsewatch.KINDS` (or its place there);
         ``entity`` and ``collective`` are ``uuid.UUID``s, their text or their integers;
         ``payload`` is bytes (or text, written as UTF-8). Emit in input order."""
-        if isinstance(payload, str):
-            payload = payload.encode()
+        if not isinstance(output, Output):
+            raise pulsewatch.PulsewatchError(
+                f"output {output!r} is not an output: give emit what out.output(name) returned"
+            )
         self._events.append(
             _output.Derived(
                 output=int(output),
@@ -150,7 +159,7 @@ class Emitter:
                 kind=_kind(kind),
                 entity=_uuid(entity, "entity"),
                 collective=_uuid(collective, "collective"),
-                payload=bytes(payload),
+                payload=pulsewatch._bytes_of(payload, "the payload"),
             )
         )
 
@@ -159,17 +168,17 @@ class Emitter:
         return len(self._events)
 
     def commit(self, cursor, state):
-        """Writes the pending events and moves the cursor to ``cursor`` with ``state`` (bytes),
-        atomically and durably. On an error the pending events are kept, so that committing
-        again retries."""
-        _call(_output.commit, cursor, bytes(state), self._events)
+        """Writes the pending events and moves the cursor to ``cursor`` with ``state`` (bytes, or
+        text written as UTF-8), atomically and durably. On an error the pending events are kept,
+        so that committing again retries."""
+        _call(_output.commit, cursor, pulsewatch._bytes_of(state, "the state"), self._events)
         self._events = []
 
     @staticmethod
     def committed():
         """What the plugin last committed, as :class:`Committed`; ``None`` before its first
         commit."""
-        found = _call(_output.committed)
+        found = _call(_output.committed, reading=True)
         return None if found is None else Committed(found.cursor, found.state)
 
 

@@ -37,6 +37,11 @@
 //! }
 //! ```
 
+// The README's example compiles, as the crate docs' does.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod batch;
 mod checkpoint;
 mod emit;

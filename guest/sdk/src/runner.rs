@@ -119,7 +119,12 @@ pub fn run_transform<T: Transform>() -> Result<(), Error> {
 
 /// [`run_transform`] with batches of at most `batch_limit` events.
 pub fn run_transform_with<T: Transform>(batch_limit: usize) -> Result<(), Error> {
-    let saved = retrying(Emitter::committed, unavailable_output)?;
+    // Its error is not a commit's: nothing was being committed.
+    let saved = retrying(Emitter::committed, unavailable_output).map_err(|e| match e {
+        CommitError::Invalid(why) | CommitError::Unavailable(why) => {
+            Error::msg(format!("cannot read the transform's last commit: {why}"))
+        }
+    })?;
     let plugin = T::restore(saved.as_ref().and_then(|s| s.state.as_deref()))
         .map_err(|e| e.context("cannot restore the transform from its last commit"))?;
     drive(

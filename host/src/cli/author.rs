@@ -161,6 +161,12 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
              --expect-state DIR or --expect-derived FILE"
         );
     }
+    if args.expect_derived.is_some() && args.outputs.is_empty() {
+        anyhow::bail!(
+            "--expect-derived checks what the plugin derives into output logs: grant them with \
+             --output NAME"
+        );
+    }
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
     let log = fixture_log(events, &dir.path().join("events.redb"))?;
     let mut spec = PluginSpec::from_file(plugin, &dir.path().join("state"))
