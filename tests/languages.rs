@@ -184,7 +184,7 @@ fn the_python_examples_match_the_rust_examples() {
 #[test]
 fn the_javascript_examples_match_the_rust_examples() {
     if componentize_js() {
-        // The TypeScript declarations are valid (tsc comes with jco).
+        // The TypeScript declarations are valid (typescript is pinned in package.json).
         let js = root().join("guest/js");
         let checked = Command::new(js.join("node_modules/.bin/tsc"))
             .args(["--noEmit", "--strict", "pulsewatch.d.ts", "transform.d.ts"])
@@ -197,6 +197,37 @@ fn the_javascript_examples_match_the_rust_examples() {
             text(&checked.stdout),
             text(&checked.stderr)
         );
+        // A transform imported only by a helper module: the build says which file should
+        // import it, and leaves no component behind.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("helper.js"),
+            "import { Transform } from 'pulsewatch/transform';\n\
+             export class T extends Transform { process(batch, out) {} }\n",
+        )
+        .unwrap();
+        let main = dir.path().join("main.js");
+        std::fs::write(
+            &main,
+            "import { T } from './helper.js';\nimport { command } from 'pulsewatch';\n\
+             export const run = command(T);\n",
+        )
+        .unwrap();
+        let wasm = dir.path().join("main.wasm");
+        std::fs::write(&wasm, b"an earlier build").unwrap();
+        let built = Command::new("node")
+            .arg(js.join("build.mjs"))
+            .arg(&main)
+            .arg(&wasm)
+            .output()
+            .unwrap();
+        assert!(!built.status.success());
+        assert!(
+            text(&built.stderr).contains("does not import 'pulsewatch/transform' itself"),
+            "{}",
+            text(&built.stderr)
+        );
+        assert!(!wasm.exists());
         examples_match_rust(|module, wasm| {
             let mut command = Command::new("node");
             command

@@ -5,7 +5,7 @@
 // `cargo install weval --version 0.5.0 --locked`): about a third less CPU per event, a larger
 // component.
 // SOURCE imports the SDK as 'pulsewatch' (and may import modules beside it); the SDK is taken
-// from beside this script. A SOURCE that imports 'pulsewatch/transform' is built as a
+// from beside this script. A SOURCE that itself imports 'pulsewatch/transform' is built as a
 // transform: its world imports pulse:watch/output as well, which the host grants only to a
 // plugin given outputs. Run `npm ci` in guest/js first (componentize-js 0.23.0, pinned). The
 // WIT it builds against: wit/world.wit, the repository's feed, and WASI 0.2 from the
@@ -90,6 +90,8 @@ try {
     );
   }
   const transform = /from\s+(['"])pulsewatch\/transform\1/.test(readFileSync(source, 'utf8'));
+  // A failed build leaves no component behind, not even an earlier one.
+  rmSync(out, { force: true });
   let built;
   try {
     built = await componentize({
@@ -103,6 +105,7 @@ try {
     });
   } catch (e) {
     if (transform || !String(e).includes('pulse:watch/output')) throw e;
+    console.error(String(e));
     console.error(
       `build.mjs: ${source} does not import 'pulsewatch/transform' itself (a module it imports ` +
         'does), so it was built as a plain plugin, without pulse:watch/output: import it in ' +

@@ -64,7 +64,14 @@ function uuidOf(text, what) {
 function bytesOf(value, what) {
   if (typeof value === 'string') return encoder.encode(value);
   if (value instanceof Uint8Array) return value;
-  throw new PulsewatchError(`${what} is ${typeof value}: give a Uint8Array or a string`);
+  const given = value === null ? 'null' : Array.isArray(value) ? 'an array' : `of type ${typeof value}`;
+  throw new PulsewatchError(`${what} is ${given}: give a Uint8Array or a string`);
+}
+
+/** A seq as the WIT's u64; an error names `what` it was given as. */
+function seqOf(value, what) {
+  if (typeof value === 'bigint' ? value >= 0n : Number.isSafeInteger(value) && value >= 0) return BigInt(value);
+  throw new PulsewatchError(`${what} ${String(value)} is not a seq: give a whole number from 0`);
 }
 
 /** The WIT `change-kind` of a name in `KINDS` or its place there. */
@@ -106,7 +113,7 @@ export class Emitter {
     }
     this._events.push({
       output,
-      from: BigInt(from),
+      from: seqOf(from, 'from'),
       kind: kindOf(kind),
       entity: uuidOf(entity, 'entity'),
       collective: uuidOf(collective, 'collective'),
@@ -122,7 +129,8 @@ export class Emitter {
    * committing again retries. */
   commit(cursor, state) {
     const bytes = bytesOf(state, 'the state');
-    outputCall(() => commit(BigInt(cursor), bytes, this._events));
+    const seq = seqOf(cursor, 'the cursor');
+    outputCall(() => commit(seq, bytes, this._events));
     this._events = [];
   }
   /** What the plugin last committed, `{ cursor, state }` (state null for its initial state);

@@ -28,7 +28,7 @@ for f in "$wasi"/*.wit; do
   cp "$f" "$work/wit/deps/$name/"
 done
 world=plugin-py
-if grep -qE '^[[:space:]]*((import|from)[[:space:]]+pulsewatch\.transform([[:space:]]|$)|from[[:space:]]+pulsewatch[[:space:]]+import[[:space:]].*\btransform\b)' "$dir/$module.py" 2>/dev/null; then
+if grep -qE '^[[:space:]]*((import|from)[[:space:]]+pulsewatch\.transform([[:space:],]|$)|from[[:space:]]+pulsewatch[[:space:]]+import[^#]*[^[:alnum:]_]transform([^[:alnum:]_]|$))' "$dir/$module.py" 2>/dev/null; then
   world=transform-py
 fi
 cd "$work"

@@ -3,7 +3,8 @@
 // entity and collective. The Rust example `tenant-totals` in JavaScript: the same derived events
 // and the same state, byte for byte, on payloads such as the examples' fixture's. JSON's edges
 // are read as JavaScript reads them, not as serde does: `5.0` is an amount of 5 here and none
-// in Rust, a repeated key counts its last value, and amounts are exact up to 2^53.
+// in Rust, a one-element array is none here where serde takes it as one, a repeated key counts
+// its last value, and amounts are exact up to 2^53.
 //
 // Exactly once: the derived events, the cursor and the totals are committed by the host in one
 // step, so a crash at any moment neither loses nor repeats a tenant's update.

@@ -130,7 +130,7 @@ def _bytes_of(value, what):
         return value.encode()
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
-    raise PulsewatchError(f"{what} is {type(value).__name__}: give bytes or text")
+    raise PulsewatchError(f"{what} is of type {type(value).__name__}: give bytes or text")
 
 
 _U64 = struct.Struct("<Q")

@@ -116,6 +116,14 @@ def _kind(kind):
     )
 
 
+def _check_seq(value, what):
+    """Raises unless ``value`` is a seq: a whole number from 0 below 2**64."""
+    if not (type(value) is int and 0 <= value < 1 << 64):
+        raise pulsewatch.PulsewatchError(
+            f"{what} {value!r} is not a seq: give a whole number from 0"
+        )
+
+
 def _call(function, *args, reading=False):
     """``function(*args)`` of the output, its failure raised as :class:`CommitError`."""
     try:
@@ -148,10 +156,11 @@ class Emitter:
         the next commit. ``kind`` is a name in :data:`pulsewatch.KINDS` (or its place there);
         ``entity`` and ``collective`` are ``uuid.UUID``s, their text or their integers;
         ``payload`` is bytes (or text, written as UTF-8). Emit in input order."""
-        if not isinstance(output, Output):
+        if not (isinstance(output, int) and 0 <= output < len(self.names)):
             raise pulsewatch.PulsewatchError(
                 f"output {output!r} is not an output: give emit what out.output(name) returned"
             )
+        _check_seq(from_seq, "from_seq")
         self._events.append(
             _output.Derived(
                 output=int(output),
@@ -171,6 +180,7 @@ class Emitter:
         """Writes the pending events and moves the cursor to ``cursor`` with ``state`` (bytes, or
         text written as UTF-8), atomically and durably. On an error the pending events are kept,
         so that committing again retries."""
+        _check_seq(cursor, "the cursor")
         _call(_output.commit, cursor, pulsewatch._bytes_of(state, "the state"), self._events)
         self._events = []
 

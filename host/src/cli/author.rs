@@ -164,7 +164,7 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
     if args.expect_derived.is_some() && args.outputs.is_empty() {
         anyhow::bail!(
             "--expect-derived checks what the plugin derives into output logs: grant them with \
-             --output NAME"
+             --output NAME (or `outputs = [\"NAME\"]` in its pulsewatch.toml)"
         );
     }
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
