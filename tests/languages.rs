@@ -40,8 +40,6 @@ fn installed(tool: &str, install: &str) -> bool {
 /// last commit, restoring its state.
 fn examples_match_rust(build: impl Fn(&str, &Path) -> Command) {
     let dir = tempfile::tempdir().unwrap();
-    let fixtures = root().join("guest/examples/fixtures");
-    let events = fixtures.join("orders.jsonl");
     for (module, rust, args) in [
         ("kind_counts", "kind-counts", vec![]),
         (
@@ -60,50 +58,60 @@ fn examples_match_rust(build: impl Fn(&str, &Path) -> Command) {
             text(&built.stdout),
             text(&built.stderr)
         );
-        let expected = |suffix: &str| fixtures.join(format!("{rust}.{suffix}"));
-        let mut test = vec![
-            "test".to_owned(),
-            wasm.display().to_string(),
-            "--events".to_owned(),
-            events.display().to_string(),
-        ];
-        let checks: &[(&str, &str, &str)] = if args.contains(&"--output") {
-            &[
-                ("--expect-derived", "derived", "ok: the outputs hold"),
-                ("--expect-stdout", "stdout", "ok: stdout is"),
-            ]
-        } else {
-            &[
-                ("--expect-stdout", "stdout", "ok: stdout is"),
-                ("--expect-state", "state", "ok: /state is"),
-            ]
-        };
-        for (flag, suffix, _) in checks {
-            test.push(flag.to_string());
-            test.push(expected(suffix).display().to_string());
-        }
-        test.extend(args.iter().map(|a| a.to_string()));
-        let test: Vec<&str> = test.iter().map(String::as_str).collect();
-        let tested = pulsewatch_in(dir.path(), &test);
-        let said = text(&tested.stderr);
-        assert!(tested.status.success(), "{module}: {said}");
-        for (_, _, ok) in checks {
-            assert!(said.contains(ok), "{module}: {said}");
-        }
+        matches_rust(dir.path(), &wasm, rust, &args);
     }
     resumes_from_its_last_commit(dir.path(), &dir.path().join("tenant-totals.wasm"));
+}
+
+/// The examples' fixtures and expectations.
+fn fixtures() -> PathBuf {
+    root().join("guest/examples/fixtures")
+}
+
+/// `pulsewatch test` of `wasm` (given `args`) passes the Rust example `rust`'s expectations:
+/// stdout and `/state`, or, for a transform (granted an output), its derived events and stdout.
+fn matches_rust(dir: &Path, wasm: &Path, rust: &str, args: &[&str]) {
+    let expected = |suffix: &str| fixtures().join(format!("{rust}.{suffix}"));
+    let mut test = vec![
+        "test".to_owned(),
+        wasm.display().to_string(),
+        "--events".to_owned(),
+        fixtures().join("orders.jsonl").display().to_string(),
+    ];
+    let checks: &[(&str, &str, &str)] = if args.contains(&"--output") {
+        &[
+            ("--expect-derived", "derived", "ok: the outputs hold"),
+            ("--expect-stdout", "stdout", "ok: stdout is"),
+        ]
+    } else {
+        &[
+            ("--expect-stdout", "stdout", "ok: stdout is"),
+            ("--expect-state", "state", "ok: /state is"),
+        ]
+    };
+    for (flag, suffix, _) in checks {
+        test.push(flag.to_string());
+        test.push(expected(suffix).display().to_string());
+    }
+    test.extend(args.iter().map(|a| a.to_string()));
+    let test: Vec<&str> = test.iter().map(String::as_str).collect();
+    let tested = pulsewatch_in(dir, &test);
+    let said = text(&tested.stderr);
+    assert!(tested.status.success(), "{rust}: {said}");
+    for (_, _, ok) in checks {
+        assert!(said.contains(ok), "{rust}: {said}");
+    }
 }
 
 /// Runs the transform `wasm` over the fixture's first 5 events, then again once the other 7
 /// are appended: the output then holds what one run over all 12 derives (the Rust example's
 /// expectation), which it can only if the second run restored the first's committed state.
 fn resumes_from_its_last_commit(dir: &Path, wasm: &Path) {
-    let lines: Vec<String> =
-        std::fs::read_to_string(root().join("guest/examples/fixtures/orders.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| format!("{l}\n"))
-            .collect();
+    let lines: Vec<String> = std::fs::read_to_string(fixtures().join("orders.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .collect();
     let db = dir.join("resume.redb");
     let totals = dir.join("totals.redb");
     for part in [&lines[..5], &lines[5..]] {
@@ -131,7 +139,7 @@ fn resumes_from_its_last_commit(dir: &Path, wasm: &Path) {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let wanted: Vec<serde_json::Value> =
-        std::fs::read_to_string(root().join("guest/examples/fixtures/tenant-totals.derived"))
+        std::fs::read_to_string(fixtures().join("tenant-totals.derived"))
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -256,26 +264,7 @@ fn a_javascript_plugin_compiled_ahead_of_time_matches_the_rust_example() {
         .output()
         .unwrap();
     assert!(built.status.success(), "{}", text(&built.stderr));
-    let fixtures = root().join("guest/examples/fixtures");
-    let tested = pulsewatch_in(
-        dir.path(),
-        &[
-            "test",
-            path(&wasm),
-            "--events",
-            path(&fixtures.join("orders.jsonl")),
-            "--expect-stdout",
-            path(&fixtures.join("kind-counts.stdout")),
-            "--expect-state",
-            path(&fixtures.join("kind-counts.state")),
-        ],
-    );
-    let said = text(&tested.stderr);
-    assert!(tested.status.success(), "{said}");
-    assert!(
-        said.contains("ok: stdout is") && said.contains("ok: /state is"),
-        "{said}"
-    );
+    matches_rust(dir.path(), &wasm, "kind-counts", &[]);
 }
 
 /// `pulsewatch new --lang python|js`, then `pulsewatch test` of the directory: each project

@@ -302,6 +302,16 @@ export function writeAll(file, bytes, offset = 0n) {
 }
 
 const encoder = new TextEncoder();
+
+/** Bytes to write: a Uint8Array as is, a string as UTF-8; an error names `what` it was given
+ * as. The SDK's own, shared with `pulsewatch/transform`; not part of the API. */
+export function bytesOf(value, what) {
+  if (typeof value === 'string') return encoder.encode(value);
+  if (value instanceof Uint8Array) return value;
+  const given = value === null ? 'null' : Array.isArray(value) ? 'an array' : `of type ${typeof value}`;
+  throw new PulsewatchError(`${what} is ${given}: give a Uint8Array or a string`);
+}
+
 const MAGIC = 'pulsewatch-checkpoint v1';
 
 /** The cursor and the plugin's state, kept in one file in /state and replaced atomically (a
@@ -334,7 +344,7 @@ export class Checkpoint {
   /** Replaces the checkpoint with `seq` and `state` (a Uint8Array or a string), durably. */
   commit(seq, state) {
     const header = encoder.encode(`${MAGIC}\n${seq}\n`);
-    const body = typeof state === 'string' ? encoder.encode(state) : state;
+    const body = bytesOf(state, 'the state');
     const bytes = new Uint8Array(header.length + body.length);
     bytes.set(header);
     bytes.set(body, header.length);

@@ -14,7 +14,17 @@
 // imports `pulse:watch/output`, which the host grants only to a plugin given output logs.
 
 import { commit, committed, outputs } from 'pulse:watch/output@0.3.0';
-import { DEFAULT_BATCH_LIMIT, KINDS, Plugin, PulsewatchError, drive, exported, hexOfUuid, retrying } from './pulsewatch.js';
+import {
+  DEFAULT_BATCH_LIMIT,
+  KINDS,
+  Plugin,
+  PulsewatchError,
+  bytesOf,
+  drive,
+  exported,
+  hexOfUuid,
+  retrying,
+} from './pulsewatch.js';
 
 /** A commit did not happen: see `CommitInvalid` and `CommitUnavailable`. */
 export class CommitError extends PulsewatchError {}
@@ -52,20 +62,10 @@ function outputCall(f, read = false) {
   }
 }
 
-const encoder = new TextEncoder();
-
 /** The WIT `uuid` of a UUID's text. */
 function uuidOf(text, what) {
   const hex = hexOfUuid(text, what);
   return { hi: BigInt(`0x${hex.slice(0, 16)}`), lo: BigInt(`0x${hex.slice(16)}`) };
-}
-
-/** Bytes to write: a Uint8Array as is, a string as UTF-8. */
-function bytesOf(value, what) {
-  if (typeof value === 'string') return encoder.encode(value);
-  if (value instanceof Uint8Array) return value;
-  const given = value === null ? 'null' : Array.isArray(value) ? 'an array' : `of type ${typeof value}`;
-  throw new PulsewatchError(`${what} is ${given}: give a Uint8Array or a string`);
 }
 
 /** A seq as the WIT's u64; an error names `what` it was given as. */
@@ -143,16 +143,12 @@ export class Emitter {
 }
 
 /** A plugin that derives events into output logs, driven by `runTransform`. Override `process`
- * and `snapshot`, and `restore` when it keeps state; `truncated` and `finish` are `Plugin`'s. */
+ * and `snapshot` (committed with the derived events), and `restore` when it keeps state;
+ * `truncated` and `finish` are `Plugin`'s. */
 export class Transform extends Plugin {
   /** Processes one batch (an array of `EventRef`s), in seq order, emitting into `out`. */
   process(_batch, _out) {
     throw new PulsewatchError('a transform processes batches: define process(batch, out)');
-  }
-  /** The state (a Uint8Array or a string) to commit with the cursor and the derived events
-   * after each batch. */
-  snapshot() {
-    return new Uint8Array();
   }
 }
 

@@ -110,13 +110,17 @@ pub enum CommitError {
 }
 
 impl Checkpoint {
-    /// The checkpoint as outputs store it (an output log's `SOURCES` table, a stream output's
-    /// bucket).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        encode(self)
+    /// A checkpoint as outputs store it (an output log's `SOURCES` table, a stream output's
+    /// bucket), encoded from borrowed parts: the state is not copied.
+    pub fn encode(input: &str, cursor: u64, state: Option<&[u8]>) -> Vec<u8> {
+        encode(&CheckpointRef {
+            input,
+            cursor,
+            state,
+        })
     }
 
-    /// The checkpoint stored as `bytes` by [`Checkpoint::to_bytes`].
+    /// The checkpoint stored as `bytes` by [`Checkpoint::encode`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, redb::StorageError> {
         decode(bytes, "a checkpoint")
     }
@@ -258,11 +262,7 @@ impl Log {
             }
             // An older cursor (another output was behind) leaves the newer checkpoint.
             if cursor >= done {
-                let checkpoint = encode(&CheckpointRef {
-                    input,
-                    cursor,
-                    state,
-                });
+                let checkpoint = Checkpoint::encode(input, cursor, state);
                 sources
                     .insert(plugin, checkpoint.as_slice())
                     .map_err(|e| WriteError::Storage(storage(e)))?;

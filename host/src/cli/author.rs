@@ -167,22 +167,17 @@ fn test_component(args: &TestArgs, plugin: &Path, events: &Path) -> anyhow::Resu
              --output NAME (or `outputs = [\"NAME\"]` in its pulsewatch.toml)"
         );
     }
-    let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
-    let log = fixture_log(events, &dir.path().join("events.redb"))?;
-    let mut spec = PluginSpec::from_file(plugin, &dir.path().join("state"))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", plugin.display()))?;
-    spec.args.clone_from(&args.args);
-    if let Some(bad) = args.outputs.iter().find(|name| {
-        name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-    }) {
+    if let Some(bad) = args.outputs.iter().find(|name| !plain_name(name)) {
         anyhow::bail!(
             "--output {bad:?}: an output's name is letters, digits, '-' and '_', as the plugin \
              asks for it"
         );
     }
+    let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let log = fixture_log(events, &dir.path().join("events.redb"))?;
+    let mut spec = PluginSpec::from_file(plugin, &dir.path().join("state"))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", plugin.display()))?;
+    spec.args.clone_from(&args.args);
     spec.outputs = args
         .outputs
         .iter()
@@ -320,6 +315,15 @@ fn expect_lines(
         diff(&wanted, actual, &expected.display().to_string(), label)
     );
     Ok(false)
+}
+
+/// Whether `name` is letters, digits, '-' and '_', and not empty: an output's, or a new
+/// plugin's.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
 }
 
 /// Where `test` keeps compiled components between runs: `$XDG_CACHE_HOME/pulsewatch`, or
@@ -545,11 +549,7 @@ fn template(lang: Lang) -> (&'static str, Vec<(&'static str, &'static str)>) {
 
 pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     let name = &args.name;
-    let valid = !name.is_empty()
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic()) && plain_name(name);
     if !valid {
         anyhow::bail!(
             "{name:?} cannot name a plugin: a name starts with a letter, and is letters, digits, \

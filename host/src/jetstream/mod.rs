@@ -66,7 +66,7 @@ impl StreamAddr {
 
     /// The subjects a stream holding a log takes: writers' and plugins'. Readers take every
     /// message of the stream, whatever its subject, so that each seq is an event.
-    pub(crate) fn subjects(&self) -> [String; 2] {
+    fn subjects(&self) -> [String; 2] {
         [self.subject(), self.derived_subject("*")]
     }
 }

@@ -257,13 +257,7 @@ impl StreamOutput {
                 // A later checkpoint is stored (another output was behind): it stays.
                 break;
             }
-            let checkpoint = Checkpoint {
-                input: input.to_owned(),
-                cursor,
-                state: state.map(<[u8]>::to_vec),
-            }
-            .to_bytes()
-            .into();
+            let checkpoint = Checkpoint::encode(input, cursor, state).into();
             match self.sources.update(plugin, checkpoint, mark.revision).await {
                 Ok(revision) => {
                     (mark.revision, mark.cursor) = (revision, cursor);
